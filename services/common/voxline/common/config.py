@@ -1,0 +1,129 @@
+"""Configuration helpers: flags whose defaults come from ``VOXLINE_*`` env vars, shown in --help.
+
+Each service's ``config.py`` declares a frozen dataclass and builds it with these helpers, so the
+precedence is always: command-line flag > environment variable > built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+#: Default ports of the four services.
+DEFAULT_PORTS = {"orchestrator": 50050, "stt": 50051, "llm": 50052, "tts": 50053}
+
+_SECRET_MARKERS = ("key", "token", "secret", "password")
+
+
+class ConfigError(ValueError):
+    """A flag or environment variable has a value that cannot be used."""
+
+
+def _parse_bool(text: str) -> bool:
+    lowered = text.strip().lower()
+    if lowered in ("1", "true", "yes", "on"):
+        return True
+    if lowered in ("0", "false", "no", "off", ""):
+        return False
+    raise argparse.ArgumentTypeError(f"expected true/false, got {text!r}")
+
+
+def env_default(env: str, default: Any, cast: Callable[[str], Any] = str) -> Any:
+    """The value of env var ``env`` converted by ``cast``, or ``default`` when unset or empty."""
+    raw = os.environ.get(env)
+    if raw is None or raw == "":
+        return default
+    try:
+        return cast(raw)
+    except (ValueError, argparse.ArgumentTypeError) as exc:
+        raise ConfigError(f"environment variable {env}={raw!r} is invalid: {exc}") from exc
+
+
+def option(
+    parser: argparse.ArgumentParser | Any,
+    flag: str,
+    *,
+    env: str,
+    default: Any,
+    help: str,
+    type: Callable[[str], Any] = str,
+    choices: Sequence[Any] | None = None,
+) -> None:
+    """Add ``flag`` whose default is read from ``env``; help shows both.
+
+    ``type=bool`` makes a flag that takes true/false (``--vad-filter false``).
+    """
+    cast = _parse_bool if type is bool else type
+    parser.add_argument(
+        flag,
+        type=cast,
+        default=env_default(env, default, cast),
+        choices=choices,
+        help=f"{help} [env {env}; default: {default!r}]",
+    )
+
+
+@dataclasses.dataclass(frozen=True)
+class ServerConfig:
+    """How a service's gRPC server listens and shuts down."""
+
+    host: str = "127.0.0.1"
+    port: int = 0
+    max_message_bytes: int = 32 * 1024 * 1024
+    grace_seconds: float = 10.0
+    log_level: str = "INFO"
+    log_format: str = "text"
+
+
+def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
+    """Add --host, --port, --max-message-mb, --grace-seconds, --log-level, --log-format."""
+    prefix = f"VOXLINE_{stage.upper()}_"
+    group = parser.add_argument_group("server")
+    option(group, "--host", env=prefix + "HOST", default="127.0.0.1",
+           help="address to bind (0.0.0.0 for all interfaces)")
+    option(group, "--port", env=prefix + "PORT", default=DEFAULT_PORTS[stage], type=int,
+           help="port to bind; 0 picks a free port and logs it")
+    option(group, "--max-message-mb", env="VOXLINE_MAX_MESSAGE_MB", default=32.0, type=float,
+           help="largest gRPC message accepted or sent, MiB")
+    option(group, "--grace-seconds", env="VOXLINE_GRACE_SECONDS", default=10.0, type=float,
+           help="on SIGTERM/SIGINT, time in-flight calls get to finish")
+    option(group, "--log-level", env="VOXLINE_LOG_LEVEL", default="INFO",
+           choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
+    option(group, "--log-format", env="VOXLINE_LOG_FORMAT", default="text",
+           choices=["text", "json"], help="log line format")
+
+
+def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
+    """Build the ServerConfig from parsed arguments, validating ranges."""
+    if not 0 <= ns.port <= 65535:
+        raise ConfigError(f"--port must be 0..65535, got {ns.port}")
+    if ns.max_message_mb <= 0:
+        raise ConfigError("--max-message-mb must be positive")
+    if ns.grace_seconds < 0:
+        raise ConfigError("--grace-seconds must be >= 0")
+    return ServerConfig(
+        host=ns.host,
+        port=ns.port,
+        max_message_bytes=int(ns.max_message_mb * 1024 * 1024),
+        grace_seconds=ns.grace_seconds,
+        log_level=ns.log_level,
+        log_format=ns.log_format,
+    )
+
+
+def describe(config: Any) -> str:
+    """One line listing a dataclass's fields, with secrets masked; for the start-up log."""
+    parts = []
+    for field in dataclasses.fields(config):
+        value = getattr(config, field.name)
+        if dataclasses.is_dataclass(value) and not isinstance(value, type):
+            shown = "{" + describe(value) + "}"
+        elif any(marker in field.name.lower() for marker in _SECRET_MARKERS):
+            shown = "***" if value else "<unset>"
+        else:
+            shown = repr(value)
+        parts.append(f"{field.name}={shown}")
+    return " ".join(parts)

@@ -1,0 +1,50 @@
+"""Domain exceptions shared by every engine, and the one table that maps them to gRPC codes.
+
+Engines raise these (they import no grpc); servicers translate them once, through
+``voxline.common.server.abort_for`` / ``status_for``.
+"""
+
+from __future__ import annotations
+
+
+class VoxlineError(Exception):
+    """Base of every error voxline reports to a client. The message is shown to the user."""
+
+    #: Name of the grpc.StatusCode member this error maps to.
+    code_name = "INTERNAL"
+
+
+class InvalidInput(VoxlineError):
+    """The request itself is wrong: bad audio, empty text, unknown voice, bad role."""
+
+    code_name = "INVALID_ARGUMENT"
+
+
+class LimitExceeded(VoxlineError):
+    """The request is over a limit (size, duration, length) or the server is saturated."""
+
+    code_name = "RESOURCE_EXHAUSTED"
+
+
+class NotConfigured(VoxlineError):
+    """The server cannot do this until an operator configures it (no provider, no key)."""
+
+    code_name = "FAILED_PRECONDITION"
+
+
+class DependencyUnavailable(VoxlineError):
+    """A dependency (a provider, another stage) is down or failing; retrying later may work."""
+
+    code_name = "UNAVAILABLE"
+
+
+class StageDeadlineExceeded(VoxlineError):
+    """A stage did not answer within its deadline."""
+
+    code_name = "DEADLINE_EXCEEDED"
+
+
+class NotReady(VoxlineError):
+    """The engine is still loading or warming up."""
+
+    code_name = "UNAVAILABLE"

@@ -1,0 +1,65 @@
+"""Cut streamed text into sentences, so each can be spoken as soon as it is complete."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+
+# A sentence ends at . ! ? … (optionally followed by closing quotes/brackets) and then whitespace.
+# Abbreviations like "e.g." or "Dr." and decimals "3.5" are kept together.
+_END = re.compile(r"""([.!?…]+["'”’»)\]]*)(\s+)""")
+_ABBREVIATIONS = frozenset(
+    "mr mrs ms dr prof st sr jr vs etc e.g i.e mme mlle m no p.ex cf fig approx".split()
+)
+
+
+def _is_abbreviation(text_before: str) -> bool:
+    word = text_before.rsplit(None, 1)[-1].lower().rstrip(".") if text_before.strip() else ""
+    return word in _ABBREVIATIONS or (len(word) == 1 and word.isalpha())
+
+
+class SentenceChunker:
+    """Incremental sentence splitter: ``feed`` text deltas, get complete sentences back.
+
+    A sentence shorter than ``min_chars`` is held and joined to the next one (speaking "Oui." alone
+    costs a TTS round trip for little audio). ``flush`` returns whatever is left at the end.
+    """
+
+    def __init__(self, min_chars: int = 1, max_chars: int = 400) -> None:
+        self._buffer = ""
+        self._min_chars = min_chars
+        self._max_chars = max_chars
+
+    def feed(self, delta: str) -> list[str]:
+        """Add text; return the sentences it completed (possibly none)."""
+        self._buffer += delta
+        out: list[str] = []
+        start = 0
+        for match in _END.finditer(self._buffer):
+            end = match.end(1)
+            candidate = self._buffer[start:end].strip()
+            if _is_abbreviation(self._buffer[start:match.start(1)]):
+                continue
+            if len(candidate) < self._min_chars:
+                continue
+            out.append(candidate)
+            start = match.end()
+        self._buffer = self._buffer[start:]
+        while len(self._buffer) > self._max_chars:  # no punctuation for too long: cut at a space
+            cut = self._buffer.rfind(" ", 0, self._max_chars)
+            cut = cut if cut > 0 else self._max_chars
+            out.append(self._buffer[:cut].strip())
+            self._buffer = self._buffer[cut:]
+        return [s for s in out if s]
+
+    def flush(self) -> list[str]:
+        """The rest of the text as a last sentence (if any)."""
+        rest, self._buffer = self._buffer.strip(), ""
+        return [rest] if rest else []
+
+
+def split_sentences(text: str, min_chars: int = 1, max_chars: int = 400) -> Iterator[str]:
+    """All sentences of a complete text, in order."""
+    chunker = SentenceChunker(min_chars=min_chars, max_chars=max_chars)
+    yield from chunker.feed(text)
+    yield from chunker.flush()

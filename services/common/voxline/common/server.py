@@ -1,0 +1,154 @@
+"""The grpc.aio server bootstrap every voxline service runs on.
+
+``serve()`` does, in order: telemetry (instrumenting grpc before the server exists), the server
+with message size limits, the standard health service (NOT_SERVING), reflection, the service's own
+servicers, bind (port 0 picks a free port, which is logged), start, warm-up (health stays
+NOT_SERVING until the engine is loaded and warm), SERVING, then wait for SIGTERM/SIGINT. On a signal:
+health flips to NOT_SERVING, the server stops accepting calls, in-flight calls get the grace period,
+the service's own close hook runs, spans are flushed, and ``serve`` returns (exit status 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from voxline.common.config import ServerConfig
+from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
+
+log = logging.getLogger(__name__)
+
+#: Printed (logged) once the port is bound: ``voxline up`` and tests read the port from it.
+LISTENING_MESSAGE = "listening"
+
+
+@dataclass
+class ServiceSpec:
+    """What one service plugs into the bootstrap."""
+
+    #: Short name used in logs and as the OpenTelemetry service name, e.g. "voxline-stt".
+    name: str
+    #: Fully qualified gRPC service names, e.g. ["voxline.v1.SpeechToText"], for health/reflection.
+    grpc_services: Sequence[str]
+    #: Adds the servicers to the server.
+    register: Callable[[grpc.aio.Server], None]
+    #: Loads and warms the engine; health turns SERVING when it returns.
+    warm_up: Callable[[], Awaitable[None]]
+    #: Releases the engine after the server has stopped (optional).
+    close: Callable[[], Awaitable[None]] | None = None
+    #: Extra server interceptors (optional).
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=list)
+
+
+class RunningServer:
+    """A started server: its bound port, its health servicer and a way to stop it."""
+
+    def __init__(self, server: grpc.aio.Server, port: int, health_servicer: health.aio.HealthServicer,
+                 spec: ServiceSpec, config: ServerConfig) -> None:
+        self.server = server
+        self.port = port
+        self.health = health_servicer
+        self._spec = spec
+        self._config = config
+        self.ready = asyncio.Event()
+        self._stopped = False
+
+    async def set_serving(self, serving: bool) -> None:
+        status = (health_pb2.HealthCheckResponse.SERVING if serving
+                  else health_pb2.HealthCheckResponse.NOT_SERVING)
+        for name in ["", *self._spec.grpc_services]:
+            await self.health.set(name, status)
+
+    async def warm_up(self) -> None:
+        """Run the service's warm-up, then report SERVING."""
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        await self._spec.warm_up()
+        await self.set_serving(True)
+        self.ready.set()
+        log.info("serving", extra={"service": self._spec.name,
+                                   "warm_up_s": round(loop.time() - started, 3)})
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Graceful stop: NOT_SERVING, refuse new calls, let in-flight ones finish, close engine."""
+        if self._stopped:
+            return
+        self._stopped = True
+        grace = self._config.grace_seconds if grace is None else grace
+        await self.health.enter_graceful_shutdown()
+        log.info("stopping", extra={"service": self._spec.name, "grace_s": grace})
+        await self.server.stop(grace)
+        if self._spec.close is not None:
+            await self._spec.close()
+        log.info("stopped", extra={"service": self._spec.name})
+
+
+async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
+    """Create, bind and start the server (health NOT_SERVING); does not warm up."""
+    setup_telemetry(spec.name)
+    options = [
+        ("grpc.max_receive_message_length", config.max_message_bytes),
+        ("grpc.max_send_message_length", config.max_message_bytes),
+        ("grpc.so_reuseport", 0),
+    ]
+    server = grpc.aio.server(options=options, interceptors=list(spec.interceptors))
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    spec.register(server)
+    reflection.enable_server_reflection(
+        [*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    if port == 0:
+        raise OSError(f"could not bind {config.host}:{config.port}")
+    running = RunningServer(server, port, health_servicer, spec, config)
+    await running.set_serving(False)
+    await server.start()
+    log.info(LISTENING_MESSAGE, extra={"service": spec.name, "host": config.host, "port": port})
+    return running
+
+
+async def serve(spec: ServiceSpec, config: ServerConfig,
+                on_started: Callable[[RunningServer], None] | None = None) -> None:
+    """Run a service until SIGTERM or SIGINT, then shut down gracefully."""
+    running = await start_server(spec, config)
+    if on_started is not None:
+        on_started(running)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    warm = asyncio.create_task(running.warm_up(), name=f"{spec.name}-warm-up")
+    stopper = asyncio.create_task(stop.wait(), name=f"{spec.name}-signal")
+    try:
+        done, _ = await asyncio.wait({warm, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if warm in done:
+            warm.result()  # a failed warm-up ends the process with its error
+            await stopper
+    finally:
+        for task in (warm, stopper):
+            if not task.done():
+                task.cancel()
+        await asyncio.gather(warm, stopper, return_exceptions=True)
+        await running.stop()
+        shutdown_telemetry()
+
+
+def run(spec_factory: Callable[[], ServiceSpec], config: ServerConfig) -> int:
+    """Entry point helper for ``__main__``: run ``serve`` in a fresh event loop, return exit code."""
+    async def main() -> None:
+        await serve(spec_factory(), config)
+
+    try:
+        asyncio.run(main())
+    except Exception:
+        log.exception("service failed")
+        return 1
+    return 0
