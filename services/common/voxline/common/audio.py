@@ -70,7 +70,8 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
 def _to_mono(frames: np.ndarray) -> np.ndarray:
     if frames.ndim == 1:
         return frames
-    return frames.mean(axis=1, dtype=np.float32)
+    mono: np.ndarray = frames.mean(axis=1, dtype=np.float32)
+    return mono
 
 
 def _int_to_float(data: np.ndarray) -> np.ndarray:
@@ -190,7 +191,8 @@ def decode(
 def float_to_pcm16(samples: np.ndarray) -> bytes:
     """Float samples in [-1, 1] → little-endian int16 bytes (clipped)."""
     clipped = np.clip(samples, -1.0, 1.0)
-    return (clipped * 32767.0).astype("<i2").tobytes()
+    data: bytes = (clipped * 32767.0).astype("<i2").tobytes()
+    return data
 
 
 def wav_header(sample_rate: int, channels: int = 1, data_bytes: int | None = None) -> bytes:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
-# A sentence ends at . ! ? … (optionally followed by closing quotes/brackets) and then whitespace.
+# A sentence ends at . ! ? … (optionally followed by closing quotes/brackets; French puts a space
+# before ») and then whitespace.
 # Abbreviations like "e.g." or "Dr." and decimals "3.5" are kept together.
-_END = re.compile(r"""([.!?…]+["'”’»)\]]*)(\s+)""")
+_END = re.compile(r"""([.!?…]+(?:[\s\u00a0\u202f]?»|["'”’)\]])*)(\s+)""")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st sr jr vs etc e.g i.e mme mlle m no p.ex cf fig approx".split()
 )

