@@ -23,6 +23,8 @@ from scipy.io import wavfile
 from voxline.common.errors import InvalidInput, LimitExceeded
 
 WHISPER_RATE = 16_000
+#: Sample rates accepted on input (below: not speech; above: not audio hardware).
+MIN_RATE, MAX_RATE = 1_000, 768_000
 ENCODINGS = ("pcm_s16le", "wav", "flac", "ogg_opus", "mp3", "aiff")
 CONTAINERS = ("wav", "flac", "ogg_opus", "mp3", "aiff")
 
@@ -108,10 +110,37 @@ def _decode_pcm(data: bytes, rate: int, channels: int) -> tuple[np.ndarray, int,
     return _to_mono(_int_to_float(frames)), rate, channels
 
 
+def _wav_reader(data: bytes) -> io.BytesIO:
+    """A file for scipy, after rejecting a truncated WAV (scipy would only warn and return the
+    frames it found). A streamed WAV (data size 0 or 0xFFFFFFFF: unknown) or a wrong RIFF size
+    gets the real sizes patched into a copy, so scipy reads it without warnings."""
+    offset, size = 12, len(data)
+    while offset + 8 <= size:
+        chunk_id, chunk_size = struct.unpack_from("<4sI", data, offset)
+        available = size - offset - 8
+        if chunk_id == b"data":
+            streamed = chunk_size in (0, 0xFFFFFFFF)
+            if not streamed and chunk_size > available:
+                raise InvalidInput(
+                    f"truncated WAV: the header announces {chunk_size} bytes of audio, "
+                    f"only {available} are present"
+                )
+            if not streamed and struct.unpack_from("<I", data, 4)[0] == size - 8:
+                return io.BytesIO(data)
+            patched = bytearray(data)
+            struct.pack_into("<I", patched, 4, size - 8)
+            if streamed:
+                struct.pack_into("<I", patched, offset + 4, available)
+            return io.BytesIO(patched)
+        offset += 8 + chunk_size + (chunk_size & 1)
+    raise InvalidInput("truncated WAV: no complete 'data' chunk")
+
+
 def _decode_wav(data: bytes) -> tuple[np.ndarray, int, int]:
+    reader = _wav_reader(data)
     try:
-        rate, frames = wavfile.read(io.BytesIO(data))
-    except (ValueError, EOFError, struct.error, IndexError) as exc:
+        rate, frames = wavfile.read(reader)
+    except Exception as exc:  # scipy fails on corrupt headers in many ways (even UnboundLocalError)
         raise InvalidInput(f"cannot read WAV data: {exc}") from exc
     channels = 1 if frames.ndim == 1 else frames.shape[1]
     return _to_mono(_int_to_float(frames)), int(rate), channels
@@ -175,8 +204,8 @@ def decode(
         mono, rate, source_channels = _decode_wav(data)
     else:
         mono, rate, source_channels = _decode_av(data, encoding)
-    if rate <= 0:
-        raise InvalidInput("the audio has no sample rate")
+    if not MIN_RATE <= rate <= MAX_RATE:
+        raise InvalidInput(f"sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
     seconds = len(mono) / rate
     if max_seconds is not None and seconds > max_seconds:
         raise LimitExceeded(f"audio is {seconds:.1f} s long; the limit is {max_seconds:g} s")
