@@ -198,6 +198,10 @@ def decode(
             )
     if encoding not in ENCODINGS:
         raise InvalidInput(f"unsupported audio encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
+    if encoding in CONTAINERS:
+        found = sniff_encoding(data)
+        if found is not None and found != encoding:
+            raise InvalidInput(f"the data looks like {found}, not {encoding} as its format says")
     if encoding == "pcm_s16le":
         mono, rate, source_channels = _decode_pcm(data, sample_rate, channels)
     elif encoding == "wav":

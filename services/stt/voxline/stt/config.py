@@ -1,0 +1,145 @@
+"""Configuration of the STT service: flags, with defaults from ``VOXLINE_STT_*`` env vars."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from collections.abc import Sequence
+from pathlib import Path
+
+from voxline.common.config import (
+    ConfigError,
+    ServerConfig,
+    add_server_options,
+    option,
+    server_config_from_args,
+)
+from voxline.stt.models import PACKAGED_MODEL, default_cache_dir
+
+DEVICES = ("auto", "cpu", "cuda")
+COMPUTE_TYPES = ("auto", "default", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
+                 "int16", "float16", "bfloat16", "float32")
+#: Largest beam a request or the server may ask for (cost grows with it, accuracy barely).
+MAX_BEAM_SIZE = 10
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineSettings:
+    """How the faster-whisper engine is loaded and what a request gets by default."""
+
+    #: Local CTranslate2 directory, faster-whisper model name, or "base" (the packaged model).
+    model: str = PACKAGED_MODEL
+    #: Where the packaged model is assembled (in its "whisper-base" subdirectory).
+    cache_dir: Path = dataclasses.field(default_factory=default_cache_dir)
+    device: str = "auto"
+    #: "auto": int8 on cpu, float16 on cuda.
+    compute_type: str = "auto"
+    #: 1 (greedy): the lowest latency; Whisper base is as accurate on short, clean utterances.
+    beam_size: int = 1
+    #: Default language ("" auto-detects); a request's language overrides it.
+    language: str = ""
+    #: CTranslate2 threads per worker; 0 lets CTranslate2 choose.
+    cpu_threads: int = 0
+    #: Transcriptions that run at once (CTranslate2 workers, and the executor's threads).
+    num_workers: int = 1
+    #: Requests allowed to wait for a worker before RESOURCE_EXHAUSTED.
+    max_queued: int = 8
+    #: Drop silence with Silero VAD by default (a request may override).
+    vad_filter: bool = False
+    #: Longest audio accepted, seconds (RESOURCE_EXHAUSTED beyond).
+    max_audio_seconds: float = 120.0
+
+    def __post_init__(self) -> None:
+        if self.device not in DEVICES:
+            raise ConfigError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
+        if self.compute_type not in COMPUTE_TYPES:
+            raise ConfigError(f"--compute-type must be one of {', '.join(COMPUTE_TYPES)}")
+        if not 1 <= self.beam_size <= MAX_BEAM_SIZE:
+            raise ConfigError(f"--beam-size must be 1..{MAX_BEAM_SIZE}, got {self.beam_size}")
+        if self.cpu_threads < 0:
+            raise ConfigError("--cpu-threads must be >= 0")
+        if self.num_workers < 1 or self.max_queued < 0:
+            raise ConfigError("--num-workers must be >= 1 and --max-queued >= 0")
+        if self.max_audio_seconds <= 0:
+            raise ConfigError("--max-audio-seconds must be positive")
+
+
+@dataclasses.dataclass(frozen=True)
+class SttConfig:
+    """Everything the STT service needs to start."""
+
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
+    engine: EngineSettings = dataclasses.field(default_factory=EngineSettings)
+    #: Largest total of audio bytes one StreamingTranscribe call may send.
+    max_stream_bytes: int = 32 * 1024 * 1024
+    #: Seconds of new raw-PCM audio between partial transcripts; <= 0 disables partials.
+    partial_interval_s: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.max_stream_bytes < 1024:
+            raise ConfigError("--max-stream-bytes must be >= 1024")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The command line of ``python -m voxline.stt``."""
+    parser = argparse.ArgumentParser(
+        prog="python -m voxline.stt",
+        description="voxline speech-to-text service (faster-whisper): audio bytes in, text out.",
+    )
+    add_server_options(parser, "stt")
+    model = parser.add_argument_group("model")
+    option(model, "--model", env="VOXLINE_STT_MODEL", default=PACKAGED_MODEL,
+           help="local CTranslate2 model directory, faster-whisper model name or hub id (needs the "
+                "hub or its cache), or 'base': the multilingual Whisper base shipped in PyPI packages")
+    option(model, "--cache-dir", env="VOXLINE_CACHE_DIR", default=str(default_cache_dir()),
+           help="cache directory; the packaged model is assembled once into <dir>/whisper-base")
+    option(model, "--device", env="VOXLINE_STT_DEVICE", default="auto", choices=DEVICES,
+           help="inference device (auto: cuda when available)")
+    option(model, "--compute-type", env="VOXLINE_STT_COMPUTE_TYPE", default="auto", choices=COMPUTE_TYPES,
+           help="CTranslate2 compute type (auto: int8 on cpu, float16 on cuda)")
+    option(model, "--cpu-threads", env="VOXLINE_STT_CPU_THREADS", default=0, type=int,
+           help="CTranslate2 threads per worker (0: CTranslate2 decides)")
+    option(model, "--num-workers", env="VOXLINE_STT_NUM_WORKERS", default=1, type=int,
+           help="transcriptions running at once")
+    decoding = parser.add_argument_group("decoding defaults (a request may override)")
+    option(decoding, "--beam-size", env="VOXLINE_STT_BEAM_SIZE", default=1, type=int,
+           help="beam size (1 = greedy, lowest latency)")
+    option(decoding, "--language", env="VOXLINE_STT_LANGUAGE", default="",
+           help="language code such as en or fr ('' auto-detects)")
+    option(decoding, "--vad-filter", env="VOXLINE_STT_VAD_FILTER", default=False, type=bool,
+           help="drop silence with Silero VAD before decoding")
+    option(decoding, "--partial-interval-s", env="VOXLINE_STT_PARTIAL_INTERVAL_S", default=1.0, type=float,
+           help="streaming raw PCM: seconds of new audio between partial transcripts (<= 0: none)")
+    limits = parser.add_argument_group("limits")
+    option(limits, "--max-queued", env="VOXLINE_STT_MAX_QUEUED", default=8, type=int,
+           help="requests waiting for a worker before RESOURCE_EXHAUSTED")
+    option(limits, "--max-audio-seconds", env="VOXLINE_STT_MAX_AUDIO_SECONDS", default=120.0, type=float,
+           help="longest audio accepted, seconds")
+    option(limits, "--max-stream-bytes", env="VOXLINE_STT_MAX_STREAM_BYTES", default=32 * 1024 * 1024,
+           type=int, help="most audio bytes one streaming call may send")
+    return parser
+
+
+def config_from_args(argv: Sequence[str] | None = None) -> SttConfig:
+    """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
+    ns = build_parser().parse_args(argv)
+    language = ns.language.strip().lower().split("-")[0]
+    engine = EngineSettings(
+        model=ns.model,
+        cache_dir=Path(ns.cache_dir).expanduser(),
+        device=ns.device,
+        compute_type=ns.compute_type,
+        beam_size=ns.beam_size,
+        language=language,
+        cpu_threads=ns.cpu_threads,
+        num_workers=ns.num_workers,
+        max_queued=ns.max_queued,
+        vad_filter=ns.vad_filter,
+        max_audio_seconds=ns.max_audio_seconds,
+    )
+    return SttConfig(
+        server=server_config_from_args(ns),
+        engine=engine,
+        max_stream_bytes=ns.max_stream_bytes,
+        partial_interval_s=ns.partial_interval_s,
+    )

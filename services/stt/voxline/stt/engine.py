@@ -1,0 +1,256 @@
+"""The speech-to-text engine: faster-whisper on audio decoded in memory (no temp files).
+
+Audio bytes are decoded by ``voxline.common.audio.decode`` into mono float32 at 16 kHz and handed
+to ``WhisperModel.transcribe`` as a numpy array. Decoding and inference run together in a worker
+thread of an executor sized to ``num_workers`` (the number of CTranslate2 workers), behind an
+``AdmissionGate``: ``num_workers`` jobs run, ``max_queued`` wait, the rest get LimitExceeded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+from voxline.common.admission import AdmissionGate
+from voxline.common.audio import WHISPER_RATE, decode
+from voxline.common.errors import InvalidInput, NotConfigured, NotReady
+from voxline.stt.config import MAX_BEAM_SIZE, EngineSettings
+from voxline.stt.models import resolve_model
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class AudioInput:
+    """Encoded audio and how to read it (encoding names as in ``voxline.common.audio``)."""
+
+    data: bytes
+    #: "pcm_s16le", "wav", "flac", ...; None sniffs the container.
+    encoding: str | None = None
+    #: Raw PCM only.
+    sample_rate: int = 0
+    channels: int = 0
+
+
+@dataclass(frozen=True)
+class RecognitionOptions:
+    """Per-request overrides; empty/zero/None take the server's defaults."""
+
+    language: str = ""
+    beam_size: int = 0
+    vad_filter: bool | None = None
+
+
+@dataclass(frozen=True)
+class Segment:
+    """One timed piece of a transcript."""
+
+    start_s: float
+    end_s: float
+    text: str
+
+
+@dataclass(frozen=True)
+class Transcript:
+    """A transcript and what it cost (milliseconds measured in the worker, queueing excluded)."""
+
+    text: str
+    language: str
+    language_probability: float
+    segments: tuple[Segment, ...]
+    audio_seconds: float
+    processing_ms: float
+    decode_ms: float
+
+
+class Transcriber(Protocol):
+    """What the servicer needs; tests and benchmarks may plug in another implementation."""
+
+    @property
+    def max_audio_seconds(self) -> float: ...
+
+    async def warm_up(self) -> None:
+        """Load the model and run one transcription; ready to serve when this returns."""
+
+    def check_options(self, options: RecognitionOptions) -> None:
+        """Raise InvalidInput for options this engine cannot honour (before any audio arrives)."""
+
+    async def transcribe(self, audio: AudioInput, options: RecognitionOptions) -> Transcript:
+        """Transcribe a whole clip; waits for a worker (LimitExceeded when the queue is full)."""
+
+    async def transcribe_if_idle(self, audio: AudioInput, options: RecognitionOptions
+                                 ) -> Transcript | None:
+        """Transcribe only if a worker is free right now (best-effort partials); else None."""
+
+    async def close(self) -> None:
+        """Release the model and the worker threads."""
+
+
+def warm_up_clip(seconds: float = 1.0) -> np.ndarray:
+    """A quiet tone with a little noise: enough for Whisper to run its encoder and decoder."""
+    t = np.arange(int(seconds * WHISPER_RATE), dtype=np.float32) / WHISPER_RATE
+    noise = np.random.default_rng(0).normal(0.0, 0.01, t.shape).astype(np.float32)
+    return (0.1 * np.sin(2 * np.pi * 220.0 * t) + noise).astype(np.float32)
+
+
+class WhisperTranscriber:
+    """faster-whisper ``WhisperModel`` behind an admission gate and a sized thread pool."""
+
+    def __init__(self, settings: EngineSettings) -> None:
+        self._settings = settings
+        self._model: Any = None
+        self._languages: frozenset[str] = frozenset()
+        self._executor = ThreadPoolExecutor(max_workers=settings.num_workers,
+                                            thread_name_prefix="stt-worker")
+        self._gate = AdmissionGate(settings.num_workers, settings.max_queued, "transcriptions")
+        self._running = 0
+
+    @property
+    def max_audio_seconds(self) -> float:
+        return self._settings.max_audio_seconds
+
+    @property
+    def settings(self) -> EngineSettings:
+        return self._settings
+
+    @property
+    def model(self) -> Any:
+        """The loaded ``WhisperModel`` (None before warm-up); for benchmarks."""
+        return self._model
+
+    async def warm_up(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._load)
+        started = time.perf_counter()
+        # a fixed language skips detection, which would only run the same encoder a second time
+        language = self._settings.language or ("en" if "en" in self._languages else "")
+        await loop.run_in_executor(self._executor, self._infer, warm_up_clip(), language, 1, False)
+        log.info("model warm", extra={"warm_up_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    def _load(self) -> None:
+        from faster_whisper import WhisperModel  # heavy import: keep `--help` fast
+
+        s = self._settings
+        resolved = resolve_model(s.model, s.cache_dir)
+        device = s.device
+        if device == "auto":
+            import ctranslate2
+
+            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        compute_type = s.compute_type
+        if compute_type == "auto":
+            compute_type = "float16" if device == "cuda" else "int8"
+        started = time.perf_counter()
+        try:
+            model = WhisperModel(resolved.location, device=device, compute_type=compute_type,
+                                 cpu_threads=s.cpu_threads, num_workers=s.num_workers)
+        except Exception as exc:  # CTranslate2 / the hub client fail in many ways; all mean "cannot load"
+            raise NotConfigured(f"cannot load Whisper model {s.model!r} ({resolved.source}): {exc}") from exc
+        languages = frozenset(model.supported_languages)
+        if s.language and s.language not in languages:
+            raise NotConfigured(f"--language {s.language!r} is not supported by model {s.model!r}")
+        self._model, self._languages = model, languages
+        log.info("model loaded", extra={"model": s.model, "location": resolved.location,
+                                        "source": resolved.source, "device": device,
+                                        "compute_type": compute_type,
+                                        "load_ms": round((time.perf_counter() - started) * 1000, 1)})
+
+    def check_options(self, options: RecognitionOptions) -> None:
+        if self._model is None:
+            raise NotReady("the speech model is still loading")
+        self._resolve_options(options)
+
+    def _resolve_options(self, options: RecognitionOptions) -> tuple[str, int, bool]:
+        # "en-US" → "en": Whisper knows languages, not regions
+        language = options.language.strip().lower().split("-")[0] or self._settings.language
+        if language and language not in self._languages:
+            raise InvalidInput(f"unsupported language {language!r} for this model")
+        beam = options.beam_size or self._settings.beam_size
+        if not 1 <= beam <= MAX_BEAM_SIZE:
+            raise InvalidInput(f"beam_size must be 0 (server default) or 1..{MAX_BEAM_SIZE}, got {beam}")
+        vad = self._settings.vad_filter if options.vad_filter is None else options.vad_filter
+        return language, beam, vad
+
+    async def transcribe(self, audio: AudioInput, options: RecognitionOptions) -> Transcript:
+        if self._model is None:
+            raise NotReady("the speech model is still loading")
+        resolved = self._resolve_options(options)
+        async with self._gate.admit():
+            return await self._run(audio, resolved)
+
+    async def transcribe_if_idle(self, audio: AudioInput, options: RecognitionOptions
+                                 ) -> Transcript | None:
+        if self._model is None or self._running >= self._settings.num_workers or self._gate.waiting:
+            return None
+        resolved = self._resolve_options(options)
+        # a worker is free, so admit() takes its slot without waiting (no await in between)
+        async with self._gate.admit():
+            return await self._run(audio, resolved)
+
+    async def _run(self, audio: AudioInput, resolved: tuple[str, int, bool]) -> Transcript:
+        loop = asyncio.get_running_loop()
+        self._running += 1
+        try:
+            job = loop.run_in_executor(self._executor, self._transcribe_sync, audio, *resolved)
+            try:
+                return await asyncio.shield(job)
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: keep its slot until it really ends, so the
+                # number of running transcriptions never exceeds num_workers.
+                await asyncio.wait([job])
+                raise
+        finally:
+            self._running -= 1
+
+    def _transcribe_sync(self, audio: AudioInput, language: str, beam: int, vad: bool) -> Transcript:
+        started = time.perf_counter()
+        decoded = decode(audio.data, audio.encoding, sample_rate=audio.sample_rate,
+                         channels=audio.channels, max_seconds=self._settings.max_audio_seconds)
+        decoded_at = time.perf_counter()
+        text, lang, prob, segments = self._infer(decoded.samples, language, beam, vad)
+        finished = time.perf_counter()
+        result = Transcript(
+            text=text, language=lang, language_probability=prob, segments=segments,
+            audio_seconds=decoded.duration_s,
+            processing_ms=(finished - started) * 1000.0,
+            decode_ms=(decoded_at - started) * 1000.0,
+        )
+        # figures only: a transcript may be private
+        log.info("transcribed", extra={"audio_s": round(result.audio_seconds, 3),
+                                       "encoding": decoded.encoding, "language": lang,
+                                       "processing_ms": round(result.processing_ms, 1),
+                                       "decode_ms": round(result.decode_ms, 2)})
+        return result
+
+    def _infer(self, samples: np.ndarray, language: str, beam: int, vad: bool
+               ) -> tuple[str, str, float, tuple[Segment, ...]]:
+        return run_whisper(self._model, samples, language, beam, vad)
+
+    async def close(self) -> None:
+        await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
+        self._model = None
+
+
+def run_whisper(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool
+                ) -> tuple[str, str, float, tuple[Segment, ...]]:
+    """Run a faster-whisper model on 16 kHz mono float32 samples (or a file path, as the baseline
+    did); returns (text, language, language probability, segments). Blocking: call from a worker."""
+    pieces, info = model.transcribe(
+        audio,
+        language=language or None,
+        beam_size=beam,
+        vad_filter=vad,
+        # one temperature: no fallback ladder (predictable latency), and so no previous-text
+        # conditioning either, which could otherwise lock into a repetition loop
+        temperature=0.0,
+        condition_on_previous_text=False,
+    )
+    segments = tuple(Segment(float(p.start), float(p.end), p.text.strip()) for p in pieces)
+    text = " ".join(s.text for s in segments if s.text)
+    return text, str(info.language), float(info.language_probability), segments

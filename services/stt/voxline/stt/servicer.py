@@ -1,0 +1,110 @@
+"""gRPC edge of the STT service: protobuf in, engine call, protobuf out. No inference here."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import grpc
+
+from voxline.common.errors import InvalidInput
+from voxline.common.grpc_errors import translate_errors
+from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
+from voxline.stt.stream import StreamFormat, transcribe_stream
+from voxline.v1 import audio_pb2, stt_pb2, stt_pb2_grpc
+
+SERVICE_NAME = "voxline.v1.SpeechToText"
+
+#: AudioEncoding → the encoding names of voxline.common.audio (None: sniff the container).
+_ENCODINGS: dict[int, str | None] = {
+    audio_pb2.AUDIO_ENCODING_UNSPECIFIED: None,
+    audio_pb2.PCM_S16LE: "pcm_s16le",
+    audio_pb2.WAV: "wav",
+    audio_pb2.FLAC: "flac",
+    audio_pb2.OGG_OPUS: "ogg_opus",
+    audio_pb2.MP3: "mp3",
+    audio_pb2.AIFF: "aiff",
+}
+
+
+def stream_format(fmt: audio_pb2.AudioFormat) -> StreamFormat:
+    """The engine's view of an AudioFormat; InvalidInput for an encoding this server does not know."""
+    if fmt.encoding not in _ENCODINGS:
+        raise InvalidInput(f"unsupported audio encoding {fmt.encoding} (not a known AudioEncoding value)")
+    if fmt.sample_rate_hz < 0 or fmt.channels < 0:
+        raise InvalidInput("sample_rate_hz and channels must not be negative")
+    return StreamFormat(_ENCODINGS[fmt.encoding], fmt.sample_rate_hz, fmt.channels)
+
+
+def recognition_options(config: stt_pb2.RecognitionConfig) -> RecognitionOptions:
+    """Per-request overrides from a RecognitionConfig."""
+    if config.beam_size < 0:
+        raise InvalidInput(f"beam_size must be >= 0, got {config.beam_size}")
+    return RecognitionOptions(
+        language=config.language,
+        beam_size=config.beam_size,
+        vad_filter=config.vad_filter if config.HasField("vad_filter") else None,
+    )
+
+
+def to_response(result: Transcript) -> stt_pb2.TranscribeResponse:
+    """Encode a Transcript."""
+    return stt_pb2.TranscribeResponse(
+        text=result.text,
+        language=result.language,
+        language_probability=result.language_probability,
+        segments=[stt_pb2.Segment(start_s=s.start_s, end_s=s.end_s, text=s.text) for s in result.segments],
+        audio_seconds=result.audio_seconds,
+        processing_ms=result.processing_ms,
+        decode_ms=result.decode_ms,
+    )
+
+
+class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
+    """voxline.v1.SpeechToText over a Transcriber."""
+
+    def __init__(self, engine: Transcriber, *, partial_interval_s: float, max_stream_bytes: int) -> None:
+        self._engine = engine
+        self._partial_interval_s = partial_interval_s
+        self._max_stream_bytes = max_stream_bytes
+
+    @translate_errors
+    async def Transcribe(self, request: stt_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
+                         ) -> stt_pb2.TranscribeResponse:
+        fmt = stream_format(request.config.format)
+        fmt.validate()
+        options = recognition_options(request.config)
+        audio = AudioInput(request.audio, fmt.encoding, fmt.sample_rate, fmt.channels)
+        return to_response(await self._engine.transcribe(audio, options))
+
+    @translate_errors
+    async def StreamingTranscribe(
+        self,
+        request_iterator: AsyncIterator[stt_pb2.StreamingTranscribeRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[stt_pb2.StreamingTranscribeResponse]:
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            raise InvalidInput("first message must be config; the stream ended without one") from None
+        if first.WhichOneof("request") != "config":
+            raise InvalidInput("first message must be config (a RecognitionConfig), not audio")
+        config = first.config
+        fmt = stream_format(config.format)
+        options = recognition_options(config)
+        interval = config.partial_interval_s or self._partial_interval_s
+
+        async def chunks() -> AsyncIterator[bytes]:
+            async for message in requests:
+                kind = message.WhichOneof("request")
+                if kind == "config":
+                    raise InvalidInput("config sent twice: only the first message may be config")
+                if kind == "audio":
+                    yield message.audio
+                # a message with neither field set carries nothing; skip it
+
+        async for is_final, result in transcribe_stream(
+            self._engine, fmt, options, chunks(),
+            partial_interval_s=interval, max_stream_bytes=self._max_stream_bytes,
+        ):
+            yield stt_pb2.StreamingTranscribeResponse(is_final=is_final, result=to_response(result))
