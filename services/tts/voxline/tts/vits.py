@@ -46,13 +46,13 @@ class VitsVoice:
         from transformers import AutoTokenizer, VitsModel
         from transformers.utils import logging as hf_logging
 
-        hf_logging.disable_progress_bar()
+        hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
         if device.startswith("cuda") and not torch.cuda.is_available():
             raise ValueError(f"VITS device {device!r} asked for, but torch sees no CUDA device")
         dtype = torch.float16 if device.startswith("cuda") else torch.float32
         try:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=not allow_download)
-            model = VitsModel.from_pretrained(source, local_files_only=not allow_download, dtype=dtype)
+            model: Any = VitsModel.from_pretrained(source, local_files_only=not allow_download, dtype=dtype)
         except (OSError, ValueError) as exc:
             hint = "" if allow_download else " (downloads are off: give a local directory or allow them)"
             raise ValueError(f"cannot load VITS model {source!r}{hint}: {exc}") from exc
