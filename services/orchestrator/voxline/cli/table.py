@@ -29,11 +29,12 @@ class LatencyRow:
 
     @classmethod
     def from_metrics(cls, label: str, metrics: Mapping[str, object]) -> LatencyRow:
-        """From a mapping with the TurnMetrics / ``voxline.turn`` span figures (missing → NaN)."""
+        """From a mapping with the TurnMetrics / ``voxline.turn`` span figures. A missing figure, or
+        0 (proto3's "unset": no STT for a typed turn, no audio for a failed one), becomes NaN."""
         def get(*keys: str) -> float:
             for key in keys:
                 value = metrics.get(key)
-                if isinstance(value, int | float) and not isinstance(value, bool):
+                if isinstance(value, int | float) and not isinstance(value, bool) and value > 0:
                     return float(value)
             return math.nan
 

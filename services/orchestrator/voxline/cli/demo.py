@@ -1,0 +1,160 @@
+"""``voxline demo``: the offline stack, a few turns of real speech, and the baseline's latency table."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from voxline.cli.client import Conversation, ConverseError, TurnResult, describe_rpc_error, session_config
+from voxline.cli.speech import QUESTIONS, QuestionSpeaker
+from voxline.cli.stack import STAGES, Stack
+from voxline.cli.table import LatencyRow, LatencyTable, render_baseline
+from voxline.cli.up import StopRequest, print_failure, stack_config_from_args, start_stack, stop_signals
+
+
+def add_demo_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--turns", type=int, default=5,
+                        help="spoken questions to ask (default: %(default)s)")
+    parser.add_argument("--target-ms", type=float, default=500.0,
+                        help="a turn passes when its time to first audio is under this "
+                             "(default: %(default)s)")
+    parser.add_argument("--stage-deadline", type=float, default=120.0, metavar="S",
+                        help="the demo measures, so it relaxes the orchestrator's per-stage deadlines to "
+                             "S seconds (its own defaults fail a turn whose LLM is silent for 10 s, which "
+                             "a busy CPU-only machine can hit; default: %(default)s)")
+    parser.add_argument("--cache", action="store_true",
+                        help="allow LLM reply-cache hits (off by default so every turn runs the LLM)")
+
+
+@dataclass
+class DemoTurn:
+    question: str
+    result: TurnResult
+
+
+async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out: TextIO) -> list[DemoTurn]:
+    speaker = QuestionSpeaker(tts_address)
+    voice = await speaker.choose_voice()
+    questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(ns.turns)]
+    out.write(f"synthesising {len(questions)} spoken questions with the TTS service (voice {voice})...\n")
+    out.flush()
+    clips = [await speaker.speak(q) for q in questions]
+    config = session_config(language=ns.language or "en", voice=ns.voice,
+                            llm_providers=[p for p in ns.llm_providers.split(",") if p],
+                            no_cache=not ns.cache)
+    turns: list[DemoTurn] = []
+    async with Conversation(address, config) as conversation:
+        for number, (question, clip) in enumerate(zip(questions, clips, strict=True), start=1):
+            result = await conversation.turn(audio=clip)
+            turns.append(DemoTurn(question, result))
+            out.write(describe_turn(number, question, result))
+            out.flush()
+    return turns
+
+
+def describe_turn(number: int, question: str, result: TurnResult) -> str:
+    """What was asked, heard and answered, and how fast."""
+    m = result.metrics
+    row = LatencyRow.from_metrics(str(number), m)
+    outcome = (f"first audio {row.time_to_first_audio_ms:.0f} ms, total {row.total_ms:.0f} ms, "
+               f"{result.audio_seconds:.1f} s of audio ({m.get('llm_provider') or '-'})")
+    if result.status != "COMPLETED":
+        outcome = f"{result.status.lower()}: {m.get('error') or 'no error given'}"
+    return (f"turn {number}  asked:     {question}\n"
+            f"        heard:     {result.transcript}\n"
+            f"        assistant: {result.reply_text.strip()}\n"
+            f"        {outcome}\n")
+
+
+async def _play_until_stopped(address: str, tts_address: str, ns: argparse.Namespace, out: TextIO,
+                              stop: StopRequest) -> list[DemoTurn] | None:
+    """The turns, or None when a stop was requested first (the turn in flight is cancelled)."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+
+    def wake() -> None:
+        loop.call_soon_threadsafe(stopped.set)
+
+    stop.on_set(wake)
+    play = asyncio.create_task(play_turns(address, tts_address, ns, out), name="demo-turns")
+    watch = asyncio.create_task(stopped.wait(), name="demo-stop-watch")
+    try:
+        done, _ = await asyncio.wait({play, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stop.remove(wake)
+        for task in (play, watch):
+            task.cancel()
+        await asyncio.gather(play, watch, return_exceptions=True)
+    if play in done:
+        return play.result()
+    return None
+
+
+def build_table(turns: list[DemoTurn], target_ms: float) -> LatencyTable:
+    table = LatencyTable(target_ms=target_ms)
+    for number, turn in enumerate(turns, start=1):
+        status = turn.result.status
+        label = str(number) if status == "COMPLETED" else f"{number} ({status.lower()})"
+        table.add(LatencyRow.from_metrics(label, turn.result.metrics))
+    return table
+
+
+def run_demo(ns: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr
+    if ns.turns < 1 or ns.stage_deadline <= 0:
+        err.write("voxline demo: --turns must be >= 1 and --stage-deadline > 0\n")
+        return 2
+    if ns.log_dir is None:
+        ns.log_dir = Path(tempfile.mkdtemp(prefix="voxline-demo-"))
+    deadline = str(ns.stage_deadline)
+    relaxed = {"orchestrator": ["--stt-deadline", deadline, "--llm-first-token-deadline", deadline,
+                                "--llm-deadline", deadline, "--tts-deadline", deadline]}
+    config = stack_config_from_args(ns, dict.fromkeys(STAGES, 0), "127.0.0.1", relaxed)
+    err.write(f"voxline demo: starting the stack on free ports (logs in {config.log_dir}); "
+              "loading models...\n")
+    stack = Stack(config)
+    turns: list[DemoTurn] | None = None
+    code = 0
+    with stop_signals() as cancel:
+        started = start_stack(stack, cancel, err)
+        if started is not None:
+            return started
+        err.write(f"voxline demo: all services SERVING after {stack.progress().elapsed_s:.1f} s\n")
+        try:
+            turns = asyncio.run(_play_until_stopped(stack.address("orchestrator"), stack.address("tts"),
+                                                    ns, out, cancel))
+        except grpc.aio.AioRpcError as exc:
+            err.write(f"voxline demo: {describe_rpc_error(exc, stack.address('orchestrator'))}\n")
+            code = 1
+        except (ConverseError, RuntimeError) as exc:
+            err.write(f"voxline demo: {exc}\n")
+            code = 1
+        failure = stack.exited()
+        if failure is not None:
+            print_failure(failure, err)
+            code = 1
+        err.write("voxline demo: stopping the stack...\n")
+        codes = stack.stop()
+        err.write("voxline demo: stack stopped ("
+                  + ", ".join(f"{stage} exit {rc}" for stage, rc in codes.items()) + ")\n")
+    if turns is None:
+        if code == 0:
+            err.write("voxline demo: stopped\n")
+        return code
+    table = build_table(turns, ns.target_ms)
+    out.write("\n" + table.render(
+        f"voxline demo: {len(turns)} spoken turns on the offline defaults; a run passes when its "
+        f"time to first audio is under {ns.target_ms:g} ms") + "\n\n")
+    out.write(render_baseline() + "\n")
+    if ns.span_file is not None:
+        out.write(f"\nspans: {ns.span_file} (try: voxline report {ns.span_file} --png turn.png)\n")
+    if any(t.result.status != "COMPLETED" for t in turns):
+        return 1
+    return code

@@ -1,0 +1,343 @@
+"""Supervises the four voxline services as local subprocesses (``voxline up``, ``voxline demo``, tests).
+
+Start order: stt, llm and tts at once; as soon as each has logged its bound port (``listening ...
+port=N``, so port 0 works), the orchestrator starts wired to their addresses while the models are
+still loading. ``start()`` returns once every service's gRPC health check says SERVING. ``stop()``
+sends SIGTERM to every service (each drains its calls and exits 0), waits, then kills stragglers.
+
+Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the supervisor,
+which then stops the children in order instead of every process racing to die at once. On Linux each
+child also gets SIGTERM from the kernel if the supervisor dies without stopping it (SIGKILL, a crash),
+so no model server is left orphaned; that signal is tied to the thread that spawned the child, so
+call ``start()`` from a thread that lives as long as the stack (the main thread, as the CLI does).
+"""
+
+from __future__ import annotations
+
+import collections
+import ctypes
+import ctypes.util
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from voxline.common.config import DEFAULT_PORTS
+
+#: Backends first, the orchestrator last (it needs their addresses).
+BACKENDS = ("stt", "llm", "tts")
+STAGES = (*BACKENDS, "orchestrator")
+
+#: Orchestrator flags naming each backend's address (voxline.orchestrator.config; a flag, not an env
+#: var, so a renamed option fails loudly instead of silently dialling the default port).
+ADDRESS_FLAGS = {stage: f"--{stage}" for stage in BACKENDS}
+
+# Matches the text log line ("listening ... port=50051") and the JSON one ("msg": "listening", "port": 1).
+_PORT_RE = re.compile(r"\blistening\b.*?\bport\"?\s*[=:]\s*(\d+)")
+
+STARTING, LOADING, SERVING, EXITED = "starting", "loading", "serving", "exited"
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _load_prctl() -> Callable[..., int] | None:
+    # Resolved once in the parent: the child, between fork and exec, only makes the call.
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        prctl: Callable[..., int] = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    return prctl
+
+
+_PRCTL = _load_prctl()
+
+
+def _die_with_supervisor() -> None:
+    """Runs in the child before exec: SIGTERM it when the spawning thread dies (Linux only)."""
+    if _PRCTL is not None:
+        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
+def default_command(stage: str) -> list[str]:
+    """``python -m voxline.<stage>`` with this interpreter."""
+    return [sys.executable, "-m", f"voxline.{stage}"]
+
+
+class StackError(RuntimeError):
+    """The stack could not be started."""
+
+
+class ServiceFailed(StackError):
+    """A service exited on its own; carries its last log lines."""
+
+    def __init__(self, stage: str, returncode: int | None, tail: Sequence[str], log_path: Path) -> None:
+        self.stage = stage
+        self.returncode = returncode
+        self.tail = list(tail)
+        self.log_path = log_path
+        super().__init__(f"{stage} exited with status {returncode} (log: {log_path})")
+
+
+class StartCancelled(StackError):
+    """A stop was requested (Ctrl-C / SIGTERM) while the stack was starting."""
+
+
+@dataclass(frozen=True)
+class StackConfig:
+    """How to run the stack. Port 0 lets a service pick a free port (read back from its log)."""
+
+    log_dir: Path
+    ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
+    host: str = "127.0.0.1"
+    #: Extra environment for every service (e.g. VOXLINE_SPAN_FILE, provider keys).
+    env: Mapping[str, str] = field(default_factory=dict)
+    #: Extra environment per stage.
+    stage_env: Mapping[str, Mapping[str, str]] = field(default_factory=dict)
+    #: Extra command-line arguments per stage.
+    stage_args: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    start_timeout_s: float = 600.0
+    #: How long stop() waits after SIGTERM before killing (services drain for up to 10 s by default).
+    stop_timeout_s: float = 20.0
+    #: The command that runs a stage (tests swap in a fake service).
+    command: Callable[[str], list[str]] = default_command
+
+
+@dataclass(frozen=True)
+class Progress:
+    """A snapshot for progress displays: each stage's state and seconds in it, and the total."""
+
+    elapsed_s: float
+    states: Mapping[str, str]
+    since_s: Mapping[str, float]
+
+
+class ServiceProcess:
+    """One child service: its process, a log file, the last log lines and its bound port."""
+
+    def __init__(self, stage: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
+        self.stage = stage
+        self.log_path = log_path
+        self.tail: collections.deque[str] = collections.deque(maxlen=40)
+        self.port: int | None = None
+        self.state = STARTING
+        self.state_since = time.monotonic()
+        self._log = open(log_path, "w", encoding="utf-8", buffering=1)  # closed by the reader thread
+        try:
+            self.proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                env=dict(env), text=True, errors="replace", process_group=0,
+                preexec_fn=_die_with_supervisor if _PRCTL is not None else None,
+            )
+        except OSError as exc:
+            self._log.close()
+            raise StackError(f"cannot start {stage} ({' '.join(argv[:3])}): {exc}") from exc
+        self._reader = threading.Thread(target=self._read, name=f"{stage}-log", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        try:
+            for line in self.proc.stdout:
+                self._log.write(line)
+                text = line.rstrip("\n")
+                self.tail.append(text)
+                if self.port is None and (match := _PORT_RE.search(text)):
+                    self.port = int(match.group(1))
+        finally:
+            self._log.close()
+
+    def set_state(self, state: str) -> None:
+        if state != self.state:
+            self.state = state
+            self.state_since = time.monotonic()
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def failure(self) -> ServiceFailed:
+        self._reader.join(2)  # let the last lines reach the tail
+        return ServiceFailed(self.stage, self.proc.returncode, list(self.tail), self.log_path)
+
+    def signal(self, sig: int) -> None:
+        if self.alive():
+            try:
+                self.proc.send_signal(sig)
+            except ProcessLookupError:
+                pass
+
+    def join_reader(self) -> None:
+        self._reader.join(5)
+
+
+class Stack:
+    """The four services as subprocesses; use as a context manager or call start()/stop()."""
+
+    def __init__(self, config: StackConfig) -> None:
+        self.config = config
+        self.services: dict[str, ServiceProcess] = {}
+        self._channels: dict[str, grpc.Channel] = {}
+        self._started_at = time.monotonic()
+
+    # -- addresses ---------------------------------------------------------------------------
+    def address(self, stage: str) -> str:
+        """host:port a client on this machine dials for ``stage``."""
+        port = self.services[stage].port
+        if port is None:
+            raise StackError(f"{stage} has not reported its port yet")
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        return f"{host}:{port}"
+
+    def endpoints(self) -> dict[str, str]:
+        return {stage: self.address(stage) for stage in STAGES if stage in self.services}
+
+    # -- start -----------------------------------------------------------------------------
+    def _spawn(self, stage: str, extra_args: Sequence[str] = ()) -> None:
+        cfg = self.config
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env, **cfg.stage_env.get(stage, {})}
+        argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(cfg.ports.get(stage, 0)),
+                *extra_args, *cfg.stage_args.get(stage, ())]
+        self.services[stage] = ServiceProcess(stage, argv, env, cfg.log_dir / f"{stage}.log")
+
+    def progress(self) -> Progress:
+        now = time.monotonic()
+        return Progress(
+            elapsed_s=now - self._started_at,
+            states={s: p.state for s, p in self.services.items()},
+            since_s={s: now - p.state_since for s, p in self.services.items()},
+        )
+
+    def _check_exits(self) -> None:
+        for service in self.services.values():
+            if not service.alive():
+                service.set_state(EXITED)
+                raise service.failure()
+
+    def _wait_ports(self, stages: Sequence[str], deadline: float, cancel: threading.Event,
+                    tick: Callable[[], None]) -> None:
+        while True:
+            self._check_exits()
+            pending = [s for s in stages if self.services[s].port is None]
+            for stage in stages:
+                if self.services[stage].port is not None and self.services[stage].state == STARTING:
+                    self.services[stage].set_state(LOADING)
+            if not pending:
+                return
+            tick()
+            if time.monotonic() > deadline:
+                raise StackError(f"{', '.join(pending)} did not report a port in time")
+            if cancel.wait(0.1):
+                raise StartCancelled("stopped while starting")
+
+    def _health(self, stage: str) -> int:
+        channel = self._channels.get(stage)
+        if channel is None:
+            channel = self._channels[stage] = grpc.insecure_channel(self.address(stage))
+        stub = health_pb2_grpc.HealthStub(channel)
+        return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status)
+
+    def start(self, on_progress: Callable[[Progress], None] | None = None,
+              cancel: threading.Event | None = None) -> None:
+        """Start all four and wait until every one is SERVING.
+
+        Raises ServiceFailed (a service exited; the others are stopped), StartCancelled when
+        ``cancel`` is set, or StackError on timeout. On any failure every child is stopped.
+        """
+        cancel = cancel or threading.Event()
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        self._started_at = time.monotonic()
+        deadline = self._started_at + self.config.start_timeout_s
+
+        def tick() -> None:
+            if on_progress is not None:
+                on_progress(self.progress())
+
+        try:
+            for stage in BACKENDS:
+                self._spawn(stage)
+            # No gRPC channel exists before the last spawn: forking next to gRPC threads is avoided.
+            self._wait_ports(BACKENDS, deadline, cancel, tick)
+            wiring = [arg for s in BACKENDS for arg in (ADDRESS_FLAGS[s], self.address(s))]
+            self._spawn("orchestrator", wiring)
+            self._wait_ports(STAGES, deadline, cancel, tick)
+            while True:
+                self._check_exits()
+                for stage, service in self.services.items():
+                    if service.state == SERVING:
+                        continue
+                    try:
+                        if self._health(stage) == health_pb2.HealthCheckResponse.SERVING:
+                            service.set_state(SERVING)
+                    except grpc.RpcError:
+                        pass  # not accepting calls yet: still loading
+                tick()
+                if all(s.state == SERVING for s in self.services.values()):
+                    return
+                if time.monotonic() > deadline:
+                    loading = [s for s, p in self.services.items() if p.state != SERVING]
+                    raise StackError(f"not SERVING after {self.config.start_timeout_s:g} s: "
+                                     f"{', '.join(loading)} (logs in {self.config.log_dir})")
+                if cancel.wait(0.25):
+                    raise StartCancelled("stopped while starting")
+        except BaseException:
+            self.stop()
+            raise
+
+    # -- running ---------------------------------------------------------------------------
+    def exited(self) -> ServiceFailed | None:
+        """The first service found to have exited, or None while all run."""
+        for service in self.services.values():
+            if not service.alive():
+                service.set_state(EXITED)
+                return service.failure()
+        return None
+
+    def wait(self, cancel: threading.Event, poll_s: float = 0.5) -> ServiceFailed | None:
+        """Block until ``cancel`` is set (None) or a service exits (its failure)."""
+        while not cancel.wait(poll_s):
+            failed = self.exited()
+            if failed is not None:
+                return failed
+        return None
+
+    # -- stop ------------------------------------------------------------------------------
+    def stop(self) -> dict[str, int]:
+        """SIGTERM every service (orchestrator first), wait, kill stragglers; the exit codes."""
+        for channel in self._channels.values():
+            channel.close()
+        self._channels.clear()
+        ordered = [self.services[s] for s in reversed(STAGES) if s in self.services]
+        for service in ordered:
+            service.signal(signal.SIGTERM)
+        deadline = time.monotonic() + self.config.stop_timeout_s
+        for service in ordered:
+            try:
+                service.proc.wait(max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                service.proc.kill()
+                service.proc.wait()
+        codes = {}
+        for service in ordered:
+            service.join_reader()
+            service.set_state(EXITED)
+            codes[service.stage] = service.proc.returncode
+        return codes
+
+    def __enter__(self) -> Stack:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()

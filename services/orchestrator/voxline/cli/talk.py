@@ -1,0 +1,155 @@
+"""``voxline talk``: one turn through a running orchestrator; the spoken reply goes to a WAV file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import math
+import sys
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+
+from voxline.cli.client import (
+    Conversation,
+    ConverseError,
+    OrchestratorUnreachable,
+    TurnResult,
+    describe_rpc_error,
+    session_config,
+)
+from voxline.common.config import DEFAULT_PORTS
+
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}"
+
+#: (TurnMetrics field, label) for the metrics table, in the order a turn happens.
+METRIC_ROWS = (
+    ("stt_ms", "STT (end of speech -> transcript)"),
+    ("llm_ttft_ms", "LLM time to first token"),
+    ("llm_total_ms", "LLM whole reply"),
+    ("tts_first_audio_ms", "TTS time to first audio"),
+    ("tts_total_ms", "TTS, all sentences"),
+    ("time_to_first_audio_ms", "time to first audio"),
+    ("total_ms", "total turn"),
+)
+
+
+def add_talk_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("input", nargs="?", type=Path,
+                        help="audio file of the question (WAV, FLAC, OGG, MP3, AIFF; raw PCM16 with --rate)")
+    parser.add_argument("-o", "--output", type=Path, default=Path("reply.wav"),
+                        help="WAV file for the spoken reply (default: %(default)s)")
+    parser.add_argument("--text", default=None, help="a typed question instead of an audio file")
+    parser.add_argument("--address", default=DEFAULT_ADDRESS,
+                        help="orchestrator host:port (default: %(default)s)")
+    parser.add_argument("--rate", type=int, default=0, help="input is raw PCM16 at this sample rate, Hz")
+    parser.add_argument("--channels", type=int, default=1, help="channels of raw PCM16 input (default: 1)")
+    parser.add_argument("--language", default="", help="language of the question, e.g. en (default: detect)")
+    parser.add_argument("--voice", default="", help="TTS voice of the reply (default: the server's)")
+    parser.add_argument("--llm-providers", default="", help="comma-separated provider order for this turn")
+    parser.add_argument("--system-prompt", default="", help="system prompt (default: the orchestrator's)")
+    parser.add_argument("--no-cache", action="store_true", help="bypass the LLM reply cache")
+    parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole turn")
+
+
+def format_metrics(result: TurnResult) -> str:
+    """The turn's metrics as a small two-column table."""
+    m = result.metrics
+    lines = ["turn metrics", "-" * 44]
+    for name, label in METRIC_ROWS:
+        value = m.get(name)
+        shown = f"{value:8.1f} ms" if isinstance(value, float) and not math.isnan(value) else "       -"
+        lines.append(f"{label:<34}{shown}")
+    lines.append("-" * 44)
+    lines.append(f"{'LLM provider':<34}{m.get('llm_provider') or '-'}"
+                 + (" (cache hit)" if m.get("cache_hit") else ""))
+    lines.append(f"{'sentences':<34}{m.get('sentences', 0)}")
+    lines.append(f"{'reply audio':<34}{result.audio_seconds:.2f} s")
+    lines.append(f"{'status':<34}{result.status}")
+    lines.append(f"{'trace id':<34}{m.get('trace_id') or '-'}")
+    if m.get("error"):
+        lines.append(f"{'error':<34}{m['error']}")
+    return "\n".join(lines)
+
+
+def write_wav(path: Path, result: TurnResult) -> None:
+    """The reply's PCM16 with a proper (sized) WAV header."""
+    from voxline.common.audio import wav_header  # imports scipy (~2 s): only when writing
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(wav_header(result.sample_rate, result.channels, len(result.pcm)) + result.pcm)
+
+
+async def _talk(ns: argparse.Namespace, audio: bytes | None, out: TextIO) -> TurnResult:
+    providers = [p.strip() for p in ns.llm_providers.split(",") if p.strip()]
+    config = session_config(language=ns.language, voice=ns.voice, llm_providers=providers,
+                            system_prompt=ns.system_prompt, no_cache=ns.no_cache,
+                            input_rate=ns.rate, input_channels=ns.channels)
+    started = {"text": False}
+
+    def on_transcript(text: str) -> None:
+        out.write(f"you:       {text}\n")
+        out.flush()
+
+    def on_text(delta: str) -> None:
+        if not started["text"]:
+            out.write("assistant: ")
+            started["text"] = True
+        out.write(delta)
+        out.flush()
+
+    async with asyncio.timeout(ns.timeout), Conversation(ns.address, config) as conversation:
+        result = await conversation.turn(audio=audio, text=ns.text,
+                                         on_transcript=on_transcript, on_text=on_text)
+    if started["text"]:
+        out.write("\n")
+    return result
+
+
+def run_talk(ns: argparse.Namespace) -> int:
+    out, err = sys.stdout, sys.stderr
+    if (ns.input is None) == (ns.text is None):
+        err.write("voxline talk: give an audio file or --text \"...\" (one of them)\n")
+        return 2
+    audio: bytes | None = None
+    if ns.input is not None:
+        try:
+            audio = ns.input.read_bytes()
+        except FileNotFoundError:
+            err.write(f"voxline talk: no such file: {ns.input}\n")
+            return 2
+        except OSError as exc:
+            err.write(f"voxline talk: cannot read {ns.input}: {exc.strerror}\n")
+            return 2
+        if not audio:
+            err.write(f"voxline talk: {ns.input} is empty\n")
+            return 2
+    if ns.rate < 0 or ns.channels < 1:
+        err.write("voxline talk: --rate must be >= 0 and --channels >= 1\n")
+        return 2
+    try:
+        result = asyncio.run(_talk(ns, audio, out))
+    except OrchestratorUnreachable as exc:
+        err.write(f"voxline talk: {exc}; is `voxline up` running?\n")
+        return 1
+    except grpc.aio.AioRpcError as exc:
+        err.write(f"voxline talk: {describe_rpc_error(exc, ns.address)}\n")
+        return 1
+    except TimeoutError:
+        err.write(f"voxline talk: no complete reply within {ns.timeout:g} s\n")
+        return 1
+    except ConverseError as exc:
+        err.write(f"voxline talk: {exc}\n")
+        return 1
+    if result.pcm and result.sample_rate:
+        write_wav(ns.output, result)
+        out.write(f"reply audio: {ns.output} ({result.audio_seconds:.2f} s, {result.sample_rate} Hz)\n")
+    else:
+        out.write("reply audio: none\n")
+    out.write(format_metrics(result) + "\n")
+    if result.status != "COMPLETED":
+        err.write(f"voxline talk: the turn {result.status.lower()}"
+                  + (f": {result.metrics.get('error')}" if result.metrics.get("error") else "") + "\n")
+        return 1
+    return 0

@@ -1,0 +1,188 @@
+"""``voxline up``: run the four services locally until Ctrl-C or SIGTERM."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TextIO
+
+from voxline.cli.progress import StartupDisplay
+from voxline.cli.stack import STAGES, ServiceFailed, Stack, StackConfig, StackError, StartCancelled
+from voxline.common.config import DEFAULT_PORTS
+
+DEFAULT_LOG_DIR = Path(".voxline") / "logs"
+
+#: Where each pass-through option goes: (stage, flag). Flags, so a renamed option fails loudly.
+VOICE_FLAG = ("tts", "--default-voice")
+LANGUAGE_FLAG = ("orchestrator", "--language")
+PROVIDERS_FLAG = ("llm", "--providers")
+
+
+def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
+    """Options shared by ``up`` and ``demo``."""
+    if ports:
+        group = parser.add_argument_group("ports (0 picks a free port)")
+        group.add_argument("--host", default="127.0.0.1",
+                           help="address every service binds (default: %(default)s)")
+        group.add_argument("--base-port", type=int, default=DEFAULT_PORTS["orchestrator"],
+                           help="orchestrator port; stt, llm, tts take the next three "
+                                "(default: %(default)s; 0: all free ports)")
+        for stage in STAGES:
+            group.add_argument(f"--{stage}-port", type=int, default=None, metavar="N",
+                               help=f"{stage} port (overrides --base-port)")
+    parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR if ports else None,
+                        help="one log file per service goes here (default: "
+                             + (f"{DEFAULT_LOG_DIR})" if ports else "a new temporary directory)"))
+    parser.add_argument("--llm-providers", default="",
+                        help="LLM provider order, e.g. groq,cerebras,local (keys come from GROQ_API_KEY, "
+                             "CEREBRAS_API_KEY; default: the gateway's own chain)")
+    parser.add_argument("--voice", default="", help="TTS default voice, e.g. espeak:en, piper:joe")
+    parser.add_argument("--language", default="", help="speech language, e.g. en, fr (default: detect)")
+    parser.add_argument("--span-file", type=Path, default=None,
+                        help="every service appends its spans to this JSON-lines file "
+                             "(VOXLINE_SPAN_FILE; read it with `voxline report`)")
+    parser.add_argument("--start-timeout", type=float, default=600.0,
+                        help="seconds to wait for every service to be SERVING (default: %(default)s)")
+
+
+def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
+    """Per-service ports: --<stage>-port, else --base-port + offset (0 stays 0: free ports)."""
+    offsets = {"orchestrator": 0, "stt": 1, "llm": 2, "tts": 3}
+    ports = {}
+    for stage in STAGES:
+        explicit = getattr(ns, f"{stage}_port")
+        port = explicit if explicit is not None else (ns.base_port + offsets[stage] if ns.base_port else 0)
+        if not 0 <= port <= 65535:
+            raise StackError(f"port for {stage} out of range: {port}")
+        ports[stage] = port
+    return ports
+
+
+def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: str,
+                           extra_args: dict[str, list[str]] | None = None) -> StackConfig:
+    """The StackConfig for ``up``/``demo`` options (plus ``extra_args`` per stage)."""
+    env: dict[str, str] = {}
+    if ns.span_file is not None:
+        env["VOXLINE_SPAN_FILE"] = str(ns.span_file.resolve())
+    stage_args: dict[str, list[str]] = {stage: list(args) for stage, args in (extra_args or {}).items()}
+    for value, (stage, flag) in ((ns.voice, VOICE_FLAG), (ns.language, LANGUAGE_FLAG),
+                                 (ns.llm_providers, PROVIDERS_FLAG)):
+        if value:
+            stage_args.setdefault(stage, []).extend([flag, value])
+    return StackConfig(log_dir=ns.log_dir.resolve(), ports=ports, host=host, env=env,
+                       stage_args=stage_args, start_timeout_s=ns.start_timeout)
+
+
+def print_failure(failure: ServiceFailed, out: TextIO) -> None:
+    """A service's death, with its last log lines."""
+    out.write(f"\nvoxline: {failure}\n--- last lines of {failure.stage}'s log ---\n")
+    for line in failure.tail[-20:]:
+        out.write(f"  {line}\n")
+    out.flush()
+
+
+class StopRequest(threading.Event):
+    """Set by SIGINT/SIGTERM; ``on_set`` callbacks run in the signal handler (keep them tiny, e.g.
+    ``loop.call_soon_threadsafe``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._callbacks: list[Callable[[], None]] = []
+
+    def on_set(self, callback: Callable[[], None]) -> None:
+        self._callbacks.append(callback)
+        if self.is_set():
+            callback()
+
+    def remove(self, callback: Callable[[], None]) -> None:
+        self._callbacks.remove(callback)
+
+    def set(self) -> None:
+        super().set()
+        for callback in list(self._callbacks):
+            callback()
+
+
+@contextmanager
+def stop_signals() -> Iterator[StopRequest]:
+    """A StopRequest set by SIGINT or SIGTERM while inside the block (previous handlers restored)."""
+    event = StopRequest()
+    previous = {}
+
+    def handler(signum: int, frame: object) -> None:
+        event.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, handler)
+    try:
+        yield event
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def start_stack(stack: Stack, cancel: threading.Event, err: TextIO) -> int | None:
+    """Start with a progress display; None when SERVING, else the exit code to return."""
+    display = StartupDisplay(err)
+    try:
+        stack.start(on_progress=display, cancel=cancel)
+    except StartCancelled:
+        display.done()
+        err.write("voxline: stopped while starting\n")
+        return 0
+    except ServiceFailed as failure:
+        display.done()
+        print_failure(failure, err)
+        return 1
+    except StackError as exc:
+        display.done()
+        err.write(f"voxline: {exc}\n")
+        return 1
+    display.done()
+    return None
+
+
+def run_up(ns: argparse.Namespace) -> int:
+    """Start the stack, print endpoints, wait for a signal or a death, stop everything."""
+    out, err = sys.stdout, sys.stderr
+    try:
+        ports = ports_from_args(ns)
+    except StackError as exc:
+        err.write(f"voxline up: {exc}\n")
+        return 2
+    config = stack_config_from_args(ns, ports, ns.host)
+    err.write(f"voxline: starting stt, llm, tts, orchestrator; logs in {config.log_dir}\n")
+    if ns.span_file is not None:
+        err.write(f"voxline: spans go to {config.env['VOXLINE_SPAN_FILE']}\n")
+    stack = Stack(config)
+    with stop_signals() as cancel:
+        code = start_stack(stack, cancel, err)
+        if code is not None:
+            return code
+        out.write("voxline is up:\n")
+        for stage, address in stack.endpoints().items():
+            out.write(f"  {stage:<13} {address}\n")
+        out.write(f"talk to it:   voxline talk question.wav -o reply.wav "
+                  f"--address {stack.address('orchestrator')}\n")
+        out.write(f"stop:         Ctrl-C or kill -TERM {os.getpid()}\n")
+        out.flush()
+        failure = stack.wait(cancel)
+        if failure is not None:
+            print_failure(failure, err)
+        err.write("voxline: stopping...\n")
+        codes = stack.stop()
+    bad = {stage: rc for stage, rc in codes.items() if rc != 0}
+    if failure is not None:
+        return 1
+    if bad:
+        err.write("voxline: not every service stopped cleanly: "
+                  + ", ".join(f"{s} exit {rc}" for s, rc in bad.items()) + "\n")
+        return 1
+    err.write("voxline: all services stopped\n")
+    return 0

@@ -1,0 +1,191 @@
+"""docker-compose.yml, the GPU override and deploy/*.Dockerfile, checked without a Docker engine."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parents[2]
+PORTS = {"orchestrator": 50050, "stt": 50051, "llm": 50052, "tts": 50053}
+CHECKER = shutil.which("check-jsonschema", path=str(Path(sys.executable).parent)) or shutil.which(
+    "check-jsonschema")
+
+
+def load(name: str) -> dict[str, Any]:
+    data = yaml.safe_load((ROOT / name).read_text())
+    assert isinstance(data, dict)
+    return data
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    return load("docker-compose.yml")
+
+
+def test_services_and_jaeger(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert set(services) == {"jaeger", *PORTS}
+    jaeger = services["jaeger"]
+    assert jaeger["image"].startswith("jaegertracing/all-in-one:")
+    assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
+    assert {"127.0.0.1:16686:16686", "127.0.0.1:4317:4317"} <= {str(p).split()[0] for p in jaeger["ports"]}
+
+
+@pytest.mark.parametrize("stage", list(PORTS))
+def test_each_voxline_service(compose: dict[str, Any], stage: str) -> None:
+    service = compose["services"][stage]
+    port = PORTS[stage]
+    assert service["build"] == {"context": "./services", "dockerfile": f"../deploy/{stage}.Dockerfile"}
+    dockerfile = (ROOT / "services" / service["build"]["dockerfile"]).resolve()
+    assert dockerfile == ROOT / "deploy" / f"{stage}.Dockerfile"
+    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    env = service["environment"]
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+    assert env["OTEL_SERVICE_NAME"] == f"voxline-{stage}"
+    assert env[f"VOXLINE_{stage.upper()}_HOST"] == "0.0.0.0"
+    assert env[f"VOXLINE_{stage.upper()}_PORT"] == str(port)
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"] and test[4] == str(port)
+    assert "grpc_health" in test[3]
+    assert re.fullmatch(r"\d+s", service["healthcheck"]["start_period"])
+
+
+def test_keys_from_the_environment_and_the_orchestrator_wiring(compose: dict[str, Any]) -> None:
+    llm = compose["services"]["llm"]["environment"]
+    assert llm["GROQ_API_KEY"] == "${GROQ_API_KEY:-}"
+    assert llm["CEREBRAS_API_KEY"] == "${CEREBRAS_API_KEY:-}"
+    orchestrator = compose["services"]["orchestrator"]
+    for stage in ("stt", "llm", "tts"):
+        address = orchestrator["environment"][f"VOXLINE_ORCHESTRATOR_{stage.upper()}"]
+        assert address == f"{stage}:{PORTS[stage]}"
+        assert orchestrator["depends_on"][stage] == {"condition": "service_healthy"}
+    text = (ROOT / "docker-compose.yml").read_text()
+    assert not re.search(r"(gsk_|csk-)[A-Za-z0-9]{8,}", text), "an API key is committed"
+
+
+def test_gpu_override_reserves_a_gpu_for_stt_and_tts_only() -> None:
+    services = load("docker-compose.gpu.yml")["services"]
+    assert set(services) == {"stt", "tts"}
+    for service in services.values():
+        (device,) = service["deploy"]["resources"]["reservations"]["devices"]
+        assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
+    assert services["stt"]["environment"]["VOXLINE_STT_DEVICE"] == "cuda"
+    assert services["tts"]["environment"]["VOXLINE_TTS_VITS_DEVICE"] == "cuda"
+
+
+def test_env_names_used_are_real_service_options() -> None:
+    """The env vars compose sets exist in each service's --help (else they would be silently ignored)."""
+    names = {
+        "orchestrator": ["VOXLINE_ORCHESTRATOR_STT", "VOXLINE_ORCHESTRATOR_LLM", "VOXLINE_ORCHESTRATOR_TTS",
+                         "VOXLINE_ORCHESTRATOR_HOST", "VOXLINE_ORCHESTRATOR_PORT"],
+        "stt": ["VOXLINE_STT_DEVICE", "VOXLINE_STT_HOST"],
+        "tts": ["VOXLINE_TTS_VITS_DEVICE", "VOXLINE_TTS_VITS_MODELS", "VOXLINE_TTS_ALLOW_DOWNLOADS"],
+    }
+    built = {stage: names for stage, names in names.items()
+             if (ROOT / "services" / stage / "voxline" / stage / "__main__.py").exists()}
+    helps = {stage: subprocess.Popen([sys.executable, "-m", f"voxline.{stage}", "--help"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+             for stage in built}  # in parallel: each imports its service's libraries
+    for stage, proc in helps.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        text = " ".join(out.split())  # argparse wraps lines
+        for name in built[stage]:
+            assert f"env {name};" in text, f"{name} is not an option of voxline.{stage}"
+
+
+@pytest.mark.parametrize("stage", list(PORTS))
+def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
+    text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
+    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    assert instructions[0] == "FROM python:3.11-slim"
+    copies = [line.split()[1] for line in instructions if line.startswith("COPY")]
+    assert copies == ["common/", f"{stage}/"]
+    assert f"pip install ./common ./{stage}" in text
+    for other in set(PORTS) - {stage}:
+        assert f"./{other}" not in text and f" {other}/" not in text
+    assert f'CMD ["python", "-m", "voxline.{stage}"]' in text
+    assert f"EXPOSE {PORTS[stage]}" in text
+    assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in text
+    torch = [line for line in instructions if "torch" in line]
+    if stage in ("llm", "tts"):
+        assert 'pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0' in text
+        assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+    else:
+        assert torch == [], f"the {stage} image must not install torch"
+
+
+@pytest.fixture
+async def health_server() -> AsyncIterator[tuple[int, health.aio.HealthServicer]]:
+    server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    yield port, servicer
+    await server.stop(0)
+
+
+async def probe(compose: dict[str, Any], port: int) -> int:
+    """Run the compose health check command of the orchestrator, aimed at ``port``."""
+    test = compose["services"]["orchestrator"]["healthcheck"]["test"]
+    proc = await asyncio.create_subprocess_exec(sys.executable, test[2], test[3], str(port),
+                                                stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL)
+    return await asyncio.wait_for(proc.wait(), 60)
+
+
+async def test_the_health_probe_follows_grpc_health(
+        compose: dict[str, Any], health_server: tuple[int, health.aio.HealthServicer]) -> None:
+    port, servicer = health_server
+    await servicer.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+    assert await probe(compose, port) == 1
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    assert await probe(compose, port) == 0
+
+
+async def test_the_health_probe_fails_when_nothing_listens(compose: dict[str, Any]) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    assert await probe(compose, port) == 1
+
+
+@pytest.mark.skipif(CHECKER is None, reason="check-jsonschema is not installed")
+def test_check_compose_script_passes() -> None:
+    done = subprocess.run(["bash", str(ROOT / "scripts" / "check_compose.sh")], capture_output=True,
+                          text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "check_compose: OK" in done.stdout
+    compose_v2 = shutil.which("docker") is not None and subprocess.run(
+        ["docker", "compose", "version"], capture_output=True, timeout=30).returncode == 0
+    if compose_v2 or shutil.which("docker-compose") is not None:
+        assert "config -q" in done.stdout
+    else:
+        assert "SKIPPED 'docker-compose config'" in done.stdout
+
+
+@pytest.mark.skipif(CHECKER is None, reason="check-jsonschema is not installed")
+def test_the_vendored_schema_rejects_a_broken_compose_file(tmp_path: Path) -> None:
+    broken = tmp_path / "docker-compose.yml"
+    text = (ROOT / "docker-compose.yml").read_text().replace("condition: service_healthy",
+                                                            "condition: when_ready", 1)
+    broken.write_text(text)
+    assert CHECKER is not None
+    done = subprocess.run([CHECKER, "--schemafile", str(ROOT / "deploy" / "compose-spec.json"), str(broken)],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "when_ready" in done.stdout + done.stderr
