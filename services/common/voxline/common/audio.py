@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
-from scipy import signal
-from scipy.io import wavfile
 
 from voxline.common.errors import InvalidInput, LimitExceeded
 
@@ -65,6 +63,8 @@ def resample(samples: np.ndarray, src_rate: int, dst_rate: int) -> np.ndarray:
     if src_rate == dst_rate or len(samples) == 0:
         return samples.astype(np.float32, copy=False)
     ratio = Fraction(dst_rate, src_rate).limit_denominator(1000)
+    from scipy import signal  # imported on first use: scipy.signal costs ~1-2 s to import
+
     out = signal.resample_poly(samples, ratio.numerator, ratio.denominator)
     return np.asarray(out, dtype=np.float32)
 
@@ -139,6 +139,8 @@ def _wav_reader(data: bytes) -> io.BytesIO:
 def _decode_wav(data: bytes) -> tuple[np.ndarray, int, int]:
     reader = _wav_reader(data)
     try:
+        from scipy.io import wavfile
+
         rate, frames = wavfile.read(reader)
     except Exception as exc:  # scipy fails on corrupt headers in many ways (even UnboundLocalError)
         raise InvalidInput(f"cannot read WAV data: {exc}") from exc
