@@ -1,0 +1,6 @@
+"""voxline orchestrator: the VoiceAssistant.Converse stream chaining the STT, LLM and TTS services.
+
+Modules: ``config`` (flags/env), ``stages`` (gRPC clients of the three services), ``turn`` (one
+turn's pipeline, spans and metrics), ``session`` (one Converse stream: turns, barge-in), ``vad``
+(server-side end of speech), ``servicer`` (protobuf mapping), ``service`` (the ServiceSpec).
+"""

@@ -1,0 +1,157 @@
+"""Orchestrator configuration: where the stages are, deadlines, limits and defaults.
+
+Precedence as everywhere in voxline: flag > ``VOXLINE_ORCHESTRATOR_*`` env var > built-in default.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+
+from voxline.common.config import (
+    DEFAULT_PORTS,
+    ConfigError,
+    ServerConfig,
+    add_server_options,
+    option,
+    server_config_from_args,
+)
+
+_ENV = "VOXLINE_ORCHESTRATOR_"
+
+DEFAULT_SYSTEM_PROMPT = (
+    "You are voxline, a helpful voice assistant. Your replies are spoken aloud: answer in one to "
+    "three short sentences of plain text, without lists, markdown or emojis."
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class Deadlines:
+    """Per-stage time limits, seconds."""
+
+    #: STT: whole Transcribe call.
+    stt_s: float = 15.0
+    #: LLM: request to first text delta (time to first token).
+    llm_ttft_s: float = 10.0
+    #: LLM: request to the end of the reply.
+    llm_total_s: float = 60.0
+    #: TTS: one sentence's Synthesize call, to its last chunk.
+    tts_s: float = 20.0
+    #: Config-time calls (ListVoices) and start-up health checks.
+    control_s: float = 3.0
+
+
+@dataclasses.dataclass(frozen=True)
+class OrchestratorConfig:
+    """Everything the Converse service needs besides its own server settings."""
+
+    stt_address: str = f"127.0.0.1:{DEFAULT_PORTS['stt']}"
+    llm_address: str = f"127.0.0.1:{DEFAULT_PORTS['llm']}"
+    tts_address: str = f"127.0.0.1:{DEFAULT_PORTS['tts']}"
+    system_prompt: str = DEFAULT_SYSTEM_PROMPT
+    #: Language of the user's speech when the session does not say; empty: STT auto-detects.
+    language: str = ""
+    deadlines: Deadlines = dataclasses.field(default_factory=Deadlines)
+    #: Largest utterance (accumulated input audio) accepted, bytes.
+    max_turn_audio_bytes: int = 16 * 1024 * 1024
+    #: Turns of history (user + assistant pairs) kept per stream and sent to the LLM.
+    max_history_turns: int = 20
+    #: Sentences waiting for TTS while the LLM keeps writing (backpressure beyond that).
+    sentence_queue: int = 8
+    #: Server VAD: silence that ends an utterance, when the session gives none.
+    vad_silence_ms: int = 600
+    #: Server VAD: RMS level (full scale = 1.0) above which a frame counts as speech.
+    vad_threshold: float = 0.015
+    #: Server VAD: frame length, ms.
+    vad_frame_ms: int = 20
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All orchestrator flags (server options included); --help works without any service up."""
+    parser = argparse.ArgumentParser(
+        prog="python -m voxline.orchestrator",
+        description="voxline orchestrator: the VoiceAssistant.Converse stream chaining STT, LLM and TTS.",
+    )
+    add_server_options(parser, "orchestrator")
+    stages = parser.add_argument_group("stages")
+    d = OrchestratorConfig()
+    option(stages, "--stt", env=_ENV + "STT", default=d.stt_address, help="STT service address")
+    option(stages, "--llm", env=_ENV + "LLM", default=d.llm_address, help="LLM service address")
+    option(stages, "--tts", env=_ENV + "TTS", default=d.tts_address, help="TTS service address")
+    turn = parser.add_argument_group("turns")
+    option(turn, "--system-prompt", env=_ENV + "SYSTEM_PROMPT", default=d.system_prompt,
+           help="system prompt when the session gives none")
+    option(turn, "--language", env=_ENV + "LANGUAGE", default=d.language,
+           help="speech language when the session gives none (empty: auto-detect)")
+    option(turn, "--max-turn-audio-mb", env=_ENV + "MAX_TURN_AUDIO_MB",
+           default=d.max_turn_audio_bytes / (1024 * 1024), type=float,
+           help="largest utterance accepted, MiB")
+    option(turn, "--max-history-turns", env=_ENV + "MAX_HISTORY_TURNS", default=d.max_history_turns,
+           type=int, help="previous turns sent to the LLM")
+    option(turn, "--sentence-queue", env=_ENV + "SENTENCE_QUEUE", default=d.sentence_queue, type=int,
+           help="sentences buffered between the LLM and TTS")
+    dl = parser.add_argument_group("deadlines (seconds)")
+    dd = Deadlines()
+    option(dl, "--stt-deadline", env=_ENV + "STT_DEADLINE", default=dd.stt_s, type=float,
+           help="STT: end of utterance to transcript")
+    option(dl, "--llm-first-token-deadline", env=_ENV + "LLM_FIRST_TOKEN_DEADLINE",
+           default=dd.llm_ttft_s, type=float, help="LLM: request to first token")
+    option(dl, "--llm-deadline", env=_ENV + "LLM_DEADLINE", default=dd.llm_total_s, type=float,
+           help="LLM: request to end of reply")
+    option(dl, "--tts-deadline", env=_ENV + "TTS_DEADLINE", default=dd.tts_s, type=float,
+           help="TTS: one sentence")
+    option(dl, "--control-deadline", env=_ENV + "CONTROL_DEADLINE", default=dd.control_s, type=float,
+           help="ListVoices at session start, health checks")
+    vad = parser.add_argument_group("server VAD (sessions with server_vad and PCM_S16LE input)")
+    option(vad, "--vad-silence-ms", env=_ENV + "VAD_SILENCE_MS", default=d.vad_silence_ms, type=int,
+           help="silence that ends an utterance when the session gives none")
+    option(vad, "--vad-threshold", env=_ENV + "VAD_THRESHOLD", default=d.vad_threshold, type=float,
+           help="frame RMS (full scale 1.0) counted as speech")
+    option(vad, "--vad-frame-ms", env=_ENV + "VAD_FRAME_MS", default=d.vad_frame_ms, type=int,
+           help="VAD frame length, 10..50 ms")
+    return parser
+
+
+def _check_address(flag: str, address: str) -> str:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"{flag} must be host:port, got {address!r}")
+    return address
+
+
+def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, ServerConfig]:
+    """Validate parsed flags into the orchestrator and server configurations."""
+    deadlines = Deadlines(
+        stt_s=ns.stt_deadline, llm_ttft_s=ns.llm_first_token_deadline,
+        llm_total_s=ns.llm_deadline, tts_s=ns.tts_deadline, control_s=ns.control_deadline,
+    )
+    for field in dataclasses.fields(deadlines):
+        if getattr(deadlines, field.name) <= 0:
+            raise ConfigError(f"deadline {field.name} must be > 0, got {getattr(deadlines, field.name)}")
+    if ns.max_turn_audio_mb <= 0:
+        raise ConfigError("--max-turn-audio-mb must be > 0")
+    if ns.max_history_turns < 0:
+        raise ConfigError("--max-history-turns must be >= 0")
+    if ns.sentence_queue < 1:
+        raise ConfigError("--sentence-queue must be >= 1")
+    if ns.vad_silence_ms <= 0:
+        raise ConfigError("--vad-silence-ms must be > 0")
+    if not 0 < ns.vad_threshold < 1:
+        raise ConfigError("--vad-threshold must be between 0 and 1")
+    if not 10 <= ns.vad_frame_ms <= 50:
+        raise ConfigError("--vad-frame-ms must be 10..50")
+    config = OrchestratorConfig(
+        stt_address=_check_address("--stt", ns.stt),
+        llm_address=_check_address("--llm", ns.llm),
+        tts_address=_check_address("--tts", ns.tts),
+        system_prompt=ns.system_prompt,
+        language=ns.language,
+        deadlines=deadlines,
+        max_turn_audio_bytes=int(ns.max_turn_audio_mb * 1024 * 1024),
+        max_history_turns=ns.max_history_turns,
+        sentence_queue=ns.sentence_queue,
+        vad_silence_ms=ns.vad_silence_ms,
+        vad_threshold=ns.vad_threshold,
+        vad_frame_ms=ns.vad_frame_ms,
+    )
+    return config, server_config_from_args(ns)

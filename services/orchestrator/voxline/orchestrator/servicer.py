@@ -1,0 +1,119 @@
+"""gRPC only: ConverseRequest → session requests, session events → ConverseResponse."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+from voxline.common.errors import InvalidInput
+from voxline.common.grpc_errors import translate_errors
+from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.events import (
+    AudioEvent,
+    AudioFormatEvent,
+    AudioRequest,
+    ConfigRequest,
+    EndOfUtteranceRequest,
+    Event,
+    MetricsEvent,
+    Request,
+    SessionSettings,
+    TextDeltaEvent,
+    TextRequest,
+    TranscriptEvent,
+)
+from voxline.orchestrator.session import ConverseSession
+from voxline.orchestrator.stages import InputFormat, Sampling, Stages
+from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
+
+_OUTPUT_ENCODINGS = {
+    audio_pb2.AUDIO_ENCODING_UNSPECIFIED: "PCM_S16LE",
+    audio_pb2.PCM_S16LE: "PCM_S16LE",
+    audio_pb2.WAV: "WAV",
+}
+_STATUS = {"completed": voice_pb2.COMPLETED, "interrupted": voice_pb2.INTERRUPTED,
+           "failed": voice_pb2.FAILED}
+
+
+class VoiceAssistantServicer(voice_pb2_grpc.VoiceAssistantServicer):
+    """The Converse stream."""
+
+    def __init__(self, stages: Stages, config: OrchestratorConfig) -> None:
+        self._stages = stages
+        self._config = config
+
+    @translate_errors
+    async def Converse(self, request_iterator: AsyncIterator[voice_pb2.ConverseRequest],
+                       context: Any) -> AsyncIterator[voice_pb2.ConverseResponse]:
+        session = ConverseSession(self._stages, self._config)
+        async for event in session.events(_requests(request_iterator)):
+            yield _response(event)
+
+
+async def _requests(requests: AsyncIterator[voice_pb2.ConverseRequest]) -> AsyncIterator[Request]:
+    async for request in requests:
+        kind = request.WhichOneof("request")
+        if kind == "config":
+            yield ConfigRequest(_settings(request.config))
+        elif kind == "audio":
+            yield AudioRequest(request.audio)
+        elif kind == "end_of_utterance":
+            yield EndOfUtteranceRequest()
+        elif kind == "text":
+            yield TextRequest(request.text)
+        else:
+            raise InvalidInput("empty ConverseRequest: set one of config, audio, end_of_utterance, text")
+
+
+def _settings(c: voice_pb2.SessionConfig) -> SessionSettings:
+    out = c.output_format
+    if out.encoding not in _OUTPUT_ENCODINGS:
+        raise InvalidInput("output_format.encoding must be PCM_S16LE or WAV, got "
+                           + audio_pb2.AudioEncoding.Name(out.encoding))
+    if out.sample_rate_hz < 0 or c.input_format.sample_rate_hz < 0:
+        raise InvalidInput("sample_rate_hz must be >= 0")
+    if out.channels > 1:
+        raise InvalidInput("reply audio is mono: output_format.channels must be 0 or 1")
+    if c.vad_silence_ms < 0:
+        raise InvalidInput("vad_silence_ms must be >= 0")
+    sampling = None
+    if c.HasField("sampling"):
+        s = c.sampling
+        sampling = Sampling(
+            temperature=s.temperature if s.HasField("temperature") else None,
+            top_p=s.top_p if s.HasField("top_p") else None,
+            max_tokens=s.max_tokens, stop=tuple(s.stop),
+            seed=s.seed if s.HasField("seed") else None,
+        )
+    return SessionSettings(
+        input_format=InputFormat(audio_pb2.AudioEncoding.Name(c.input_format.encoding),
+                                 c.input_format.sample_rate_hz, c.input_format.channels),
+        language=c.language, voice=c.voice,
+        output_encoding=_OUTPUT_ENCODINGS[out.encoding], output_sample_rate_hz=out.sample_rate_hz,
+        system_prompt=c.system_prompt, llm_providers=tuple(c.llm_providers), sampling=sampling,
+        no_cache=c.no_cache, server_vad=c.server_vad, vad_silence_ms=c.vad_silence_ms,
+    )
+
+
+def _response(event: Event) -> voice_pb2.ConverseResponse:
+    if isinstance(event, TranscriptEvent):
+        return voice_pb2.ConverseResponse(
+            turn=event.turn, transcript=voice_pb2.Transcript(text=event.text, language=event.language))
+    if isinstance(event, TextDeltaEvent):
+        return voice_pb2.ConverseResponse(
+            turn=event.turn, assistant_text=voice_pb2.AssistantText(delta=event.delta))
+    if isinstance(event, AudioFormatEvent):
+        return voice_pb2.ConverseResponse(turn=event.turn, audio_format=audio_pb2.AudioFormat(
+            encoding=audio_pb2.AudioEncoding.Value(event.encoding),
+            sample_rate_hz=event.sample_rate_hz, channels=event.channels))
+    if isinstance(event, AudioEvent):
+        return voice_pb2.ConverseResponse(turn=event.turn, audio=event.data)
+    assert isinstance(event, MetricsEvent)
+    m = event.metrics
+    return voice_pb2.ConverseResponse(turn=event.turn, metrics=voice_pb2.TurnMetrics(
+        stt_ms=m.stt_ms, llm_ttft_ms=m.llm_ttft_ms, llm_total_ms=m.llm_total_ms,
+        tts_first_audio_ms=m.tts_first_audio_ms, time_to_first_audio_ms=m.time_to_first_audio_ms,
+        total_ms=m.total_ms, trace_id=m.trace_id, llm_provider=m.llm_provider,
+        cache_hit=m.cache_hit, status=_STATUS[m.status], sentences=m.sentences,
+        reply_audio_seconds=m.reply_audio_seconds, tts_total_ms=m.tts_total_ms, error=m.error,
+    ))

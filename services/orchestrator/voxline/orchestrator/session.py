@@ -1,0 +1,176 @@
+"""One Converse stream: config first, then turns; barge-in; events out in order.
+
+Two tasks per stream: the reader (requests → turns) and the caller's loop over ``events()``
+(events → client). Turns run as one task at a time, owned by the reader: a new utterance (first
+audio chunk, speech detected by the server VAD, or a text input) while a turn is still running
+cancels it — its LLM and TTS calls are cancelled in the services — and its metrics (INTERRUPTED) are
+emitted before anything of the next turn. When the client half-closes, the running turn finishes
+and the stream ends; when the client cancels, everything is cancelled and nothing more is sent.
+
+Stage failures do not end the stream: the turn ends with FAILED metrics naming the stage, and the
+next turn uses the stage again (it may be back by then). Only bad session input ends the stream,
+with INVALID_ARGUMENT / RESOURCE_EXHAUSTED / UNAVAILABLE (TTS down when the voice must be checked).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import time
+from collections.abc import AsyncIterator
+
+from opentelemetry import trace
+
+from voxline.common.errors import InvalidInput, LimitExceeded
+from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.events import (
+    AudioRequest,
+    ConfigRequest,
+    EndOfUtteranceRequest,
+    Event,
+    Request,
+    SessionSettings,
+    TextRequest,
+)
+from voxline.orchestrator.stages import Stages
+from voxline.orchestrator.turn import History, TurnInput, TurnRunner
+from voxline.orchestrator.vad import EnergyVad
+
+log = logging.getLogger(__name__)
+
+_END = object()  # marks the end of the event queue
+
+
+class ConverseSession:
+    """State of one Converse stream: settings, history, the utterance being received, the turn."""
+
+    def __init__(self, stages: Stages, config: OrchestratorConfig) -> None:
+        self._stages = stages
+        self._config = config
+        self._out: asyncio.Queue[Event | object] = asyncio.Queue()
+        self._history = History(config.max_history_turns)
+        self._settings: SessionSettings | None = None
+        self._runner: TurnRunner | None = None
+        self._vad: EnergyVad | None = None
+        self._audio = bytearray()
+        self._turns = 0
+        self._turn_task: asyncio.Task[None] | None = None
+        # The Converse server span, linked from each turn's root span.
+        self._session_span = trace.get_current_span().get_span_context()
+
+    async def events(self, requests: AsyncIterator[Request]) -> AsyncIterator[Event]:
+        """Run the session; yield its events in order; raise the error that ends the stream."""
+        reader = asyncio.create_task(self._read(requests), name="converse-reader")
+        try:
+            while (event := await self._out.get()) is not _END:
+                yield event  # type: ignore[misc]
+            await reader  # re-raises the reader's error (bad input) after the events before it
+        finally:
+            if not reader.done():
+                reader.cancel()
+            await asyncio.wait([reader])
+
+    async def _read(self, requests: AsyncIterator[Request]) -> None:
+        try:
+            async for request in requests:
+                await self._handle(request)
+            if self._turn_task is not None:  # half-close: let the last reply finish
+                await asyncio.wait([self._turn_task])
+        finally:
+            await self._cancel_turn()
+            self._out.put_nowait(_END)
+
+    async def _handle(self, request: Request) -> None:
+        if isinstance(request, ConfigRequest):
+            if self._settings is not None:
+                raise InvalidInput("config was already sent: it must come once, as the first message")
+            await self._configure(request.settings)
+            return
+        if self._settings is None:
+            raise InvalidInput("first message must be config")
+        if isinstance(request, AudioRequest):
+            await self._on_audio(request.data)
+        elif isinstance(request, EndOfUtteranceRequest):
+            await self._on_end_of_utterance()
+        elif isinstance(request, TextRequest):
+            if not request.text.strip():
+                raise InvalidInput("text input is empty")
+            # typed input replaces an utterance the client had started but not ended
+            self._audio = bytearray()
+            if self._vad is not None:
+                self._vad.flush()
+            await self._start_turn(TurnInput(self._turns + 1, time.perf_counter(), text=request.text))
+
+    async def _configure(self, settings: SessionSettings) -> None:
+        if settings.voice:
+            voices = await self._stages.list_voices()  # StageError UNAVAILABLE when TTS is down
+            if settings.voice not in voices:
+                raise InvalidInput(f"unknown voice {settings.voice!r}; available voices: "
+                                   + (", ".join(voices) or "none"))
+        fmt = settings.input_format
+        if fmt.encoding == "PCM_S16LE" and fmt.sample_rate_hz <= 0:
+            raise InvalidInput("input_format PCM_S16LE needs sample_rate_hz > 0")
+        if settings.server_vad:
+            if fmt.encoding != "PCM_S16LE":
+                raise InvalidInput("server_vad needs input_format PCM_S16LE (raw PCM)")
+            self._vad = EnergyVad(
+                fmt.sample_rate_hz, fmt.channels or 1, threshold=self._config.vad_threshold,
+                silence_ms=settings.vad_silence_ms or self._config.vad_silence_ms,
+                frame_ms=self._config.vad_frame_ms)
+        settings = dataclasses.replace(
+            settings,
+            system_prompt=settings.system_prompt or self._config.system_prompt,
+            language=settings.language or self._config.language,
+        )
+        self._settings = settings
+        self._runner = TurnRunner(self._stages, self._config, settings, self._history,
+                                  self._out.put_nowait, self._session_span)
+
+    async def _on_audio(self, data: bytes) -> None:
+        if self._vad is not None:
+            step = self._vad.feed(data)
+            if step.speech_started:
+                await self._cancel_turn()  # barge-in on speech, not on every chunk of silence
+            for utterance in step.utterances:
+                await self._start_turn(TurnInput(self._turns + 1, time.perf_counter(), audio=utterance))
+            self._check_size(self._vad.buffered_bytes)
+            return
+        if not self._audio:
+            await self._cancel_turn()  # the first chunk of a new utterance interrupts the reply
+        self._audio += data
+        self._check_size(len(self._audio))
+
+    async def _on_end_of_utterance(self) -> None:
+        ended_at = time.perf_counter()
+        if self._vad is not None:
+            audio = self._vad.flush()
+            if audio is None:
+                return  # the VAD already ended the utterance (or heard nothing): nothing to do
+        else:
+            if not self._audio:
+                raise InvalidInput("end_of_utterance without any audio before it")
+            audio, self._audio = bytes(self._audio), bytearray()
+        await self._start_turn(TurnInput(self._turns + 1, ended_at, audio=audio))
+
+    def _check_size(self, size: int) -> None:
+        if size > self._config.max_turn_audio_bytes:
+            raise LimitExceeded(f"utterance is over {self._config.max_turn_audio_bytes} bytes of audio; "
+                                "send end_of_utterance sooner")
+
+    async def _start_turn(self, turn: TurnInput) -> None:
+        await self._cancel_turn()
+        assert self._runner is not None
+        self._turns = turn.number
+        self._turn_task = asyncio.create_task(self._runner.run(turn), name=f"turn-{turn.number}")
+
+    async def _cancel_turn(self) -> None:
+        """Barge-in: cancel the running turn and wait until its metrics are out."""
+        task, self._turn_task = self._turn_task, None
+        if task is None:
+            return
+        if not task.done():
+            task.cancel()
+        await asyncio.wait([task])
+        if not task.cancelled() and task.exception() is not None:  # run() reports its own failures
+            log.error("turn task failed", exc_info=task.exception())

@@ -1,0 +1,99 @@
+"""The turn's spans: names, parent links, attributes, one trace id per turn."""
+
+from __future__ import annotations
+
+import asyncio
+
+import grpc
+from opentelemetry.sdk.trace import ReadableSpan
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind
+from orchestrator_fakes import FakeStack, tone_pcm
+from orchestrator_harness import PCM16K, Conversation, Turn
+
+
+async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeStack,
+                                         spans: InMemorySpanExporter) -> None:
+    conv = Conversation(channel)
+    await conv.config(input_format=PCM16K)
+    await conv.audio(tone_pcm(0.5))
+    await conv.end_of_utterance()
+    first = await conv.read_turn()
+    await conv.text("And again?")
+    second = await conv.read_turn()
+    await conv.call.done_writing()
+    await conv.call.code()
+
+    trace_id = int(first.metrics.trace_id, 16)
+    assert second.metrics.trace_id != first.metrics.trace_id  # a new trace per turn
+    turn_spans = [s for s in spans.get_finished_spans() if s.context.trace_id == trace_id]
+    by_name: dict[str, list] = {}
+    for span in turn_spans:
+        by_name.setdefault(span.name, []).append(span)
+
+    (root,) = by_name["voxline.turn"]
+    assert root.parent is None and root.kind == SpanKind.INTERNAL
+    (link,) = root.links  # linked to the Converse call's server span
+    converse = [s for s in spans.get_finished_spans()
+                if s.name == "/voxline.v1.VoiceAssistant/Converse" and s.kind == SpanKind.SERVER]
+    assert converse and link.context.span_id == converse[0].context.span_id
+    attrs = root.attributes
+    assert attrs["voxline.turn.number"] == 1 and attrs["voxline.turn.status"] == "completed"
+    assert attrs["voxline.sentences"] == 2 and attrs["voxline.llm.provider"] == "fake"
+    assert attrs["voxline.llm.cache_hit"] is False
+    for key in ("voxline.stt_ms", "voxline.llm.ttft_ms", "voxline.llm.total_ms",
+                "voxline.tts.first_audio_ms", "voxline.time_to_first_audio_ms", "voxline.total_ms"):
+        assert isinstance(attrs[key], float) and attrs[key] > 0, key
+    assert abs(attrs["voxline.total_ms"] - first.metrics.total_ms) < 1e-6
+
+    (stt,) = by_name["stt"]
+    (llm,) = by_name["llm"]
+    tts = sorted(by_name["tts"], key=lambda s: s.attributes["voxline.sentence.index"])
+    for span in (stt, llm, *tts):
+        assert span.parent.span_id == root.context.span_id, span.name
+    assert stt.attributes["voxline.audio_seconds"] > 0.49
+    assert llm.attributes["gen_ai.operation.name"] == "chat"
+    assert llm.attributes["gen_ai.provider.name"] == "fake"
+    assert llm.attributes["gen_ai.response.model"] == "fake-model-1"
+    assert llm.attributes["gen_ai.usage.input_tokens"] == 12
+    assert tuple(llm.attributes["gen_ai.response.finish_reasons"]) == ("stop",)
+    assert llm.attributes["voxline.llm.ttft_ms"] > 0
+    assert [s.attributes["voxline.sentence.index"] for s in tts] == [0, 1]
+    assert [s.attributes["voxline.sentence.chars"] for s in tts] == [len("Hello there."),
+                                                                   len("How can I help?")]
+    assert all(s.attributes["voxline.tts.first_audio_ms"] > 0 for s in tts)
+
+    # each stage span → its gRPC client span → the fake service's server span, same trace
+    for parent, method in [(stt, "/voxline.v1.SpeechToText/Transcribe"),
+                           (llm, "/voxline.v1.LanguageModel/Generate"),
+                           (tts[0], "/voxline.v1.TextToSpeech/Synthesize"),
+                           (tts[1], "/voxline.v1.TextToSpeech/Synthesize")]:
+        (client,) = [s for s in turn_spans if s.kind == SpanKind.CLIENT
+                     and s.parent.span_id == parent.context.span_id]
+        assert client.name == method
+        (server,) = [s for s in turn_spans if s.kind == SpanKind.SERVER
+                     and s.parent.span_id == client.context.span_id]
+        assert server.name == method
+    assert not [s for s in turn_spans if s.name.endswith("/Converse")]  # the call is not in the turn
+
+
+async def test_failed_and_interrupted_turns_are_marked(channel: grpc.aio.Channel, fakes: FakeStack,
+                                                       spans: InMemorySpanExporter) -> None:
+    def root_of(turn: Turn) -> ReadableSpan:
+        (root,) = [s for s in spans.get_finished_spans()
+                   if s.name == "voxline.turn" and s.context.trace_id == int(turn.metrics.trace_id, 16)]
+        return root
+
+    fakes.llm.gate = asyncio.Event()  # turn 1 hangs mid-reply...
+    conv = Conversation(channel)
+    await conv.config()
+    await conv.text("Hello?")
+    await conv.read_until("assistant_text")
+    fakes.llm.gate = None
+    fakes.llm.fail = (grpc.StatusCode.UNAVAILABLE, "overloaded")  # ...turn 2 interrupts it and fails
+    await conv.text("Anyone?")
+    interrupted, failed = await conv.read_turn(), await conv.read_turn()
+    assert root_of(interrupted).attributes["voxline.turn.status"] == "interrupted"
+    assert root_of(failed).attributes["voxline.turn.status"] == "failed"
+    assert root_of(failed).status.description == (
+        f"UNAVAILABLE: llm stage unavailable at {fakes.llm.address}: overloaded")
