@@ -107,10 +107,15 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             from opentelemetry.instrumentation.grpc import (
                 GrpcAioInstrumentorClient,
                 GrpcAioInstrumentorServer,
+                filters,
             )
 
-            GrpcAioInstrumentorServer().instrument()  # type: ignore[no-untyped-call]
-            GrpcAioInstrumentorClient().instrument()  # type: ignore[no-untyped-call]
+            # Health probes (voxline up, compose, tests poll every 100 ms) and reflection would
+            # bury the turns' spans; they are not traced.
+            untraced = filters.negate(filters.any_of(
+                filters.health_check(), filters.service_prefix("grpc.reflection")))
+            GrpcAioInstrumentorServer(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
+            GrpcAioInstrumentorClient(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
         _provider = provider
         return provider
 
