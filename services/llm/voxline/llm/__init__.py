@@ -1,0 +1,1 @@
+"""voxline LLM gateway: Groq, Cerebras and a local model behind one streamed gRPC service."""
