@@ -17,7 +17,7 @@ up: setup         ## run the stack locally until Ctrl-C
 	.venv/bin/voxline up
 
 bench: setup      ## the benchmark suite, quick mode
-	.venv/bin/voxline bench --quick
+	.venv/bin/python -m bench --quick
 
 protos: setup     ## regenerate the Python stubs from protos/
 	bash scripts/gen_protos.sh

@@ -11,8 +11,11 @@ the service's own close hook runs, spans are flushed, and ``serve`` returns (exi
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import logging
+import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -141,8 +144,29 @@ async def serve(spec: ServiceSpec, config: ServerConfig,
         shutdown_telemetry()
 
 
+_PR_SET_PDEATHSIG = 1
+
+
+def exit_with_parent() -> None:
+    """When a supervisor (``voxline up``, the bench) set ``VOXLINE_PARENT_PID``, ask Linux to send
+    this process SIGTERM when that supervisor dies, so no service outlives it (graceful shutdown
+    then runs as for any SIGTERM). No-op elsewhere."""
+    raw = os.environ.get("VOXLINE_PARENT_PID", "")
+    if not raw.isdigit() or not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != int(raw):  # the supervisor died before prctl took effect
+        log.warning("supervisor already gone; exiting", extra={"parent_pid": raw})
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def run(spec_factory: Callable[[], ServiceSpec], config: ServerConfig) -> int:
     """Entry point helper for ``__main__``: run ``serve`` in a fresh event loop, return exit code."""
+    exit_with_parent()
     async def main() -> None:
         await serve(spec_factory(), config)
 

@@ -15,8 +15,6 @@ call ``start()`` from a thread that lives as long as the stack (the main thread,
 from __future__ import annotations
 
 import collections
-import ctypes
-import ctypes.util
 import os
 import re
 import signal
@@ -45,29 +43,6 @@ ADDRESS_FLAGS = {stage: f"--{stage}" for stage in BACKENDS}
 _PORT_RE = re.compile(r"\blistening\b.*?\bport\"?\s*[=:]\s*(\d+)")
 
 STARTING, LOADING, SERVING, EXITED = "starting", "loading", "serving", "exited"
-
-
-_PR_SET_PDEATHSIG = 1
-
-
-def _load_prctl() -> Callable[..., int] | None:
-    # Resolved once in the parent: the child, between fork and exec, only makes the call.
-    if not sys.platform.startswith("linux"):
-        return None
-    try:
-        prctl: Callable[..., int] = ctypes.CDLL(ctypes.util.find_library("c"), use_errno=True).prctl
-    except (OSError, AttributeError):
-        return None
-    return prctl
-
-
-_PRCTL = _load_prctl()
-
-
-def _die_with_supervisor() -> None:
-    """Runs in the child before exec: SIGTERM it when the spawning thread dies (Linux only)."""
-    if _PRCTL is not None:
-        _PRCTL(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
 
 
 def default_command(stage: str) -> list[str]:
@@ -138,7 +113,6 @@ class ServiceProcess:
             self.proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 env=dict(env), text=True, errors="replace", process_group=0,
-                preexec_fn=_die_with_supervisor if _PRCTL is not None else None,
             )
         except OSError as exc:
             self._log.close()
@@ -207,7 +181,12 @@ class Stack:
     # -- start -----------------------------------------------------------------------------
     def _spawn(self, stage: str, extra_args: Sequence[str] = ()) -> None:
         cfg = self.config
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", **cfg.env, **cfg.stage_env.get(stage, {})}
+        # VOXLINE_PARENT_PID: the service asks Linux to SIGTERM it if this supervisor dies (see
+        # voxline.common.server.exit_with_parent). Done in the child after exec, not in a
+        # preexec_fn: Python code between fork and exec in a process running gRPC threads made
+        # children abort in gRPC's poller ("epoll_wait error: Bad file descriptor").
+        env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOXLINE_PARENT_PID": str(os.getpid()),
+               **cfg.env, **cfg.stage_env.get(stage, {})}
         argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(cfg.ports.get(stage, 0)),
                 *extra_args, *cfg.stage_args.get(stage, ())]
         self.services[stage] = ServiceProcess(stage, argv, env, cfg.log_dir / f"{stage}.log")
