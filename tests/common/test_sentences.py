@@ -35,3 +35,22 @@ def test_max_chars_cuts_run_on_text_at_a_space() -> None:
     out = chunker.feed("word " * 10)
     assert out and all(len(s) <= 20 for s in out)
     assert " ".join(out + chunker.flush()).split() == ["word"] * 10
+
+
+def test_first_clause_is_cut_early_only_once() -> None:
+    chunker = SentenceChunker(first_clause_chars=20)
+    assert chunker.feed("Water boils at 100 degrees,") == []  # no space after the comma yet
+    assert chunker.feed(" which is 212") == ["Water boils at 100 degrees,"]
+    assert chunker.feed(" Fahrenheit, at sea level. Then, it turns to steam. ") == [
+        "which is 212 Fahrenheit, at sea level.", "Then, it turns to steam."]
+
+
+def test_first_clause_keeps_numbers_and_short_clauses_whole() -> None:
+    chunker = SentenceChunker(first_clause_chars=20)
+    assert chunker.feed("Yes, it is 1,000 metres") == []  # "Yes," is too short; "1,000" has no space
+    assert chunker.feed(" high, roughly. ") == ["Yes, it is 1,000 metres high, roughly."]
+
+
+def test_first_clause_off_by_default() -> None:
+    chunker = SentenceChunker()
+    assert chunker.feed("A long first clause here, and more ") == []

@@ -9,6 +9,8 @@ from collections.abc import Iterator
 # before ») and then whitespace.
 # Abbreviations like "e.g." or "Dr." and decimals "3.5" are kept together.
 _END = re.compile(r"""([.!?…]+(?:[\s\u00a0\u202f]?»|["'”’)\]])*)(\s+)""")
+# A clause ends at , ; : followed by whitespace ("1,000" and "3:30" stay whole).
+_CLAUSE = re.compile(r"([,;:])(\s+)")
 _ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st sr jr vs etc e.g i.e mme mlle m no p.ex cf fig approx".split()
 )
@@ -24,12 +26,19 @@ class SentenceChunker:
 
     A sentence shorter than ``min_chars`` is held and joined to the next one (speaking "Oui." alone
     costs a TTS round trip for little audio). ``flush`` returns whatever is left at the end.
+
+    ``first_clause_chars`` > 0 lets the *first* piece of a reply end at a clause boundary (, ; :)
+    once it has that many characters: a one-sentence reply ("The capital of France is Paris, a
+    city of two million people.") then starts speaking after its first clause instead of after the
+    LLM's last token, which is what time to first audio is made of. Later pieces are whole sentences.
     """
 
-    def __init__(self, min_chars: int = 1, max_chars: int = 400) -> None:
+    def __init__(self, min_chars: int = 1, max_chars: int = 400, first_clause_chars: int = 0) -> None:
         self._buffer = ""
         self._min_chars = min_chars
         self._max_chars = max_chars
+        self._first_clause_chars = first_clause_chars
+        self._emitted = False
 
     def feed(self, delta: str) -> list[str]:
         """Add text; return the sentences it completed (possibly none)."""
@@ -46,12 +55,21 @@ class SentenceChunker:
             out.append(candidate)
             start = match.end()
         self._buffer = self._buffer[start:]
+        if not out and not self._emitted and self._first_clause_chars > 0:
+            for match in _CLAUSE.finditer(self._buffer):
+                candidate = self._buffer[:match.end(1)].strip()
+                if len(candidate) >= self._first_clause_chars:
+                    out.append(candidate)
+                    self._buffer = self._buffer[match.end():]
+                    break
         while len(self._buffer) > self._max_chars:  # no punctuation for too long: cut at a space
             cut = self._buffer.rfind(" ", 0, self._max_chars)
             cut = cut if cut > 0 else self._max_chars
             out.append(self._buffer[:cut].strip())
             self._buffer = self._buffer[cut:]
-        return [s for s in out if s]
+        out = [s for s in out if s]
+        self._emitted = self._emitted or bool(out)
+        return out
 
     def flush(self) -> list[str]:
         """The rest of the text as a last sentence (if any)."""

@@ -58,6 +58,9 @@ class OrchestratorConfig:
     max_history_turns: int = 20
     #: Sentences waiting for TTS while the LLM keeps writing (backpressure beyond that).
     sentence_queue: int = 8
+    #: The first piece of a reply may end at a clause (, ; :) once it has this many characters, so
+    #: a long first sentence starts speaking sooner; 0: whole sentences only.
+    first_clause_chars: int = 20
     #: Server VAD: silence that ends an utterance, when the session gives none.
     vad_silence_ms: int = 600
     #: Server VAD: RMS level (full scale = 1.0) above which a frame counts as speech.
@@ -90,6 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
            type=int, help="previous turns sent to the LLM")
     option(turn, "--sentence-queue", env=_ENV + "SENTENCE_QUEUE", default=d.sentence_queue, type=int,
            help="sentences buffered between the LLM and TTS")
+    option(turn, "--first-clause-chars", env=_ENV + "FIRST_CLAUSE_CHARS", default=d.first_clause_chars,
+           type=int, help="speak the reply's first clause (cut at , ; :) once it has this many "
+           "characters, before its sentence ends (lower time to first audio); 0: whole sentences")
     dl = parser.add_argument_group("deadlines (seconds)")
     dd = Deadlines()
     option(dl, "--stt-deadline", env=_ENV + "STT_DEADLINE", default=dd.stt_s, type=float,
@@ -134,6 +140,8 @@ def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, Server
         raise ConfigError("--max-history-turns must be >= 0")
     if ns.sentence_queue < 1:
         raise ConfigError("--sentence-queue must be >= 1")
+    if ns.first_clause_chars < 0:
+        raise ConfigError("--first-clause-chars must be >= 0")
     if ns.vad_silence_ms <= 0:
         raise ConfigError("--vad-silence-ms must be > 0")
     if not 0 < ns.vad_threshold < 1:
@@ -150,6 +158,7 @@ def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, Server
         max_turn_audio_bytes=int(ns.max_turn_audio_mb * 1024 * 1024),
         max_history_turns=ns.max_history_turns,
         sentence_queue=ns.sentence_queue,
+        first_clause_chars=ns.first_clause_chars,
         vad_silence_ms=ns.vad_silence_ms,
         vad_threshold=ns.vad_threshold,
         vad_frame_ms=ns.vad_frame_ms,

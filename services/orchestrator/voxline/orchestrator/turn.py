@@ -163,7 +163,7 @@ class TurnRunner:
     async def _llm(self, turn: TurnInput, ctx: Context, messages: list[ChatMessage],
                    sentences: asyncio.Queue[str | None], state: _TurnState) -> None:
         m = state.metrics
-        chunker = SentenceChunker()
+        chunker = SentenceChunker(first_clause_chars=self._config.first_clause_chars)
         summary: LlmSummary | None = None
         s = self._settings
         with self._tracer.start_as_current_span(
