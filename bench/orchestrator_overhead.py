@@ -1,10 +1,11 @@
 """Orchestrator overhead and the pipelining gain, measured with fake engines of known cost.
 
-    .venv/bin/python bench/orchestrator_overhead.py [--turns 200] [--runs 5] [--sentences 4]
+    .venv/bin/python -m bench.orchestrator_overhead [--turns 200] [--runs 5] [--sentences 4]
+    (or .venv/bin/python bench/orchestrator_overhead.py ...)
 
-Everything runs in one process on 127.0.0.1: fake STT/LLM/TTS gRPC servers (tests/orchestrator/
-orchestrator_fakes.py, real sockets, scripted latencies), the real orchestrator server, and a
-Converse client.
+Everything runs in one process on 127.0.0.1: fake STT/LLM/TTS gRPC servers (bench/fake_servers.py,
+the same fakes the orchestrator tests use: real sockets, scripted latencies), the real orchestrator
+server, and a Converse client.
 
 1. Overhead per turn: one-sentence spoken turns on one stream. The reply is one sentence, so the
    stages run strictly one after another and the engines' own time is the sum of the fakes' handler
@@ -29,18 +30,20 @@ import sys
 import time
 from pathlib import Path
 
+if not __package__:
+    # Run as a file (python bench/orchestrator_overhead.py): Python put bench/ on the path, not the
+    # repo root, so ``bench`` would not import. ``python -m bench.orchestrator_overhead`` needs none.
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
 import grpc
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "orchestrator"))
-
-from orchestrator_fakes import FakeStack, tone_pcm  # type: ignore[import-not-found]  # noqa: E402
-
-from voxline.common.config import ServerConfig  # noqa: E402
-from voxline.common.server import start_server  # noqa: E402
-from voxline.orchestrator.config import OrchestratorConfig  # noqa: E402
-from voxline.orchestrator.service import orchestrator_spec  # noqa: E402
-from voxline.v1 import (  # noqa: E402
+from bench.fake_servers import FakeStack, tone_pcm
+from bench.stats import percentile
+from voxline.common.config import ServerConfig
+from voxline.common.server import start_server
+from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.service import orchestrator_spec
+from voxline.v1 import (
     audio_pb2,
     llm_pb2,
     llm_pb2_grpc,
@@ -91,11 +94,6 @@ class Figures:
     @property
     def total_gain(self) -> float:
         return self.sequential_total_ms / self.pipelined_total_ms
-
-
-def _percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def _sentences(n: int) -> list[str]:
@@ -197,9 +195,9 @@ async def measure(turns: int = 200, runs: int = 5, sentences: int = 4, costs: Co
     med = statistics.median
     return Figures(
         turns=turns,
-        overhead_p50_ms=_percentile(overhead, 50), overhead_p99_ms=_percentile(overhead, 99),
-        overhead_mean_ms=statistics.fmean(overhead), engines_p50_ms=_percentile(engines, 50),
-        total_p50_ms=_percentile(totals, 50), sentences=sentences, runs=runs,
+        overhead_p50_ms=percentile(overhead, 50), overhead_p99_ms=percentile(overhead, 99),
+        overhead_mean_ms=statistics.fmean(overhead), engines_p50_ms=percentile(engines, 50),
+        total_p50_ms=percentile(totals, 50), sentences=sentences, runs=runs,
         pipelined_ttfa_ms=1000 * med(p[0] for p in piped),
         pipelined_total_ms=1000 * med(p[1] for p in piped),
         sequential_ttfa_ms=1000 * med(s[0] for s in sequential),

@@ -1,14 +1,19 @@
 """The benchmark's statistics: pure functions of numbers (no I/O, no timing), unit tested exactly.
 
-Percentiles use linear interpolation between closest ranks (numpy's default), the same as
-``voxline.cli.table.percentile``, so figures in the bench report and in ``voxline report`` agree.
+Mean, percentile and the PassRate record are ``voxline.cli.table``'s (linear interpolation between
+closest ranks, numpy's default), so figures in the bench report and in ``voxline report`` agree;
+here they also drop infinities, not only NaN.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+
+from voxline.cli import table
+from voxline.cli.table import PassRate
+
+__all__ = ["PassRate"]  # re-exported: ``pass_rate`` returns it
 
 
 def finite(values: Iterable[float]) -> list[float]:
@@ -18,21 +23,12 @@ def finite(values: Iterable[float]) -> list[float]:
 
 def mean(values: Iterable[float]) -> float:
     """Arithmetic mean of the finite values; NaN when there are none."""
-    kept = finite(values)
-    return sum(kept) / len(kept) if kept else math.nan
+    return table.mean(finite(values))
 
 
 def percentile(values: Iterable[float], q: float) -> float:
     """The q-th percentile (0..100) of the finite values, linear interpolation; NaN when empty."""
-    if not 0.0 <= q <= 100.0:
-        raise ValueError(f"percentile must be within 0..100, got {q}")
-    kept = sorted(finite(values))
-    if not kept:
-        return math.nan
-    position = (len(kept) - 1) * q / 100.0
-    lower = math.floor(position)
-    upper = min(lower + 1, len(kept) - 1)
-    return kept[lower] + (kept[upper] - kept[lower]) * (position - lower)
+    return table.percentile(finite(values), q)
 
 
 def summary(values: Iterable[float]) -> dict[str, float]:
@@ -47,23 +43,6 @@ def summary(values: Iterable[float]) -> dict[str, float]:
         "p95": percentile(kept, 95.0),
         "p99": percentile(kept, 99.0),
     }
-
-
-@dataclass(frozen=True)
-class PassRate:
-    """Runs strictly under a target; a run without a figure (NaN) counts as failed."""
-
-    passed: int
-    runs: int
-
-    @property
-    def fraction(self) -> float:
-        return self.passed / self.runs if self.runs else math.nan
-
-    def __str__(self) -> str:
-        if not self.runs:
-            return "0/0"
-        return f"{self.passed}/{self.runs} ({100 * self.fraction:.0f}%)"
 
 
 def pass_rate(values: Sequence[float], target: float) -> PassRate:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import os
 import statistics
 import sys
@@ -63,8 +64,9 @@ def _load_engine(model: str, device: str, compute_type: str, cache_dir: Path | N
     from voxline.stt.config import EngineSettings
     from voxline.stt.engine import WhisperTranscriber
 
-    settings = EngineSettings(model=model, device=device, compute_type=compute_type,
-                              **({"cache_dir": cache_dir} if cache_dir else {}))
+    settings = EngineSettings(model=model, device=device, compute_type=compute_type)
+    if cache_dir:
+        settings = dataclasses.replace(settings, cache_dir=cache_dir)
     engine = WhisperTranscriber(settings)
     asyncio.run(engine.warm_up())
     return engine

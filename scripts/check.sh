@@ -6,9 +6,9 @@ cd "$root"
 bin=.venv/bin
 echo "== ruff"
 "$bin/ruff" check services tests bench scripts
-echo "== mypy (strict, services)"
+echo "== mypy (strict, services and bench)"
 "$bin/mypy" services/common/voxline/common services/stt/voxline services/llm/voxline \
-  services/tts/voxline services/orchestrator/voxline
+  services/tts/voxline services/orchestrator/voxline bench
 echo "== generated stubs match protos/"
 PYTHON="$bin/python" bash scripts/gen_protos.sh --check
 if [[ -f scripts/check_compose.sh ]]; then

@@ -8,9 +8,9 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from orchestrator_fakes import FakeStack
 from orchestrator_harness import start_orchestrator
 
+from bench.fake_servers import FakeStack
 from voxline.common.server import RunningServer
 from voxline.common.telemetry import setup_telemetry
 

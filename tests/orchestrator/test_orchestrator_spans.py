@@ -8,8 +8,9 @@ import grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from orchestrator_fakes import FakeStack, tone_pcm
 from orchestrator_harness import PCM16K, Conversation, Turn
+
+from bench.fake_servers import FakeStack, tone_pcm
 
 
 async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeStack,

@@ -6,8 +6,8 @@ import subprocess
 import sys
 
 import pytest
-from orchestrator_fakes import silence_pcm, tone_pcm
 
+from bench.fake_servers import silence_pcm, tone_pcm
 from voxline.common.config import ConfigError
 from voxline.orchestrator.config import build_parser, config_from_args
 from voxline.orchestrator.vad import EnergyVad

@@ -87,13 +87,20 @@ def audio(data: bytes) -> stt_pb2.StreamingTranscribeRequest:
     return stt_pb2.StreamingTranscribeRequest(audio=data)
 
 
-async def test_a_running_partial_does_not_hold_back_the_final(
-        served: tuple[stt_pb2_grpc.SpeechToTextStub, FakeTranscriber]) -> None:
-    stub, engine = served
+async def stream_until_a_partial_runs(stub: stt_pb2_grpc.SpeechToTextStub, engine: FakeTranscriber
+                                      ) -> grpc.aio.StreamStreamCall:
+    """Open a stream, send the config and 1 s of audio, return once the engine's partial has started."""
     call = stub.StreamingTranscribe()
     await call.write(pcm_config())
     await call.write(audio(ONE_SECOND))
     await asyncio.wait_for(engine.partial_started.wait(), 10)
+    return call
+
+
+async def test_a_running_partial_does_not_hold_back_the_final(
+        served: tuple[stt_pb2_grpc.SpeechToTextStub, FakeTranscriber]) -> None:
+    stub, engine = served
+    call = await stream_until_a_partial_runs(stub, engine)
     # the partial is stuck; the rest of the audio and the half-close must still get through
     for _ in range(3):
         await call.write(audio(ONE_SECOND))
@@ -111,10 +118,7 @@ async def test_a_running_partial_does_not_hold_back_the_final(
 async def test_limits_apply_while_a_partial_is_running(
         served: tuple[stt_pb2_grpc.SpeechToTextStub, FakeTranscriber]) -> None:
     stub, engine = served
-    call = stub.StreamingTranscribe()
-    await call.write(pcm_config())
-    await call.write(audio(ONE_SECOND))
-    await asyncio.wait_for(engine.partial_started.wait(), 10)
+    call = await stream_until_a_partial_runs(stub, engine)
     # the partial never finishes; receiving goes on, so the byte limit is hit and reported
     with pytest.raises(grpc.aio.AioRpcError) as info:
         for _ in range(12):

@@ -1,5 +1,7 @@
 """Fake STT, LLM and TTS gRPC servers (in process, real sockets) with scripted behaviour.
 
+Shared by the orchestrator tests (tests/orchestrator) and ``bench/orchestrator_overhead.py``; the
+fixed-cost fakes that run as separate processes for the benchmark suite are in ``bench.fakes``.
 Each fake records what it was asked, when calls start, finish or are cancelled (as the service
 sees it: its handler task is cancelled), and how long its own handlers took (for the benchmark).
 Behaviour is changed by setting attributes between turns; ``gate`` events let a test hold a
@@ -11,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -152,7 +155,8 @@ class FakeLlm(FakeServer, llm_pb2_grpc.LanguageModelServicer):
     def _register(self, server: grpc.aio.Server) -> None:
         llm_pb2_grpc.add_LanguageModelServicer_to_server(self, server)
 
-    async def Generate(self, request: llm_pb2.GenerateRequest, context: Any):  # type: ignore[no-untyped-def]
+    async def Generate(self, request: llm_pb2.GenerateRequest, context: Any
+                       ) -> AsyncIterator[llm_pb2.GenerateResponse]:
         started = await self._enter(context)
         self.requests.append(request)
         deltas, gate = list(self.deltas), self.gate  # later changes apply to later calls
@@ -208,7 +212,8 @@ class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
             tts_pb2.Voice(name=v, engine="fake", language=v.split(":")[-1],
                           sample_rate_hz=self.sample_rate) for v in self.voices])
 
-    async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: Any):  # type: ignore[no-untyped-def]
+    async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: Any
+                         ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         started = await self._enter(context)
         self.texts.append(request.text)
         gate = self.gate
@@ -248,8 +253,10 @@ class FakeStack:
     """The three fakes, started together."""
 
     def __init__(self) -> None:
-        self.stt = FakeStt()
-        self.llm = FakeLlm()
+        # The generated stubs mark every RPC abstract; the fakes script only what the orchestrator
+        # calls (StreamingTranscribe, ListProviders answer UNIMPLEMENTED, as the generated base does).
+        self.stt = FakeStt()  # type: ignore[abstract]
+        self.llm = FakeLlm()  # type: ignore[abstract]
         self.tts = FakeTts()
 
     async def start(self) -> FakeStack:
