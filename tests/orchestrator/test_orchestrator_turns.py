@@ -92,6 +92,25 @@ async def test_first_audio_is_sent_before_the_llm_has_finished(channel: grpc.aio
     assert rest.metrics.time_to_first_audio_ms < rest.metrics.llm_total_ms
 
 
+async def test_a_long_first_sentence_starts_speaking_at_its_first_clause(
+        channel: grpc.aio.Channel, fakes: FakeStack) -> None:
+    fakes.llm.deltas = ["Water boils at one hundred degrees, ", "which is 212 ", "Fahrenheit, at sea level."]
+    fakes.llm.gate = asyncio.Event()
+    fakes.llm.gate_after = 2  # the LLM pauses inside the first sentence, after its first clause
+    conv = Conversation(channel)
+    await conv.config()
+    await conv.text("When does water boil?")
+
+    head = await conv.read_until("audio")
+    assert fakes.tts.texts == ["Water boils at one hundred degrees,"]
+    assert "audio" in head.kinds and not fakes.llm.log.finished.is_set()
+    fakes.llm.gate.set()
+    rest = await conv.read_turn()
+    assert rest.metrics.status == voice_pb2.COMPLETED, rest.metrics.error
+    assert fakes.tts.texts == [
+        "Water boils at one hundred degrees,", "which is 212 Fahrenheit, at sea level."]
+
+
 async def test_history_is_sent_on_the_second_turn(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     conv = Conversation(channel)
     await conv.config(system_prompt="Be brief.")
