@@ -10,6 +10,7 @@ import argparse
 import dataclasses
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 #: Default ports of the four services.
@@ -76,10 +77,18 @@ class ServerConfig:
     grace_seconds: float = 10.0
     log_level: str = "INFO"
     log_format: str = "text"
+    #: PEM certificate chain and private key: serve TLS when both are set (empty: plaintext).
+    tls_cert: str = ""
+    tls_key: str = ""
+    #: PEM CA bundle: with TLS, require client certificates signed by it (mutual TLS).
+    tls_client_ca: str = ""
+    #: File holding the bearer token every call except health and reflection must carry.
+    auth_token_file: str = ""
 
 
 def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
-    """Add --host, --port, --max-message-mb, --grace-seconds, --log-level, --log-format."""
+    """Add --host, --port, --max-message-mb, --grace-seconds, --log-level, --log-format and the
+    security options (--tls-cert, --tls-key, --tls-client-ca, --auth-token-file; all off by default)."""
     prefix = f"VOXLINE_{stage.upper()}_"
     group = parser.add_argument_group("server")
     option(group, "--host", env=prefix + "HOST", default="127.0.0.1",
@@ -94,6 +103,16 @@ def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     option(group, "--log-format", env="VOXLINE_LOG_FORMAT", default="text",
            choices=["text", "json"], help="log line format")
+    security = parser.add_argument_group("security (off by default)")
+    option(security, "--tls-cert", env="VOXLINE_TLS_CERT", default="",
+           help="PEM certificate chain: serve TLS (needs --tls-key)")
+    option(security, "--tls-key", env="VOXLINE_TLS_KEY", default="",
+           help="PEM private key of --tls-cert")
+    option(security, "--tls-client-ca", env="VOXLINE_TLS_CLIENT_CA", default="",
+           help="PEM CA bundle: require client certificates it signed (mutual TLS; needs --tls-cert)")
+    option(security, "--auth-token-file", env="VOXLINE_AUTH_TOKEN_FILE", default="",
+           help="file holding a bearer token every call except health and reflection must send as "
+                "'authorization: Bearer <token>' metadata")
 
 
 def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
@@ -104,6 +123,17 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         raise ConfigError("--max-message-mb must be positive")
     if ns.grace_seconds < 0:
         raise ConfigError("--grace-seconds must be >= 0")
+    if bool(ns.tls_cert) != bool(ns.tls_key):
+        raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
+    if ns.tls_client_ca and not ns.tls_cert:
+        raise ConfigError("--tls-client-ca needs --tls-cert and --tls-key (mutual TLS is TLS)")
+    # Read every file now, so a wrong path fails at start with a clear message.
+    for flag, path in (("--tls-cert", ns.tls_cert), ("--tls-key", ns.tls_key),
+                       ("--tls-client-ca", ns.tls_client_ca)):
+        if path:
+            read_config_file(path, flag)
+    if ns.auth_token_file:
+        read_token_file(ns.auth_token_file, "--auth-token-file")
     return ServerConfig(
         host=ns.host,
         port=ns.port,
@@ -111,7 +141,34 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         grace_seconds=ns.grace_seconds,
         log_level=ns.log_level,
         log_format=ns.log_format,
+        tls_cert=ns.tls_cert,
+        tls_key=ns.tls_key,
+        tls_client_ca=ns.tls_client_ca,
+        auth_token_file=ns.auth_token_file,
     )
+
+
+def read_config_file(path: str, flag: str) -> bytes:
+    """The bytes of the file a flag names; ConfigError naming the flag when it cannot be read."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {flag} file {path!r}: {exc.strerror or exc}") from exc
+    if not data.strip():
+        raise ConfigError(f"{flag} file {path!r} is empty")
+    return data
+
+
+def read_token_file(path: str, flag: str) -> str:
+    """A bearer token from a file (surrounding whitespace dropped); never put in a message."""
+    raw = read_config_file(path, flag)
+    try:
+        token = raw.decode("ascii").strip()
+    except UnicodeDecodeError:
+        raise ConfigError(f"{flag} file {path!r} must hold an ASCII token") from None
+    if any(c.isspace() or not c.isprintable() for c in token):
+        raise ConfigError(f"{flag} file {path!r} must hold one token (no spaces or line breaks)")
+    return token
 
 
 def describe(config: Any) -> str:

@@ -12,24 +12,95 @@ from __future__ import annotations
 
 import asyncio
 import ctypes
+import hmac
 import logging
 import os
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from voxline.common.config import ServerConfig
+from voxline.common.config import ServerConfig, read_config_file, read_token_file
 from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
 #: Printed (logged) once the port is bound: ``voxline up`` and tests read the port from it.
 LISTENING_MESSAGE = "listening"
+
+#: Services callable without a token, so health probes and ``grpcurl list`` keep working.
+_OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
+                  "/grpc.reflection.v1.ServerReflection/")
+
+
+class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
+    """Rejects every call without ``authorization: Bearer <token>`` metadata (UNAUTHENTICATED),
+    except the health and reflection services."""
+
+    MESSAGE = "missing or invalid bearer token"
+
+    def __init__(self, token: str) -> None:
+        self._expected = f"Bearer {token}".encode()
+
+    def _authorized(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
+        for key, value in metadata or ():
+            if key == "authorization":
+                given = value if isinstance(value, bytes) else str(value).encode()
+                # Constant time: the comparison must not reveal how much of a guess was right.
+                return hmac.compare_digest(given, self._expected)
+        return False
+
+    async def intercept_service(
+        self, continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        method: str = handler_call_details.method
+        metadata = handler_call_details.invocation_metadata
+        if method.startswith(_OPEN_SERVICES) or self._authorized(metadata):
+            return await continuation(handler_call_details)
+        handler = await continuation(handler_call_details)
+        if handler is None:
+            return handler  # unknown method: UNIMPLEMENTED, as without auth
+        return _aborting_handler(handler, grpc.StatusCode.UNAUTHENTICATED, self.MESSAGE)
+
+
+def _aborting_handler(handler: grpc.RpcMethodHandler, code: grpc.StatusCode,
+                      message: str) -> grpc.RpcMethodHandler:
+    """A handler of the same streaming shape as ``handler`` that fails every call at once (a
+    unary handler in place of a streaming one would make the server wait for a request)."""
+    async def abort(request: Any, context: grpc.aio.ServicerContext) -> None:
+        await context.abort(code, message)
+
+    async def abort_stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        await context.abort(code, message)
+        # Never reached (abort raises); the yield makes this an async generator, which streaming
+        # handlers must be once the telemetry interceptor wraps them.
+        yield None
+
+    if handler.request_streaming and handler.response_streaming:
+        return grpc.stream_stream_rpc_method_handler(abort_stream)
+    if handler.request_streaming:
+        return grpc.stream_unary_rpc_method_handler(abort)
+    if handler.response_streaming:
+        return grpc.unary_stream_rpc_method_handler(abort_stream)
+    return grpc.unary_unary_rpc_method_handler(abort)
+
+
+def _server_credentials(config: ServerConfig) -> grpc.ServerCredentials | None:
+    """TLS credentials from the configured PEM files, or None for a plaintext port."""
+    if not config.tls_cert:
+        return None
+    cert = read_config_file(config.tls_cert, "--tls-cert")
+    key = read_config_file(config.tls_key, "--tls-key")
+    client_ca = (read_config_file(config.tls_client_ca, "--tls-client-ca")
+                 if config.tls_client_ca else None)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=client_ca,
+                                       require_client_auth=client_ca is not None)
 
 
 @dataclass
@@ -101,20 +172,29 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
-    server = grpc.aio.server(options=options, interceptors=list(spec.interceptors))
+    credentials = _server_credentials(config)
+    interceptors = list(spec.interceptors)
+    if config.auth_token_file:
+        token = read_token_file(config.auth_token_file, "--auth-token-file")
+        interceptors.insert(0, BearerTokenInterceptor(token))
+    server = grpc.aio.server(options=options, interceptors=interceptors)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     spec.register(server)
     reflection.enable_server_reflection(
         [*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.port}")
+    address = f"{config.host}:{config.port}"
+    port = (server.add_insecure_port(address) if credentials is None
+            else server.add_secure_port(address, credentials))
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
     running = RunningServer(server, port, health_servicer, spec, config)
     await running.set_serving(False)
     await server.start()
-    log.info(LISTENING_MESSAGE, extra={"service": spec.name, "host": config.host, "port": port})
+    tls = "off" if credentials is None else "mutual" if config.tls_client_ca else "on"
+    log.info(LISTENING_MESSAGE, extra={"service": spec.name, "host": config.host, "port": port,
+                                       "tls": tls, "auth": "token" if config.auth_token_file else "off"})
     return running
 
 

@@ -81,16 +81,24 @@ class Conversation:
     """One Converse stream. ``async with Conversation(...) as conv: result = await conv.turn(...)``."""
 
     def __init__(self, address: str, config: voice_pb2.SessionConfig, *,
-                 connect_timeout_s: float = 5.0) -> None:
+                 connect_timeout_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None,
+                 token: str = "") -> None:
+        """``credentials``: dial over TLS (``grpc.ssl_channel_credentials(...)``; None: plaintext);
+        ``token``: sent as ``authorization: Bearer <token>`` (empty: no token)."""
         self.address = address
         self._config = config
         self._connect_timeout_s = connect_timeout_s
+        self._credentials = credentials
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
 
     async def __aenter__(self) -> Conversation:
-        self._channel = grpc.aio.insecure_channel(
-            self.address, options=[("grpc.max_receive_message_length", 64 * 1024 * 1024)])
+        options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
+        if self._credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.address, options=options)
+        else:
+            self._channel = grpc.aio.secure_channel(self.address, self._credentials, options=options)
         try:
             await asyncio.wait_for(self._connect(), self._connect_timeout_s)
         except TimeoutError:
@@ -102,9 +110,19 @@ class Conversation:
             await self._channel.close()
             raise
         stub = voice_pb2_grpc.VoiceAssistantStub(self._channel)
-        self._call = stub.Converse()
-        await self._call.write(voice_pb2.ConverseRequest(config=self._config))
+        self._call = stub.Converse(metadata=self._metadata)
+        await self._write(self._call, voice_pb2.ConverseRequest(config=self._config))
         return self
+
+    @staticmethod
+    async def _write(call: grpc.aio.StreamStreamCall, request: voice_pb2.ConverseRequest) -> None:
+        try:
+            await call.write(request)
+        except asyncio.InvalidStateError:
+            # The server already ended the call (say UNAUTHENTICATED): raise its status instead.
+            raise grpc.aio.AioRpcError(
+                await call.code(), await call.initial_metadata(), await call.trailing_metadata(),
+                await call.details()) from None
 
     async def _connect(self) -> None:
         # Fail on the first failed attempt (connection refused, unknown host) instead of letting
@@ -143,12 +161,12 @@ class Conversation:
         if (audio is None) == (text is None):
             raise ValueError("give either audio or text")
         if text is not None:
-            await call.write(voice_pb2.ConverseRequest(text=text))
+            await self._write(call, voice_pb2.ConverseRequest(text=text))
         else:
             assert audio is not None
             for start in range(0, len(audio), CHUNK_BYTES):
-                await call.write(voice_pb2.ConverseRequest(audio=audio[start:start + CHUNK_BYTES]))
-            await call.write(voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
+                await self._write(call, voice_pb2.ConverseRequest(audio=audio[start:start + CHUNK_BYTES]))
+            await self._write(call, voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
         result = TurnResult()
         audio_parts: list[bytes] = []
         encoding = audio_pb2.PCM_S16LE
@@ -189,4 +207,12 @@ def describe_rpc_error(error: grpc.aio.AioRpcError, address: str) -> str:
     if code == grpc.StatusCode.UNAVAILABLE and ("connect" in details.lower() or "refused" in details.lower()):
         return (f"cannot reach the orchestrator at {address} (UNAVAILABLE: {details}); "
                 "is `voxline up` running?")
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        return f"{code.name}: {details} (give the token with --auth-token-file or VOXLINE_AUTH_TOKEN)"
+    if code == grpc.StatusCode.INTERNAL and details == "Internal error from Core":
+        # gRPC Python replaces the server's status with this one when a write loses the race with
+        # the server ending the stream, e.g. rejecting a call without a token (grpc/grpc#36066).
+        return ("the orchestrator ended the stream while the request was being sent, and gRPC lost "
+                "its status (grpc/grpc#36066): check the token (--auth-token-file or "
+                "VOXLINE_AUTH_TOKEN) and the session settings")
     return f"{code.name}: {details}"

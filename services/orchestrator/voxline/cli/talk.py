@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 from pathlib import Path
 from typing import TextIO
@@ -19,7 +20,7 @@ from voxline.cli.client import (
     describe_rpc_error,
     session_config,
 )
-from voxline.common.config import DEFAULT_PORTS
+from voxline.common.config import DEFAULT_PORTS, ConfigError, read_config_file, read_token_file
 
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_PORTS['orchestrator']}"
 
@@ -51,6 +52,30 @@ def add_talk_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default="", help="system prompt (default: the orchestrator's)")
     parser.add_argument("--no-cache", action="store_true", help="bypass the LLM reply cache")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole turn")
+    security = parser.add_argument_group("security (for an orchestrator started with TLS / a token)")
+    tls = security.add_mutually_exclusive_group()
+    tls.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's CAs")
+    tls.add_argument("--tls-ca", type=Path, default=None, metavar="PATH",
+                     help="connect over TLS, trusting this PEM CA bundle")
+    security.add_argument("--auth-token-file", type=Path, default=None, metavar="PATH",
+                          help="file holding the bearer token to send "
+                               "(default: the VOXLINE_AUTH_TOKEN env var, if set)")
+
+
+def connection_security(ns: argparse.Namespace) -> tuple[grpc.ChannelCredentials | None, str]:
+    """TLS credentials (None: plaintext) and bearer token ("" : none) from the talk flags and
+    VOXLINE_AUTH_TOKEN; ConfigError when a file cannot be read."""
+    credentials = None
+    if ns.tls_ca is not None:
+        credentials = grpc.ssl_channel_credentials(
+            root_certificates=read_config_file(str(ns.tls_ca), "--tls-ca"))
+    elif ns.tls:
+        credentials = grpc.ssl_channel_credentials()
+    if ns.auth_token_file is not None:
+        token = read_token_file(str(ns.auth_token_file), "--auth-token-file")
+    else:
+        token = os.environ.get("VOXLINE_AUTH_TOKEN", "").strip()
+    return credentials, token
 
 
 def format_metrics(result: TurnResult) -> str:
@@ -81,7 +106,8 @@ def write_wav(path: Path, result: TurnResult) -> None:
     path.write_bytes(wav_header(result.sample_rate, result.channels, len(result.pcm)) + result.pcm)
 
 
-async def _talk(ns: argparse.Namespace, audio: bytes | None, out: TextIO) -> TurnResult:
+async def _talk(ns: argparse.Namespace, audio: bytes | None, out: TextIO,
+                credentials: grpc.ChannelCredentials | None, token: str) -> TurnResult:
     providers = [p.strip() for p in ns.llm_providers.split(",") if p.strip()]
     config = session_config(language=ns.language, voice=ns.voice, llm_providers=providers,
                             system_prompt=ns.system_prompt, no_cache=ns.no_cache,
@@ -99,7 +125,8 @@ async def _talk(ns: argparse.Namespace, audio: bytes | None, out: TextIO) -> Tur
         out.write(delta)
         out.flush()
 
-    async with asyncio.timeout(ns.timeout), Conversation(ns.address, config) as conversation:
+    async with asyncio.timeout(ns.timeout), Conversation(
+            ns.address, config, credentials=credentials, token=token) as conversation:
         result = await conversation.turn(audio=audio, text=ns.text,
                                          on_transcript=on_transcript, on_text=on_text)
     if started["text"]:
@@ -129,9 +156,16 @@ def run_talk(ns: argparse.Namespace) -> int:
         err.write("voxline talk: --rate must be >= 0 and --channels >= 1\n")
         return 2
     try:
-        result = asyncio.run(_talk(ns, audio, out))
+        credentials, token = connection_security(ns)
+    except ConfigError as exc:
+        err.write(f"voxline talk: {exc}\n")
+        return 2
+    try:
+        result = asyncio.run(_talk(ns, audio, out, credentials, token))
     except OrchestratorUnreachable as exc:
-        err.write(f"voxline talk: {exc}; is `voxline up` running?\n")
+        hint = ("does it serve TLS with a certificate your CA signed?" if credentials is not None
+                else "if it serves TLS, add --tls or --tls-ca")
+        err.write(f"voxline talk: {exc}; is `voxline up` running? ({hint})\n")
         return 1
     except grpc.aio.AioRpcError as exc:
         err.write(f"voxline talk: {describe_rpc_error(exc, ns.address)}\n")

@@ -14,6 +14,8 @@ from voxline.common.config import (
     ServerConfig,
     add_server_options,
     option,
+    read_config_file,
+    read_token_file,
     server_config_from_args,
 )
 
@@ -48,6 +50,10 @@ class OrchestratorConfig:
     stt_address: str = f"127.0.0.1:{DEFAULT_PORTS['stt']}"
     llm_address: str = f"127.0.0.1:{DEFAULT_PORTS['llm']}"
     tts_address: str = f"127.0.0.1:{DEFAULT_PORTS['tts']}"
+    #: PEM CA bundle: dial the stages over TLS, trusting it (empty: plaintext).
+    stage_tls_ca: str = ""
+    #: File holding the bearer token sent on every stage call (empty: none).
+    stage_auth_token_file: str = ""
     system_prompt: str = DEFAULT_SYSTEM_PROMPT
     #: Language of the user's speech when the session does not say; empty: STT auto-detects.
     language: str = ""
@@ -81,6 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     option(stages, "--stt", env=_ENV + "STT", default=d.stt_address, help="STT service address")
     option(stages, "--llm", env=_ENV + "LLM", default=d.llm_address, help="LLM service address")
     option(stages, "--tts", env=_ENV + "TTS", default=d.tts_address, help="TTS service address")
+    option(stages, "--stage-tls-ca", env=_ENV + "STAGE_TLS_CA", default=d.stage_tls_ca,
+           help="PEM CA bundle: reach the stages over TLS, trusting this CA (empty: plaintext)")
+    option(stages, "--stage-auth-token-file", env=_ENV + "STAGE_AUTH_TOKEN_FILE",
+           default=d.stage_auth_token_file,
+           help="file holding the bearer token to send to the stages (their --auth-token-file)")
     turn = parser.add_argument_group("turns")
     option(turn, "--system-prompt", env=_ENV + "SYSTEM_PROMPT", default=d.system_prompt,
            help="system prompt when the session gives none")
@@ -148,10 +159,16 @@ def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, Server
         raise ConfigError("--vad-threshold must be between 0 and 1")
     if not 10 <= ns.vad_frame_ms <= 50:
         raise ConfigError("--vad-frame-ms must be 10..50")
+    if ns.stage_tls_ca:
+        read_config_file(ns.stage_tls_ca, "--stage-tls-ca")
+    if ns.stage_auth_token_file:
+        read_token_file(ns.stage_auth_token_file, "--stage-auth-token-file")
     config = OrchestratorConfig(
         stt_address=_check_address("--stt", ns.stt),
         llm_address=_check_address("--llm", ns.llm),
         tts_address=_check_address("--tts", ns.tts),
+        stage_tls_ca=ns.stage_tls_ca,
+        stage_auth_token_file=ns.stage_auth_token_file,
         system_prompt=ns.system_prompt,
         language=ns.language,
         deadlines=deadlines,

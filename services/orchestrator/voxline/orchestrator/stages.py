@@ -20,6 +20,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voxline.common.config import read_config_file, read_token_file
 from voxline.common.errors import VoxlineError
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
 from voxline.v1 import audio_pb2, llm_pb2, llm_pb2_grpc, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
@@ -122,14 +123,22 @@ class StageChannel:
     have queued on it are not cut short.
     """
 
-    def __init__(self, stage: str, address: str) -> None:
+    def __init__(self, stage: str, address: str, *, tls_ca: bytes | None = None,
+                 token: str = "") -> None:
         self.stage = stage
         self.address = address
+        self._tls_ca = tls_ca
+        #: Call metadata carrying the bearer token (empty without one); pass it on every call.
+        self.metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {token}"),) if token else ())
         self._channel = self._new_channel()
         self._retired: Any = None
 
     def _new_channel(self) -> Any:
-        return grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        if self._tls_ca is None:
+            return grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+        credentials = grpc.ssl_channel_credentials(root_certificates=self._tls_ca)
+        return grpc.aio.secure_channel(self.address, credentials, options=_CHANNEL_OPTIONS)
 
     @property
     def channel(self) -> Any:
@@ -154,7 +163,7 @@ class StageChannel:
         """The stage's overall health status name, or why it could not be read."""
         try:
             reply = await health_pb2_grpc.HealthStub(self._channel).Check(
-                health_pb2.HealthCheckRequest(service=""), timeout=deadline_s)
+                health_pb2.HealthCheckRequest(service=""), timeout=deadline_s, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
             return f"{exc.code().name}: {exc.details()}"
         return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
@@ -169,9 +178,13 @@ class Stages:
     """Clients of the STT, LLM and TTS services, with the configured deadlines."""
 
     def __init__(self, config: OrchestratorConfig) -> None:
-        self.stt = StageChannel("stt", config.stt_address)
-        self.llm = StageChannel("llm", config.llm_address)
-        self.tts = StageChannel("tts", config.tts_address)
+        tls_ca = (read_config_file(config.stage_tls_ca, "--stage-tls-ca")
+                  if config.stage_tls_ca else None)
+        token = (read_token_file(config.stage_auth_token_file, "--stage-auth-token-file")
+                 if config.stage_auth_token_file else "")
+        self.stt = StageChannel("stt", config.stt_address, tls_ca=tls_ca, token=token)
+        self.llm = StageChannel("llm", config.llm_address, tls_ca=tls_ca, token=token)
+        self.tts = StageChannel("tts", config.tts_address, tls_ca=tls_ca, token=token)
         self.deadlines: Deadlines = config.deadlines
 
     async def health(self) -> dict[str, str]:
@@ -192,7 +205,8 @@ class Stages:
         )
         stub = stt_pb2_grpc.SpeechToTextStub(self.stt.channel)
         try:
-            reply = await stub.Transcribe(request, timeout=self.deadlines.stt_s, wait_for_ready=False)
+            reply = await stub.Transcribe(request, timeout=self.deadlines.stt_s, wait_for_ready=False,
+                                          metadata=self.stt.metadata)
         except grpc.aio.AioRpcError as exc:
             raise await self.stt.error(exc) from exc
         return Transcription(text=reply.text.strip(), language=reply.language,
@@ -208,7 +222,8 @@ class Stages:
         if sampling is not None:
             request.sampling.CopyFrom(_sampling(sampling))
         call = llm_pb2_grpc.LanguageModelStub(self.llm.channel).Generate(
-            request, timeout=self.deadlines.llm_total_s, wait_for_ready=False)
+            request, timeout=self.deadlines.llm_total_s, wait_for_ready=False,
+            metadata=self.llm.metadata)
         try:
             replies = call.__aiter__()
             try:
@@ -238,7 +253,7 @@ class Stages:
                                                 sample_rate_hz=sample_rate_hz, channels=1),
         )
         call = tts_pb2_grpc.TextToSpeechStub(self.tts.channel).Synthesize(
-            request, timeout=self.deadlines.tts_s, wait_for_ready=False)
+            request, timeout=self.deadlines.tts_s, wait_for_ready=False, metadata=self.tts.metadata)
         try:
             async for reply in call:
                 event = reply.WhichOneof("event")
@@ -260,7 +275,8 @@ class Stages:
         stub = tts_pb2_grpc.TextToSpeechStub(self.tts.channel)
         try:
             reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(),
-                                          timeout=self.deadlines.control_s, wait_for_ready=False)
+                                          timeout=self.deadlines.control_s, wait_for_ready=False,
+                                          metadata=self.tts.metadata)
         except grpc.aio.AioRpcError as exc:
             raise await self.tts.error(exc) from exc
         return [v.name for v in reply.voices]
