@@ -58,23 +58,25 @@ class JsonLinesSpanExporter(SpanExporter):
     """Appends each span as a JSON line to a file; safe across processes (O_APPEND, one write)."""
 
     def __init__(self, path: str) -> None:
-        self._path = path
         self._lock = threading.Lock()
         directory = os.path.dirname(os.path.abspath(path))
         os.makedirs(directory, exist_ok=True)
+        # Opened once: every span of every turn ends here, so no open/close per export.
+        self._fd: int | None = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
 
     def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
         data = "".join(json.dumps(span_to_dict(s), default=str) + "\n" for s in spans)
         with self._lock:
-            fd = os.open(self._path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
-            try:
-                os.write(fd, data.encode())
-            finally:
-                os.close(fd)
+            if self._fd is None:
+                return SpanExportResult.FAILURE
+            os.write(self._fd, data.encode())
         return SpanExportResult.SUCCESS
 
     def shutdown(self) -> None:
-        return None
+        with self._lock:
+            if self._fd is not None:
+                os.close(self._fd)
+                self._fd = None
 
 
 def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> TracerProvider:
