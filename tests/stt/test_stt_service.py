@@ -149,6 +149,9 @@ BAD_REQUESTS = {
     "wav declared as flac": (lambda: stt_pb2.TranscribeRequest(
         audio=_wav(), config=stt_pb2.RecognitionConfig(
             format=audio_pb2.AudioFormat(encoding=audio_pb2.FLAC))), INVALID, "looks like wav"),
+    "ffconcat script declared as flac (would read a server file)": (lambda: stt_pb2.TranscribeRequest(
+        audio=b"ffconcat version 1.0\nfile secret_note.wav\n", config=stt_pb2.RecognitionConfig(
+            format=audio_pb2.AudioFormat(encoding=audio_pb2.FLAC))), INVALID, "not flac"),
     "encoding out of range": (lambda: stt_pb2.TranscribeRequest(
         audio=_wav(), config=stt_pb2.RecognitionConfig(format=audio_pb2.AudioFormat(encoding=42))),
         INVALID, "unsupported audio encoding 42"),

@@ -148,30 +148,63 @@ def _decode_wav(data: bytes) -> tuple[np.ndarray, int, int]:
     return _to_mono(_int_to_float(frames)), int(rate), channels
 
 
-def _decode_av(data: bytes, encoding: str) -> tuple[np.ndarray, int, int]:
+#: The one FFmpeg demuxer allowed to open each container encoding. Naming it stops FFmpeg from
+#: probing: a probe can pick a demuxer that follows file names or URLs inside the "audio" (concat,
+#: HLS playlists, DASH manifests, image sequences...), which would let a client read server files.
+DEMUXERS = {"flac": "flac", "ogg_opus": "ogg", "mp3": "mp3", "aiff": "aiff"}
+
+
+def _decode_av(data: bytes, encoding: str, max_seconds: float | None) -> tuple[np.ndarray, int, int]:
+    """Decode a compressed container with PyAV, counting samples as they come: decoding stops as
+    soon as the audio passes ``max_seconds``, so a small file that expands to an hour of audio (a
+    decompression bomb) never holds more than the limit in memory."""
     import av
 
+    demuxer = DEMUXERS[encoding]
+    chunks: list[np.ndarray] = []
     try:
-        with av.open(io.BytesIO(data), mode="r") as container:
+        # No options, no protocols: the bytes are read from memory by the one named demuxer.
+        with av.open(io.BytesIO(data), mode="r", format=demuxer) as container:
             if not container.streams.audio:
                 raise InvalidInput(f"no audio stream found in the {encoding} data")
             stream = container.streams.audio[0]
             rate = int(stream.rate or stream.codec_context.sample_rate or 0)
+            if not MIN_RATE <= rate <= MAX_RATE:
+                raise InvalidInput(f"sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
             channels = int(stream.codec_context.channels or 1)
+            limit = None if max_seconds is None else int(max_seconds * rate) + 1
             resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-            chunks = []
+            count = 0
+
+            def take(frames: list[av.AudioFrame]) -> None:
+                nonlocal count
+                for out in frames:
+                    chunk = out.to_ndarray().reshape(-1)
+                    count += len(chunk)
+                    if limit is not None and count > limit:
+                        chunks.clear()  # release what was decoded before raising
+                        raise LimitExceeded(
+                            f"audio is longer than the limit of {max_seconds:g} s "
+                            f"(decoding stopped at {count / rate:.1f} s)"
+                        )
+                    chunks.append(chunk)
+
             for frame in container.decode(stream):
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-    except InvalidInput:
+                take(resampler.resample(frame))
+            take(resampler.resample(None))
+    except (InvalidInput, LimitExceeded):
         raise
     except (av.error.FFmpegError, ValueError, OSError) as exc:  # type: ignore[attr-defined]
-        raise InvalidInput(f"cannot decode {encoding} audio: {exc}") from exc
+        raise InvalidInput(f"cannot decode {encoding} audio: {_first_line(exc)}") from exc
     if not chunks:
         raise InvalidInput(f"the {encoding} data holds no audio frames")
     return np.concatenate(chunks).astype(np.float32, copy=False), rate, channels
+
+
+def _first_line(exc: BaseException, limit: int = 200) -> str:
+    """A library error's message, short enough to return to a client."""
+    text = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    return text[:limit]
 
 
 def decode(
@@ -201,15 +234,18 @@ def decode(
     if encoding not in ENCODINGS:
         raise InvalidInput(f"unsupported audio encoding {encoding!r}; supported: {', '.join(ENCODINGS)}")
     if encoding in CONTAINERS:
+        # A container must start with its own magic bytes: anything else (a playlist, a concat
+        # script, another container) is refused before any demuxer sees it.
         found = sniff_encoding(data)
-        if found is not None and found != encoding:
-            raise InvalidInput(f"the data looks like {found}, not {encoding} as its format says")
+        if found != encoding:
+            looks = f"looks like {found}" if found else "does not start like any supported container"
+            raise InvalidInput(f"the data {looks}, not {encoding} as its format says")
     if encoding == "pcm_s16le":
         mono, rate, source_channels = _decode_pcm(data, sample_rate, channels)
     elif encoding == "wav":
         mono, rate, source_channels = _decode_wav(data)
     else:
-        mono, rate, source_channels = _decode_av(data, encoding)
+        mono, rate, source_channels = _decode_av(data, encoding, max_seconds)
     if not MIN_RATE <= rate <= MAX_RATE:
         raise InvalidInput(f"sample rate {rate} Hz is outside {MIN_RATE}..{MAX_RATE} Hz")
     seconds = len(mono) / rate
