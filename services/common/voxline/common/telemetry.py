@@ -1,13 +1,29 @@
-"""OpenTelemetry set-up from the standard ``OTEL_*`` variables, plus a local JSON-lines span file.
+"""OpenTelemetry set-up through the SDK's own environment configuration, plus a local span file.
 
-- ``OTEL_EXPORTER_OTLP_ENDPOINT`` / ``OTEL_EXPORTER_OTLP_TRACES_ENDPOINT``: export spans over OTLP/gRPC.
-- ``OTEL_TRACES_EXPORTER=console``: print spans to stderr; ``none``: export nothing over OTLP.
-- ``OTEL_SERVICE_NAME``: overrides the service name.
-- ``VOXLINE_SPAN_FILE``: append every finished span as one JSON line to this file (read by
-  ``voxline report``); several processes may share one file (each line is one atomic append).
+The SDK configurator that ``opentelemetry-distro`` and ``opentelemetry-instrument`` use builds the
+providers, so every standard variable works as documented by OpenTelemetry:
+``OTEL_TRACES_EXPORTER`` (``otlp``, ``console``, ``none``, several comma-separated),
+``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` (``grpc`` or ``http/protobuf``),
+``OTEL_EXPORTER_OTLP_[TRACES_]ENDPOINT`` / ``_HEADERS`` / ``_INSECURE`` / ``_CERTIFICATE``,
+``OTEL_TRACES_SAMPLER`` / ``_ARG``, ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_METRICS_EXPORTER``,
+``OTEL_CONFIG_FILE``.
 
-gRPC instrumentation (server and client, grpc.aio) is switched on here, so it must run before any
-server or channel is created: the incoming ``traceparent`` then parents each server span.
+Two choices differ from the distro, on purpose:
+
+- ``service.name`` is always the service's own (``voxline-stt``, ...): a stack started from one
+  environment (``voxline up``, ``demo``) would otherwise give its four services one name.
+  ``OTEL_SERVICE_NAME``, when set to something else, names the deployment instead: it becomes
+  ``service.namespace`` unless ``OTEL_RESOURCE_ATTRIBUTES`` sets one.
+- Without ``OTEL_TRACES_EXPORTER``, spans go over OTLP only when an OTLP endpoint variable is set
+  (the distro always exports, and logs a connection error every few seconds when nothing listens).
+
+``VOXLINE_SPAN_FILE`` appends every finished span as one JSON line to a file (read by ``voxline
+report``); several processes may share one file (each line is one atomic append).
+
+A process already configured by ``opentelemetry-instrument`` keeps that configuration; only the
+span file is added. gRPC instrumentation (server and client, grpc.aio) is switched on here, so this
+must run before any server or channel is created: the incoming ``traceparent`` then parents each
+server span.
 """
 
 from __future__ import annotations
@@ -18,21 +34,24 @@ import os
 import threading
 from collections.abc import Sequence
 
-from opentelemetry import trace
-from opentelemetry.sdk.resources import Resource
+from opentelemetry import metrics, trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import (
-    BatchSpanProcessor,
-    ConsoleSpanExporter,
     SimpleSpanProcessor,
     SpanExporter,
     SpanExportResult,
 )
 
+from voxline.common.config import ConfigError
+
 log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
+
+#: Variables that point OTLP export somewhere: one of them set means "export over OTLP" when
+#: OTEL_TRACES_EXPORTER is not set.
+OTLP_ENDPOINT_VARIABLES = ("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", "OTEL_EXPORTER_OTLP_ENDPOINT")
 
 
 def span_to_dict(span: ReadableSpan) -> dict[str, object]:
@@ -51,6 +70,12 @@ def span_to_dict(span: ReadableSpan) -> dict[str, object]:
         "status": span.status.status_code.name,
         "attributes": {k: (list(v) if isinstance(v, tuple) else v)
                        for k, v in (span.attributes or {}).items()},
+        "events": [{"name": e.name, "time_ns": e.timestamp,
+                    "attributes": {k: (list(v) if isinstance(v, tuple) else v)
+                                   for k, v in (e.attributes or {}).items()}}
+                   for e in span.events],
+        "links": [{"trace_id": format(link.context.trace_id, "032x"),
+                   "span_id": format(link.context.span_id, "016x")} for link in span.links],
     }
 
 
@@ -79,32 +104,91 @@ class JsonLinesSpanExporter(SpanExporter):
                 self._fd = None
 
 
+def resource_attributes(service_name: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The attributes voxline sets on top of the SDK's resource detection (which reads
+    ``OTEL_RESOURCE_ATTRIBUTES``): its own ``service.name`` always, and ``service.namespace`` from
+    ``OTEL_SERVICE_NAME`` when that names something else and no namespace is given."""
+    env = os.environ if environ is None else environ
+    attributes = {"service.name": service_name}
+    deployment = env.get("OTEL_SERVICE_NAME", "").strip()
+    given = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
+    has_namespace = any(item.split("=", 1)[0].strip() == "service.namespace"
+                        for item in given.split(","))
+    if deployment and deployment != service_name and not has_namespace:
+        attributes["service.namespace"] = deployment
+    return attributes
+
+
+def default_trace_exporters(environ: dict[str, str] | None = None) -> list[str]:
+    """Exporter entry-point names to add when ``OTEL_TRACES_EXPORTER`` is not set: OTLP (in the
+    protocol ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` asks for) when an endpoint is set, else none."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_TRACES_EXPORTER", "").strip():
+        return []
+    if not any(env.get(name, "").strip() for name in OTLP_ENDPOINT_VARIABLES):
+        return []
+    protocol = (env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc").strip()
+    if protocol == "http/protobuf":
+        return ["otlp_proto_http"]
+    if protocol == "grpc":
+        return ["otlp_proto_grpc"]
+    raise ConfigError(f"OTEL_EXPORTER_OTLP_PROTOCOL={protocol!r}: use grpc or http/protobuf")
+
+
+def _describe_export() -> str:
+    """Where spans go, for the start-up log line."""
+    exporters = os.environ.get("OTEL_TRACES_EXPORTER", "").strip() or ",".join(default_trace_exporters())
+    if not exporters or exporters == "none":
+        return "none"
+    endpoint = next((os.environ[name] for name in OTLP_ENDPOINT_VARIABLES if os.environ.get(name)),
+                    "the default endpoint")
+    protocol = (os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL")
+                or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc")
+    return f"{exporters} ({protocol} to {endpoint})" if "otlp" in exporters else exporters
+
+
+def _configure_sdk(service_name: str) -> None:
+    # The distro's path: the SDK configurator reads every OTEL_* variable itself.
+    from opentelemetry.sdk._configuration import _OTelSDKConfigurator
+
+    try:
+        _OTelSDKConfigurator().configure(  # type: ignore[no-untyped-call]
+            resource_attributes=resource_attributes(service_name),
+            trace_exporter_names=default_trace_exporters(),
+        )
+    except RuntimeError as exc:  # the SDK's word for an unknown exporter, protocol or config file
+        raise ConfigError(f"OpenTelemetry configuration: {exc}") from None
+
+
 def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> TracerProvider:
-    """Install the global tracer provider once per process and instrument grpc.aio."""
+    """Install the global tracer (and meter) provider once per process from the ``OTEL_*``
+    environment, add the span file, and instrument grpc.aio. Raises ConfigError for a
+    configuration the SDK cannot honour (an unknown exporter or protocol)."""
     global _provider
     with _lock:
         if _provider is not None:
             return _provider
-        name = os.environ.get("OTEL_SERVICE_NAME") or service_name
-        provider = TracerProvider(resource=Resource.create({"service.name": name}))
-        exporters = os.environ.get("OTEL_TRACES_EXPORTER", "otlp").lower()
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get(
-            "OTEL_EXPORTER_OTLP_ENDPOINT"
-        )
-        if endpoint and "otlp" in exporters:
-            from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
-
-            provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter()))
-            log.info("exporting spans over OTLP", extra={"endpoint": endpoint})
-        if "console" in exporters:
-            provider.add_span_processor(SimpleSpanProcessor(ConsoleSpanExporter()))
+        current = trace.get_tracer_provider()
+        if isinstance(current, TracerProvider):
+            provider = current  # configured by opentelemetry-instrument: keep it
+            log.info("tracing configured outside voxline (opentelemetry-instrument); kept")
+        else:
+            _configure_sdk(service_name)
+            installed = trace.get_tracer_provider()
+            if not isinstance(installed, TracerProvider):  # pragma: no cover - SDK contract
+                raise RuntimeError("the OpenTelemetry SDK did not install a tracer provider")
+            provider = installed
+            resource = provider.resource.attributes
+            log.info("tracing", extra={"service_name": resource.get("service.name"),
+                                       "service_namespace": resource.get("service.namespace", ""),
+                                       "export": _describe_export()})
         span_file = os.environ.get("VOXLINE_SPAN_FILE")
         if span_file:
             # Simple (synchronous) processor: a span is on disk when it ends, so a file reader
             # never misses spans of a process that was killed.
             provider.add_span_processor(SimpleSpanProcessor(JsonLinesSpanExporter(span_file)))
             log.info("writing spans to file", extra={"span_file": span_file})
-        trace.set_tracer_provider(provider)
         if instrument_grpc:
             from opentelemetry.instrumentation.grpc import (
                 GrpcAioInstrumentorClient,
@@ -116,8 +200,10 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             # bury the turns' spans; they are not traced.
             untraced = filters.negate(filters.any_of(
                 filters.health_check(), filters.service_prefix("grpc.reflection")))
-            GrpcAioInstrumentorServer(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
-            GrpcAioInstrumentorClient(filter_=untraced).instrument()  # type: ignore[no-untyped-call]
+            for instrumentor in (GrpcAioInstrumentorServer(filter_=untraced),  # type: ignore[no-untyped-call]
+                                 GrpcAioInstrumentorClient(filter_=untraced)):  # type: ignore[no-untyped-call]
+                if not instrumentor.is_instrumented_by_opentelemetry:
+                    instrumentor.instrument()
         _provider = provider
         return provider
 
@@ -127,3 +213,7 @@ def shutdown_telemetry() -> None:
     with _lock:
         if _provider is not None:
             _provider.shutdown()
+            meter_provider = metrics.get_meter_provider()
+            shutdown = getattr(meter_provider, "shutdown", None)
+            if callable(shutdown):
+                shutdown()
