@@ -8,7 +8,18 @@ PY="${PYTHON:-python3}"
 if [[ ! -x .venv/bin/python ]]; then
   "$PY" -m venv .venv
 fi
-pip=(.venv/bin/python -m pip --disable-pip-version-check -q)
+log=.venv/setup.log
+: >"$log"
+# pip's own chatter (build-backend deprecation banners, the machine's index warnings) goes to the
+# log; a newcomer sees two lines, and the log's tail only when an install fails.
+pip_quiet() {
+  if ! .venv/bin/python -m pip --disable-pip-version-check -q "$@" >>"$log" 2>&1; then
+    echo "setup: pip $* failed; the end of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+}
+pip=(pip_quiet)
 stamp=.venv/.voxline-setup
 inputs=(services/*/pyproject.toml requirements-dev.txt constraints.txt scripts/setup.sh)
 if [[ -f $stamp ]] && [[ -z "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
