@@ -76,3 +76,32 @@ async def test_cancelled_call_stops_local_generation(smollm2: LocalProvider, bas
         assert await asyncio.to_thread(run.done.wait, 30)
     assert run.stopped_by_consumer
     assert run.generated_tokens < 48  # stopped early, not run to max_new_tokens
+
+
+async def test_long_cjk_prompt_is_cut_to_the_token_budget(smollm2: LocalProvider,
+                                                          base_config: LlmConfig) -> None:
+    # 12,000 CJK characters are ~12,000 tokens: more than the 8,192-token context (issue 10, #4)
+    config = with_(base_config, providers=("local",), ttft_timeout_ms=LOCAL_TIMEOUTS)
+    providers = [p for p in build_providers(config) if p.name != "local"] + [smollm2]
+    history = [("user", "Bonjour"), ("assistant", "Bonjour !")]
+    async with running_gateway(config, providers=providers, close_providers=False) as gw:
+        reply = await gw.generate(messages=[*history, ("user", "中" * 12_000)], max_tokens=4)
+    run = smollm2.last_run
+    assert run is not None and run.messages_dropped == 2 and run.message_cut
+    assert 0 < reply.summary.usage.prompt_tokens <= smollm2.prompt_budget <= 2048
+    assert reply.summary.finish_reason in ("stop", "length")
+
+
+async def test_cancel_during_prompt_processing_frees_the_worker(smollm2: LocalProvider,
+                                                                base_config: LlmConfig) -> None:
+    config = with_(base_config, providers=("local",), ttft_timeout_ms=LOCAL_TIMEOUTS)
+    providers = [p for p in build_providers(config) if p.name != "local"] + [smollm2]
+    async with running_gateway(config, providers=providers, close_providers=False) as gw:
+        smollm2.run_started.clear()
+        call = gw.stub.Generate(request("中" * 12_000, max_tokens=4))
+        assert await asyncio.to_thread(smollm2.run_started.wait, 30)
+        run = smollm2.last_run
+        assert run is not None and await asyncio.to_thread(run.prefill_started.wait, 30)
+        call.cancel()
+        freed = await asyncio.to_thread(run.done.wait, 3.0)
+    assert freed and run.interrupted and run.generated_tokens == 0

@@ -48,3 +48,15 @@ class NotReady(VoxlineError):
     """The engine is still loading or warming up."""
 
     code_name = "UNAVAILABLE"
+
+
+#: Longest piece of client input quoted back in an error message.
+ECHO_LIMIT = 60
+
+
+def clip(value: object, limit: int = ECHO_LIMIT) -> str:
+    """``repr(value)`` for an error message, cut to ``limit`` characters: an error must stay short
+    however large the input it quotes (a 10 KB value once turned the real error into "Stream
+    removed")."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}…({len(text)} chars)"

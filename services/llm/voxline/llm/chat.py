@@ -68,7 +68,7 @@ class AttemptRecord:
     """What happened to one provider during one request."""
 
     provider: str
-    #: "won", "failed", "cancelled" or "skipped".
+    #: "won", "failed", "cancelled", "skipped" or "busy" (queued in this gateway, not charged).
     outcome: str
     reason: str = ""
 

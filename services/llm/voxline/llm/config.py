@@ -33,6 +33,8 @@ class LlmConfig:
     connect_timeout_s: float = 5.0
     #: First-token timeout per provider, ms; "*" is the default for the others.
     ttft_timeout_ms: tuple[tuple[str, float], ...] = (("*", 2000.0), ("local", 20000.0))
+    #: Longest silence between two tokens once a reply has started, ms, per provider ("*": others).
+    stall_timeout_ms: tuple[tuple[str, float], ...] = (("*", 5000.0), ("local", 10000.0))
     #: "auto", "off" or a fixed delay in ms.
     hedge_delay: str = "auto"
     hedge_percentile: float = 90.0
@@ -51,6 +53,10 @@ class LlmConfig:
     #: Where the converted local model is cached ("" or "none": no cache).
     local_cache_dir: str = ""
     local_max_generated: int = 256
+    #: Most prompt tokens the local model reads; older history is dropped first to fit.
+    local_max_prompt_tokens: int = 2048
+    #: Requests waiting for the local model's one worker; more fall through at once (not a failure).
+    local_max_waiting: int = 4
     max_input_chars: int = 32000
     max_concurrent: int = 32
     max_queued: int = 64
@@ -58,6 +64,10 @@ class LlmConfig:
     def first_token_timeout_s(self, provider: str) -> float:
         table = dict(self.ttft_timeout_ms)
         return table.get(provider, table.get("*", 2000.0)) / 1000.0
+
+    def stall_timeout_s(self, provider: str) -> float:
+        table = dict(self.stall_timeout_ms)
+        return table.get(provider, table.get("*", 5000.0)) / 1000.0
 
     @property
     def local_enabled(self) -> bool:
@@ -77,22 +87,23 @@ def parse_provider_list(text: str) -> tuple[str, ...]:
     return names
 
 
-def parse_timeouts(text: str) -> tuple[tuple[str, float], ...]:
+def parse_timeouts(text: str, flag: str = "--first-token-timeout-ms", default_ms: float = 2000.0
+                   ) -> tuple[tuple[str, float], ...]:
     """"2000,local=20000" → (("*", 2000.0), ("local", 20000.0))."""
     table: dict[str, float] = {}
     for part in (p.strip() for p in text.split(",") if p.strip()):
         name, _, value = part.rpartition("=")
         name = name.strip().lower() or "*"
         if name != "*" and name not in PROVIDER_NAMES:
-            raise ConfigError(f"--first-token-timeout-ms: unknown provider {name!r}")
+            raise ConfigError(f"{flag}: unknown provider {name!r}")
         try:
             ms = float(value)
         except ValueError:
-            raise ConfigError(f"--first-token-timeout-ms: {value!r} is not a number") from None
+            raise ConfigError(f"{flag}: {value!r} is not a number") from None
         if ms <= 0:
-            raise ConfigError("--first-token-timeout-ms: timeouts must be positive")
+            raise ConfigError(f"{flag}: timeouts must be positive")
         table[name] = ms
-    table.setdefault("*", 2000.0)
+    table.setdefault("*", default_ms)
     return tuple(table.items())
 
 
@@ -120,6 +131,9 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     option(g, "--first-token-timeout-ms", env=_P + "FIRST_TOKEN_TIMEOUT_MS", default="2000,local=20000",
            help="give up on a provider (and fall back) without a first token by then: "
                 "'DEFAULT[,provider=MS...]'")
+    option(g, "--stall-timeout-ms", env=_P + "STALL_TIMEOUT_MS", default="5000,local=10000",
+           help="fail a reply whose provider sends nothing for this long after its first token "
+                "(instead of waiting for the HTTP read timeout): 'DEFAULT[,provider=MS...]'")
     r = parser.add_argument_group("routing")
     option(r, "--hedge-delay-ms", env=_P + "HEDGE_DELAY_MS", default="auto",
            help="start the next provider too when no first token came by then: ms, 'auto' "
@@ -153,6 +167,11 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
            help="keep the converted (de-quantised) local model here for fast restarts; 'none': off")
     option(m, "--local-max-new-tokens", env=_P + "LOCAL_MAX_NEW_TOKENS", default=256, type=int,
            help="most tokens the local model generates per reply")
+    option(m, "--local-max-prompt-tokens", env=_P + "LOCAL_MAX_PROMPT_TOKENS", default=2048, type=int,
+           help="most prompt tokens the local model reads (also capped by its context); the "
+                "oldest history is dropped first to fit")
+    option(m, "--local-max-waiting", env=_P + "LOCAL_MAX_WAITING", default=4, type=int,
+           help="requests waiting for the local model's worker; more skip it at once")
     option(m, "--max-input-chars", env=_P + "MAX_INPUT_CHARS", default=32000, type=int,
            help="longest conversation accepted, characters")
     option(m, "--max-concurrent", env=_P + "MAX_CONCURRENT", default=32, type=int,
@@ -181,6 +200,8 @@ def llm_config_from_args(ns: argparse.Namespace) -> LlmConfig:
         raise ConfigError("timeouts, --local-max-new-tokens and --max-input-chars must be positive")
     if ns.cache_max_words < 0 or ns.cache_size < 0 or ns.cache_ttl_s < 0:
         raise ConfigError("cache sizes and TTL must be >= 0")
+    if ns.local_max_prompt_tokens < 16 or ns.local_max_waiting < 0:
+        raise ConfigError("--local-max-prompt-tokens must be >= 16 and --local-max-waiting >= 0")
     if ns.local_threads < 0:
         raise ConfigError("--local-threads must be >= 0")
     if ns.max_concurrent < 1 or ns.max_queued < 0:
@@ -203,6 +224,7 @@ def llm_config_from_args(ns: argparse.Namespace) -> LlmConfig:
         cerebras_model=ns.cerebras_model, cerebras_base_url=cerebras_url,
         request_timeout_s=ns.request_timeout_s,
         ttft_timeout_ms=parse_timeouts(ns.first_token_timeout_ms),
+        stall_timeout_ms=parse_timeouts(ns.stall_timeout_ms, "--stall-timeout-ms", 5000.0),
         hedge_delay=hedge, hedge_percentile=ns.hedge_percentile,
         hedge_floor_ms=ns.hedge_floor_ms, hedge_ceiling_ms=ns.hedge_ceiling_ms,
         breaker_failures=ns.breaker_failures, breaker_cooldown_s=ns.breaker_cooldown_s,
@@ -210,6 +232,8 @@ def llm_config_from_args(ns: argparse.Namespace) -> LlmConfig:
         cache_file=ns.cache_file,
         local_model=ns.local_model, local_device=ns.local_device, local_threads=ns.local_threads,
         local_cache_dir="" if ns.local_cache_dir.lower() in ("", "none", "off") else ns.local_cache_dir,
-        local_max_generated=ns.local_max_new_tokens, max_input_chars=ns.max_input_chars,
+        local_max_generated=ns.local_max_new_tokens,
+        local_max_prompt_tokens=ns.local_max_prompt_tokens, local_max_waiting=ns.local_max_waiting,
+        max_input_chars=ns.max_input_chars,
         max_concurrent=ns.max_concurrent, max_queued=ns.max_queued,
     )

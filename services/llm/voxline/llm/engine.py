@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from opentelemetry import trace
 
 from voxline.common.admission import AdmissionGate
-from voxline.common.errors import InvalidInput, NotConfigured, NotReady
+from voxline.common.errors import InvalidInput, LimitExceeded, NotConfigured, NotReady, clip
 from voxline.llm.breaker import CircuitBreaker, TtftStats
 from voxline.llm.cache import ReplyCache, load_phrasebook
 from voxline.llm.chat import ROLES, ChatRequest, Finish, Summary, Usage
@@ -21,6 +21,12 @@ from voxline.llm.router import HedgePolicy, ProviderState, Router, RouteResult
 log = logging.getLogger(__name__)
 
 _MAX_STOP_SEQUENCES = 4
+#: Longest stop sequence: the local model's stop-string matcher precomputes tables that grow with
+#: it (5,000 characters once cost 940 MB), and no provider needs more.
+_MAX_STOP_CHARS = 32
+#: Most messages and provider names in one request.
+_MAX_MESSAGES = 512
+_MAX_PROVIDER_NAMES = 8
 _MAX_TOKENS_LIMIT = 8192
 _HOW_TO_CONFIGURE = ("set GROQ_API_KEY or CEREBRAS_API_KEY in the gateway's environment, or enable "
                      "the offline model with --local-model smollm2 (and keep 'local' in --providers)")
@@ -81,7 +87,8 @@ def build_providers(config: LlmConfig) -> list[ChatProvider]:
 
                 providers.append(LocalProvider(config.local_model, config.local_device,
                                                config.local_max_generated, config.local_cache_dir,
-                                               config.local_threads))
+                                               config.local_threads, config.local_max_prompt_tokens,
+                                               config.local_max_waiting))
             continue
         providers.append(RemoteProvider(RemoteSettings(
             name=name,
@@ -102,32 +109,46 @@ def build_cache(config: LlmConfig) -> ReplyCache:
 
 
 def validate(request: ChatRequest, max_input_chars: int) -> None:
-    """Raise InvalidInput naming the first problem in ``request``."""
+    """Raise InvalidInput (LimitExceeded for sizes) naming the first problem in ``request``.
+
+    Every piece of client text counts toward ``max_input_chars``: message contents, stop
+    sequences and provider names (roles are checked against a short list)."""
     if not request.messages:
         raise InvalidInput("messages is empty: send at least one message, the last from 'user'")
-    total = 0
+    if len(request.messages) > _MAX_MESSAGES:
+        raise LimitExceeded(f"{len(request.messages)} messages; the limit is {_MAX_MESSAGES}")
+    sampling = request.sampling
+    if len(sampling.stop) > _MAX_STOP_SEQUENCES:
+        raise InvalidInput(f"sampling.stop has {len(sampling.stop)} sequences; at most "
+                           f"{_MAX_STOP_SEQUENCES} non-empty sequences of at most "
+                           f"{_MAX_STOP_CHARS} characters")
+    for index, stop in enumerate(sampling.stop):
+        if not stop or len(stop) > _MAX_STOP_CHARS:
+            raise InvalidInput(f"sampling.stop[{index}] is {len(stop)} characters; stop sequences "
+                               f"must be 1..{_MAX_STOP_CHARS} characters")
+    if len(request.providers) > _MAX_PROVIDER_NAMES:
+        raise InvalidInput(f"{len(request.providers)} provider names; at most {_MAX_PROVIDER_NAMES}")
+    total = sum(len(s) for s in sampling.stop) + sum(len(p) for p in request.providers)
     for index, message in enumerate(request.messages):
         if message.role not in ROLES:
-            raise InvalidInput(f"messages[{index}].role is {message.role!r}; expected one of {list(ROLES)}")
+            raise InvalidInput(f"messages[{index}].role is {clip(message.role)}; "
+                               f"expected one of {list(ROLES)}")
         if not message.content.strip():
             raise InvalidInput(f"messages[{index}].content is empty")
         total += len(message.content)
     if request.messages[-1].role != "user":
-        raise InvalidInput(f"the last message must be from 'user', not {request.messages[-1].role!r}")
+        raise InvalidInput(f"the last message must be from 'user', not {clip(request.messages[-1].role)}")
     if total > max_input_chars:
         raise InvalidInput(f"conversation is {total} characters; the limit is {max_input_chars}")
-    sampling = request.sampling
     if sampling.temperature is not None and not 0.0 <= sampling.temperature <= 2.0:
         raise InvalidInput(f"sampling.temperature must be in [0, 2], got {sampling.temperature}")
     if sampling.top_p is not None and not 0.0 <= sampling.top_p <= 1.0:
         raise InvalidInput(f"sampling.top_p must be in [0, 1], got {sampling.top_p}")
     if not 0 <= sampling.max_tokens <= _MAX_TOKENS_LIMIT:
         raise InvalidInput(f"sampling.max_tokens must be in [0, {_MAX_TOKENS_LIMIT}]")
-    if len(sampling.stop) > _MAX_STOP_SEQUENCES or any(not s for s in sampling.stop):
-        raise InvalidInput(f"sampling.stop: at most {_MAX_STOP_SEQUENCES} non-empty sequences")
     unknown = [name for name in request.providers if name not in PROVIDER_NAMES]
     if unknown:
-        raise InvalidInput(f"unknown provider(s) {unknown}; known: {list(PROVIDER_NAMES)}")
+        raise InvalidInput(f"unknown provider(s) {clip(unknown)}; known: {list(PROVIDER_NAMES)}")
 
 
 class LanguageModelEngine:
@@ -141,7 +162,8 @@ class LanguageModelEngine:
         states = {name: ProviderState(breaker=CircuitBreaker(config.breaker_failures,
                                                             config.breaker_cooldown_s, clock),
                                       ttft=TtftStats(),
-                                      first_token_timeout_s=config.first_token_timeout_s(name))
+                                      first_token_timeout_s=config.first_token_timeout_s(name),
+                                      stall_timeout_s=config.stall_timeout_s(name))
                   for name in self.providers}
         fixed = None if config.hedge_delay in ("auto", "off") else float(config.hedge_delay)
         hedge = HedgePolicy(enabled=config.hedge_delay != "off", fixed_ms=fixed,

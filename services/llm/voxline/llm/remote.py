@@ -157,9 +157,9 @@ class RemoteProvider:
         finally:
             # On cancellation or error this closes the HTTP stream, so the provider stops work.
             await response.close()
-        if not finish_reason:
-            raise ProviderError("stream ended without a finish reason")
-        yield Finish(finish_reason=finish_reason, usage=usage, model=model)
+        # The HTTP body ended cleanly (a dropped connection raises above): the reply is whole even
+        # when the provider left out finish_reason, as some OpenAI-style servers do.
+        yield Finish(finish_reason=finish_reason or "stop", usage=usage, model=model)
 
 
 def _usage_of(chunk: Any) -> Usage | None:

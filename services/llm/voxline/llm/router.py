@@ -14,8 +14,13 @@ Rules, in the order they apply:
 - **After the first token** nothing is switched: text already reached the caller, and splicing
   another model's reply onto it would produce a garbled sentence. A winner that fails mid-reply
   fails the call with UNAVAILABLE naming the provider and how much text had been sent.
-- **Circuit breaker.** A failure (error, first-token timeout, mid-reply failure) counts against the
-  provider; a completed reply resets it; a cancelled attempt counts neither way.
+- **Stall.** Once an attempt has produced, each further gap between tokens has its own limit (the
+  provider's stall timeout): a provider that goes quiet mid-reply fails the call promptly instead of
+  at the HTTP read timeout.
+- **Circuit breaker.** A failure (error, first-token timeout, stall, mid-reply failure) counts
+  against the provider; a completed reply resets it; a cancelled attempt counts neither way, and
+  neither does an attempt that only waited in this gateway's own queue (outcome "busy": the
+  provider is saturated by us, not broken).
 - The caller going away (generator closed or cancelled) cancels and awaits every running attempt.
 """
 
@@ -31,7 +36,7 @@ from dataclasses import dataclass, field
 from voxline.common.errors import DependencyUnavailable
 from voxline.llm.breaker import CircuitBreaker, TtftStats
 from voxline.llm.chat import AttemptRecord, ChatRequest, Finish, Usage
-from voxline.llm.provider import ChatProvider, ProviderError
+from voxline.llm.provider import AttemptProgress, ChatProvider, ProviderError, current_attempt
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +96,8 @@ class _Event:
     attempt: _Attempt
     item: str | Finish | None = None
     error: str = ""
+    #: False when the failure is our own saturation, not the provider's (breaker not charged).
+    counts: bool = True
 
 
 @dataclass
@@ -100,6 +107,7 @@ class ProviderState:
     breaker: CircuitBreaker
     ttft: TtftStats = field(default_factory=TtftStats)
     first_token_timeout_s: float = 5.0
+    stall_timeout_s: float = 30.0
 
 
 class Router:
@@ -157,8 +165,9 @@ class _Run:
                 self.attempts.append(attempt)
                 continue
             attempt = _Attempt(provider, time.perf_counter(), hedge)
-            attempt.task = asyncio.create_task(self._drive(attempt, state.first_token_timeout_s),
-                                               name=f"llm-attempt-{provider.name}")
+            attempt.task = asyncio.create_task(
+                self._drive(attempt, state.first_token_timeout_s, state.stall_timeout_s),
+                name=f"llm-attempt-{provider.name}")
             self.attempts.append(attempt)
             self.running.append(attempt)
             self.hedged = self.hedged or hedge
@@ -175,9 +184,13 @@ class _Run:
             return None
         return max(0.0, primary.started + delay_ms / 1000.0 - time.perf_counter())
 
-    async def _drive(self, attempt: _Attempt, first_token_timeout_s: float) -> None:
+    async def _drive(self, attempt: _Attempt, first_token_timeout_s: float,
+                     stall_timeout_s: float) -> None:
         """Run one provider, turning everything it does into events on the queue."""
         put = self.queue.put_nowait
+        loop = asyncio.get_running_loop()
+        progress = AttemptProgress()
+        current_attempt.set(progress)  # this task's own context: seen by the provider's stream
         deadline = asyncio.timeout(first_token_timeout_s)
         try:
             async with deadline, contextlib.aclosing(attempt.provider.stream(self.request)) as stream:
@@ -185,20 +198,24 @@ class _Run:
                     if isinstance(item, str):
                         if not item:
                             continue
-                        if not attempt.produced:
-                            attempt.produced = True
-                            deadline.reschedule(None)
+                        attempt.produced = True
+                        deadline.reschedule(loop.time() + stall_timeout_s)
                     put(_Event(attempt, item))
                     if isinstance(item, Finish):
                         return
             put(_Event(attempt, error="stream ended without a finish"))
         except TimeoutError:
-            if deadline.expired():
-                put(_Event(attempt, error=f"no first token within {first_token_timeout_s * 1000:.0f} ms"))
-            else:
+            if not deadline.expired():
                 put(_Event(attempt, error="timed out"))
+            elif attempt.produced:
+                put(_Event(attempt, error=f"stalled: no token for {stall_timeout_s * 1000:.0f} ms"))
+            elif progress.waiting_for_capacity:
+                put(_Event(attempt, counts=False, error=(
+                    f"busy: still queued for the model after {first_token_timeout_s * 1000:.0f} ms")))
+            else:
+                put(_Event(attempt, error=f"no first token within {first_token_timeout_s * 1000:.0f} ms"))
         except ProviderError as exc:
-            put(_Event(attempt, error=exc.reason))
+            put(_Event(attempt, error=exc.reason, counts=exc.counts_against_provider))
         except Exception as exc:  # a provider bug must not take the request down silently
             log.warning("provider raised unexpectedly", exc_info=exc,
                         extra={"provider": attempt.provider.name})
@@ -212,9 +229,14 @@ class _Run:
         if attempt in self.running:
             self.running.remove(attempt)
 
-    def _fail(self, attempt: _Attempt, reason: str) -> None:
-        attempt.outcome, attempt.reason = "failed", reason
-        self.router.states[attempt.provider.name].breaker.record_failure()
+    def _fail(self, attempt: _Attempt, reason: str, counts: bool = True) -> None:
+        breaker = self.router.states[attempt.provider.name].breaker
+        if counts:
+            attempt.outcome, attempt.reason = "failed", reason
+            breaker.record_failure()
+        else:
+            attempt.outcome, attempt.reason = "busy", reason
+            breaker.release()
         if attempt in self.running:
             self.running.remove(attempt)
         log.info("provider attempt failed", extra={"provider": attempt.provider.name, "reason": reason})
@@ -244,7 +266,7 @@ class _Run:
                     raise DependencyUnavailable(
                         f"{attempt.provider.name} failed mid-reply after sending {sent_chars} "
                         f"characters ({event.error}); the reply is incomplete")
-                self._fail(attempt, event.error)
+                self._fail(attempt, event.error, event.counts)
                 if not self.running and not self._launch_next(hedge=False):
                     raise self._all_failed()
                 continue
