@@ -1,11 +1,10 @@
 """Orchestrator overhead and the pipelining gain, measured with fake engines of known cost.
 
     .venv/bin/python -m bench.orchestrator_overhead [--turns 200] [--runs 5] [--sentences 4]
-    (or .venv/bin/python bench/orchestrator_overhead.py ...)
 
-Everything runs in one process on 127.0.0.1: fake STT/LLM/TTS gRPC servers (bench/fake_servers.py,
-the same fakes the orchestrator tests use: real sockets, scripted latencies), the real orchestrator
-server, and a Converse client.
+Everything runs in one process on 127.0.0.1: fake STT/LLM/TTS gRPC servers
+(``voxline.testing.fake_servers``, the same fakes the orchestrator tests use: real sockets, scripted
+latencies), the real orchestrator server, and a Converse client.
 
 1. Overhead per turn: one-sentence spoken turns on one stream. The reply is one sentence, so the
    stages run strictly one after another and the engines' own time is the sum of the fakes' handler
@@ -28,21 +27,15 @@ import logging
 import statistics
 import sys
 import time
-from pathlib import Path
-
-if not __package__:
-    # Run as a file (python bench/orchestrator_overhead.py): Python put bench/ on the path, not the
-    # repo root, so ``bench`` would not import. ``python -m bench.orchestrator_overhead`` needs none.
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import grpc
 
-from bench.fake_servers import FakeStack, tone_pcm
 from bench.stats import percentile
 from voxline.common.config import ServerConfig
 from voxline.common.server import start_server
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.service import orchestrator_spec
+from voxline.testing.fake_servers import FakeStack, tone_pcm
 from voxline.v1 import (
     audio_pb2,
     llm_pb2,

@@ -196,8 +196,8 @@ def run(ctx: Context) -> SectionResult:
     turns, voice = asyncio.run(_run_turns(ctx, stack, n))
     engines = "the offline defaults (" + stack.engines() + ")"
     if stack.kind == "fake":
-        engines = ("SMOKE RUN: fake stt/llm/tts engines with fixed costs (bench.fakes), the real "
-                   "orchestrator; the figures below say nothing about the real models")
+        engines = ("SMOKE RUN: fake stt/llm/tts engines with fixed costs (voxline.testing.fake_stage), "
+                   "the real orchestrator; the figures below say nothing about the real models")
     result.setup = [f"machine: {ctx.machine_line}", f"engines: {engines}",
                     f"N = {n} turns (+1 warm-up per path, not counted); user speech: spoken questions "
                     f"synthesised by the TTS service (voice {voice}); LLM temperature 0, at most "

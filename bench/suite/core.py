@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -156,8 +155,3 @@ def timed(fn: Callable[[], SectionResult]) -> SectionResult:
     return result
 
 
-def python_env() -> dict[str, str]:
-    """Environment for the services the bench starts: the repo root importable (for
-    ``python -m bench.fakes``)."""
-    path = os.environ.get("PYTHONPATH", "")
-    return {"PYTHONPATH": f"{ROOT}{os.pathsep}{path}" if path else str(ROOT)}

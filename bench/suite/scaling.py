@@ -161,8 +161,9 @@ def run(ctx: Context) -> SectionResult:
         f"machine: {ctx.machine_line}",
         "each session is one Converse stream doing K turns of the same spoken question, back to back; "
         "all sessions of a level start together; reply cache off; 1 warm-up turn first",
-        f"fake engines (bench.fakes, asyncio waits, no CPU): STT {FAKE_COSTS['stt_ms']:g} ms, LLM first "
-        f"token {FAKE_COSTS['llm_ttft_ms']:g} ms then {FAKE_COSTS['llm_token_ms']:g} ms per word "
+        "fake engines (voxline.testing.fake_stage, asyncio waits, no CPU): "
+        f"STT {FAKE_COSTS['stt_ms']:g} ms, LLM first token {FAKE_COSTS['llm_ttft_ms']:g} ms "
+        f"then {FAKE_COSTS['llm_token_ms']:g} ms per word "
         f"(3 sentences), TTS {FAKE_COSTS['tts_ms']:g} ms per sentence; levels {list(mode.fake_levels)}, "
         f"K = {mode.fake_turns}",
     ]

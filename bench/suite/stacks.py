@@ -2,7 +2,8 @@
 
 - "real": the four real services on their offline defaults (whisper base int8 cpu, local SmolLM2,
   espeak-ng), exactly as ``voxline up`` starts them.
-- "fake": the real orchestrator wired to ``bench.fakes`` stt/llm/tts processes with fixed costs.
+- "fake": the real orchestrator wired to ``voxline.testing.fake_stage`` stt/llm/tts processes with
+  fixed costs.
 Both on free ports (port 0), each service its own process, so its pid gives its CPU and memory.
 """
 
@@ -15,11 +16,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.suite.core import python_env
-
 log = logging.getLogger(__name__)
 
-#: Fixed costs of the fake engines (bench.fakes flags), milliseconds.
+#: Fixed costs of the fake engines (voxline.testing.fake_stage flags), milliseconds.
 FAKE_COSTS = {"stt_ms": 25.0, "llm_ttft_ms": 100.0, "llm_token_ms": 10.0, "tts_ms": 30.0}
 
 
@@ -32,7 +31,7 @@ def _fake_command(stage: str) -> list[str]:
              "llm": ["--llm-ttft-ms", str(FAKE_COSTS["llm_ttft_ms"]),
                      "--llm-token-ms", str(FAKE_COSTS["llm_token_ms"])],
              "tts": ["--tts-ms", str(FAKE_COSTS["tts_ms"])]}[stage]
-    return [sys.executable, "-m", "bench.fakes", stage, *costs]
+    return [sys.executable, "-m", "voxline.testing.fake_stage", stage, *costs]
 
 
 #: Configuration keys that say which engine a backend runs.
@@ -90,7 +89,7 @@ def start_stack(kind: str, log_dir: Path) -> BenchStack:
     from voxline.cli.stack import STAGES, Stack, StackConfig, default_command
 
     config = StackConfig(
-        log_dir=log_dir, ports=dict.fromkeys(STAGES, 0), env=python_env(),
+        log_dir=log_dir, ports=dict.fromkeys(STAGES, 0),
         command=_fake_command if kind == "fake" else default_command,
         start_timeout_s=600.0,
     )

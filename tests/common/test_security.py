@@ -22,7 +22,8 @@ from voxline.common.config import (
 )
 from voxline.common.server import RunningServer, ServiceSpec, start_server
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.stages import StageError, Stages
+from voxline.orchestrator.domain import StageError
+from voxline.orchestrator.grpc_stages import GrpcStages
 from voxline.v1 import tts_pb2, tts_pb2_grpc
 
 SERVICE = "voxline.test.Echo"
@@ -198,18 +199,25 @@ async def test_tls_and_token_with_standard_call_credentials(certs: Certs, token_
     assert TOKEN not in caplog.text
 
 
-async def test_stage_client_uses_tls_and_token(certs: Certs, token_file: Path) -> None:
+async def test_stage_client_uses_tls_and_token(certs: Certs, token_file: Path,
+                                               caplog: pytest.LogCaptureFixture) -> None:
     running = await _start(ServerConfig(port=0, tls_cert=str(certs.server_cert),
                                         tls_key=str(certs.server_key), auth_token_file=str(token_file)))
     address = f"127.0.0.1:{running.port}"
-    secured = Stages(OrchestratorConfig(tts_address=address, stage_tls_ca=str(certs.ca),
+    secured = GrpcStages(OrchestratorConfig(tts_address=address, stage_tls_ca=str(certs.ca),
                                         stage_auth_token_file=str(token_file)))
-    no_token = Stages(OrchestratorConfig(tts_address=address, stage_tls_ca=str(certs.ca)))
+    no_token = GrpcStages(OrchestratorConfig(tts_address=address, stage_tls_ca=str(certs.ca)))
     try:
         assert await secured.list_voices() == ["piper:joe"]
         with pytest.raises(StageError) as err:
             await no_token.list_voices()
-        assert err.value.code_name == "UNAUTHENTICATED"
+        # The Converse client did nothing wrong: UNAVAILABLE naming the stage; the cause is logged.
+        assert err.value.code_name == "UNAVAILABLE" and err.value.stage == "tts"
+        assert str(err.value) == (f"UNAVAILABLE: tts stage unavailable at {address}: it refused the "
+                                  "orchestrator (UNAUTHENTICATED); see the orchestrator log")
+        (refused,) = [r for r in caplog.records if r.getMessage() == "stage refused the orchestrator"]
+        assert refused.__dict__["code"] == "UNAUTHENTICATED"
+        assert refused.__dict__["reason"] == "missing or invalid bearer token"
     finally:
         await secured.close()
         await no_token.close()

@@ -10,9 +10,9 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from orchestrator_harness import start_orchestrator
 
-from bench.fake_servers import FakeStack
 from voxline.common.server import RunningServer
 from voxline.common.telemetry import setup_telemetry
+from voxline.testing.fake_servers import FakeStack
 
 
 @pytest.fixture(scope="session")

@@ -8,8 +8,8 @@ import grpc
 import pytest
 from orchestrator_harness import PCM16K, READ_TIMEOUT_S, Conversation, start_orchestrator
 
-from bench.fake_servers import FakeStack, FakeStt, FakeTts, tone_pcm
 from voxline.common.server import RunningServer
+from voxline.testing.fake_servers import FakeStack, FakeStt, FakeTts, tone_pcm
 from voxline.v1 import voice_pb2
 
 

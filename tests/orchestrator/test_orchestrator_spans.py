@@ -10,7 +10,7 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 from opentelemetry.trace import SpanKind
 from orchestrator_harness import PCM16K, Conversation, Turn
 
-from bench.fake_servers import FakeStack, tone_pcm
+from voxline.testing.fake_servers import FakeStack, tone_pcm
 
 
 async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeStack,

@@ -8,9 +8,9 @@ import grpc
 import numpy as np
 from orchestrator_harness import PCM16K, Conversation
 
-from bench.fake_servers import FakeStack, silence_pcm, tone_pcm
 from voxline.common.audio import read_streamed_wav
 from voxline.orchestrator.config import DEFAULT_SYSTEM_PROMPT
+from voxline.testing.fake_servers import FakeStack, silence_pcm, tone_pcm
 from voxline.v1 import audio_pb2, voice_pb2
 
 EXPECTED_ORDER = ["transcript", "assistant_text", "audio_format", "audio", "metrics"]

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
-from bench.fake_servers import silence_pcm, tone_pcm
 from voxline.common.config import ConfigError
 from voxline.orchestrator.config import build_parser, config_from_args
 from voxline.orchestrator.vad import EnergyVad
+from voxline.testing.fake_servers import silence_pcm, tone_pcm
 
 
 def _feed(vad: EnergyVad, pcm: bytes, chunk: int = 480) -> tuple[int, list[bytes]]:

@@ -1,6 +1,7 @@
 """voxline orchestrator: the VoiceAssistant.Converse stream chaining the STT, LLM and TTS services.
 
-Modules: ``config`` (flags/env), ``stages`` (gRPC clients of the three services), ``turn`` (one
-turn's pipeline, spans and metrics), ``session`` (one Converse stream: turns, barge-in), ``vad``
-(server-side end of speech), ``servicer`` (protobuf mapping), ``service`` (the ServiceSpec).
+Modules: ``config`` (flags/env), ``domain`` (plain dataclasses and the ``StageClients`` seam),
+``grpc_stages`` (``StageClients`` over gRPC), ``turn`` (one turn's pipeline, spans and metrics),
+``session`` (one Converse stream: turns, barge-in), ``vad`` (server-side end of speech),
+``servicer`` (protobuf mapping), ``service`` (the ServiceSpec).
 """

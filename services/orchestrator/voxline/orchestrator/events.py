@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from voxline.orchestrator.stages import InputFormat, Sampling
+from voxline.orchestrator.domain import GenerateOptions, InputFormat, Sampling
 
 # --- session input ---------------------------------------------------------------------------
 
@@ -26,6 +26,11 @@ class SessionSettings:
     no_cache: bool = False
     server_vad: bool = False
     vad_silence_ms: int = 0
+
+    @property
+    def generate_options(self) -> GenerateOptions:
+        """What the LLM is asked for on every turn of the session."""
+        return GenerateOptions(sampling=self.sampling, providers=self.llm_providers, no_cache=self.no_cache)
 
 
 @dataclasses.dataclass(frozen=True)

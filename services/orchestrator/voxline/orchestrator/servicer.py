@@ -8,6 +8,7 @@ from typing import Any
 from voxline.common.errors import InvalidInput
 from voxline.common.grpc_errors import translate_errors
 from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.domain import InputFormat, Sampling, StageClients
 from voxline.orchestrator.events import (
     AudioEvent,
     AudioFormatEvent,
@@ -23,7 +24,6 @@ from voxline.orchestrator.events import (
     TranscriptEvent,
 )
 from voxline.orchestrator.session import ConverseSession
-from voxline.orchestrator.stages import InputFormat, Sampling, Stages
 from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
 
 _OUTPUT_ENCODINGS = {
@@ -38,7 +38,7 @@ _STATUS = {"completed": voice_pb2.COMPLETED, "interrupted": voice_pb2.INTERRUPTE
 class VoiceAssistantServicer(voice_pb2_grpc.VoiceAssistantServicer):
     """The Converse stream."""
 
-    def __init__(self, stages: Stages, config: OrchestratorConfig) -> None:
+    def __init__(self, stages: StageClients, config: OrchestratorConfig) -> None:
         self._stages = stages
         self._config = config
 

@@ -24,6 +24,7 @@ from opentelemetry import trace
 
 from voxline.common.errors import InvalidInput, LimitExceeded
 from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.domain import StageClients
 from voxline.orchestrator.events import (
     AudioRequest,
     ConfigRequest,
@@ -33,7 +34,6 @@ from voxline.orchestrator.events import (
     SessionSettings,
     TextRequest,
 )
-from voxline.orchestrator.stages import Stages
 from voxline.orchestrator.turn import History, TurnInput, TurnRunner
 from voxline.orchestrator.vad import EnergyVad
 
@@ -45,7 +45,7 @@ _END = object()  # marks the end of the event queue
 class ConverseSession:
     """State of one Converse stream: settings, history, the utterance being received, the turn."""
 
-    def __init__(self, stages: Stages, config: OrchestratorConfig) -> None:
+    def __init__(self, stages: StageClients, config: OrchestratorConfig) -> None:
         self._stages = stages
         self._config = config
         self._out: asyncio.Queue[Event | object] = asyncio.Queue()

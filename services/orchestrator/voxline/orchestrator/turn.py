@@ -3,7 +3,12 @@
 The LLM task feeds complete sentences into a bounded queue; a TTS task speaks them one by one, in
 order, so the audio of sentence 1 streams to the client while the LLM is still writing sentence 2.
 Both run in one TaskGroup: if either fails the other is cancelled, and cancelling the turn
-(barge-in, client gone) cancels both, which cancels their gRPC calls in the services.
+(barge-in, client gone) cancels both, which cancels their calls in the services.
+
+State has one owner each: the runner's own coroutine owns what was heard (STT) and the outcome,
+the LLM task owns the ``_Reply`` it writes, the TTS task owns the ``_Speech`` it speaks. The
+turn's metrics are built once, at the end, from those three records (so an interrupted or failed
+turn reports as far as each stage got). The stages are reached through ``StageClients`` only.
 
 STT is one unary ``Transcribe`` of the whole utterance, sent at end of utterance (the baseline's
 in-memory path); ``stt_ms`` runs from end of utterance to the transcript. ``StreamingTranscribe``
@@ -32,6 +37,7 @@ from voxline.common.audio import wav_header
 from voxline.common.errors import VoxlineError
 from voxline.common.sentences import SentenceChunker
 from voxline.orchestrator.config import OrchestratorConfig
+from voxline.orchestrator.domain import ChatMessage, LlmSummary, PcmFormat, StageClients, StageError
 from voxline.orchestrator.events import (
     COMPLETED,
     FAILED,
@@ -45,7 +51,6 @@ from voxline.orchestrator.events import (
     TranscriptEvent,
     TurnMetrics,
 )
-from voxline.orchestrator.stages import ChatMessage, LlmSummary, PcmFormat, StageError, Stages
 
 log = logging.getLogger(__name__)
 
@@ -91,20 +96,56 @@ class History:
 
 
 @dataclasses.dataclass
-class _TurnState:
-    metrics: TurnMetrics = dataclasses.field(default_factory=TurnMetrics)
-    user_text: str = ""
-    reply: list[str] = dataclasses.field(default_factory=list)
-    audio_format: PcmFormat | None = None
-    wav_header: bytes = b""
-    first_audio_at: float | None = None
+class _Heard:
+    """What the user said; written by the runner before the reply starts."""
+
+    text: str = ""
+    stt_ms: float = 0.0
+
+
+@dataclasses.dataclass
+class _Reply:
+    """What the LLM wrote; written by the LLM task only."""
+
+    parts: list[str] = dataclasses.field(default_factory=list)
+    ttft_ms: float = 0.0
+    total_ms: float = 0.0
+    summary: LlmSummary | None = None
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts).strip()
+
+
+@dataclasses.dataclass
+class _Speech:
+    """What TTS spoke and the client was sent; written by the TTS task only."""
+
+    sentences: int = 0
+    #: TTS time to first audio of the first sentence, ms.
+    first_audio_ms: float = 0.0
+    #: Time spent in TTS calls, all sentences, ms.
+    total_ms: float = 0.0
+    format: PcmFormat | None = None
+    #: When the first audio went to the client (perf_counter).
+    first_sent_at: float | None = None
     audio_bytes: int = 0
+    #: WAV output: the header still to prepend to the next audio event.
+    pending_header: bytes = b""
+
+
+@dataclasses.dataclass
+class _Outcome:
+    """How the turn ended; written by ``run`` only."""
+
+    status: str = COMPLETED
+    error: str = ""
 
 
 class TurnRunner:
     """Runs the turns of one session against the stages, emitting events as they happen."""
 
-    def __init__(self, stages: Stages, config: OrchestratorConfig, settings: SessionSettings,
+    def __init__(self, stages: StageClients, config: OrchestratorConfig, settings: SessionSettings,
                  history: History, emit: Callable[[Event], None],
                  session_span: trace.SpanContext | None = None) -> None:
         self._stages = stages
@@ -117,144 +158,125 @@ class TurnRunner:
 
     async def run(self, turn: TurnInput) -> None:
         """Run one turn to its end; always emits the turn's metrics last (also when cancelled)."""
-        state = _TurnState()
+        heard, reply, speech, outcome = _Heard(), _Reply(), _Speech(), _Outcome()
         span = self._tracer.start_span("voxline.turn", context=_NEW_TRACE, links=self._links,
                                        attributes={"voxline.turn.number": turn.number})
-        state.metrics.trace_id = format(span.get_span_context().trace_id, "032x")
         try:
-            await self._run(turn, state, trace.set_span_in_context(span))
+            await self._run(turn, trace.set_span_in_context(span), heard, reply, speech, outcome)
         except asyncio.CancelledError:
-            state.metrics.status = INTERRUPTED
+            outcome.status = INTERRUPTED
             raise
         except VoxlineError as exc:
-            state.metrics.status, state.metrics.error = FAILED, str(exc)
+            outcome.status, outcome.error = FAILED, str(exc)
         except Exception as exc:  # a bug: report the turn as failed, keep the session
             log.exception("turn failed", extra={"turn": turn.number})
-            state.metrics.status = FAILED
-            state.metrics.error = f"internal error ({type(exc).__name__}); see the orchestrator log"
+            outcome.status = FAILED
+            outcome.error = f"internal error ({type(exc).__name__}); see the orchestrator log"
         finally:
-            self._finish(turn, state, span)
+            metrics = _metrics(turn, span, heard, reply, speech, outcome)
+            self._finish(turn, span, metrics, heard, reply)
 
-    async def _run(self, turn: TurnInput, state: _TurnState, ctx: Context) -> None:
-        m = state.metrics
+    async def _run(self, turn: TurnInput, ctx: Context, heard: _Heard, reply: _Reply, speech: _Speech,
+                   outcome: _Outcome) -> None:
+        language = self._settings.language
         if turn.audio is not None:
             with self._tracer.start_as_current_span("stt", context=ctx) as span:
                 result = await self._stages.transcribe(
                     turn.audio, self._settings.input_format, self._settings.language)
                 span.set_attribute("voxline.audio_seconds", result.audio_seconds)
-            m.stt_ms = _ms(time.perf_counter() - turn.ended_at)
-            text, language = result.text, result.language
+            heard.stt_ms = _ms(time.perf_counter() - turn.ended_at)
+            heard.text, language = result.text, result.language
         else:
-            text, language = turn.text.strip(), self._settings.language
-        state.user_text = text
-        self._emit(TranscriptEvent(turn.number, text, language))
-        if not text:
-            m.status, m.error = FAILED, EMPTY_TRANSCRIPT
+            heard.text = turn.text.strip()
+        self._emit(TranscriptEvent(turn.number, heard.text, language))
+        if not heard.text:
+            outcome.status, outcome.error = FAILED, EMPTY_TRANSCRIPT
             return
-        messages = self._history.messages(self._settings.system_prompt, text)
+        messages = self._history.messages(self._settings.system_prompt, heard.text)
         sentences: asyncio.Queue[str | None] = asyncio.Queue(maxsize=self._config.sentence_queue)
         try:
             async with asyncio.TaskGroup() as group:
-                group.create_task(self._llm(turn, ctx, messages, sentences, state))
-                group.create_task(self._tts(turn, ctx, sentences, state))
+                group.create_task(self._write(turn, ctx, messages, sentences, reply))
+                group.create_task(self._speak(turn, ctx, sentences, speech))
         except ExceptionGroup as errors:
-            raise errors.exceptions[0] from None
+            raise _one_failure(errors) from None
 
-    async def _llm(self, turn: TurnInput, ctx: Context, messages: list[ChatMessage],
-                   sentences: asyncio.Queue[str | None], state: _TurnState) -> None:
-        m = state.metrics
+    async def _write(self, turn: TurnInput, ctx: Context, messages: list[ChatMessage],
+                     sentences: asyncio.Queue[str | None], reply: _Reply) -> None:
+        """The LLM task: stream the reply, emit its text, queue its sentences (None: the end)."""
         chunker = SentenceChunker(first_clause_chars=self._config.first_clause_chars)
-        summary: LlmSummary | None = None
-        s = self._settings
         with self._tracer.start_as_current_span(
                 "llm", context=ctx, attributes={"gen_ai.operation.name": "chat"}) as span:
             started = time.perf_counter()
-            replies = self._stages.generate(messages, s.sampling, s.llm_providers, s.no_cache)
-            async with contextlib.aclosing(replies):
-                async for item in replies:
+            stream = self._stages.generate(messages, self._settings.generate_options)
+            async with contextlib.aclosing(stream):
+                async for item in stream:
                     if isinstance(item, LlmSummary):
-                        summary = item
+                        reply.summary = item
                         continue
                     if not item:
                         continue
-                    if not state.reply:
-                        m.llm_ttft_ms = _ms(time.perf_counter() - started)
-                        span.set_attribute("voxline.llm.ttft_ms", m.llm_ttft_ms)
-                    state.reply.append(item)
+                    if not reply.parts:
+                        reply.ttft_ms = _ms(time.perf_counter() - started)
+                        span.set_attribute("voxline.llm.ttft_ms", reply.ttft_ms)
+                    reply.parts.append(item)
                     self._emit(TextDeltaEvent(turn.number, item))
                     for sentence in chunker.feed(item):
                         await sentences.put(sentence)
-            m.llm_total_ms = _ms(time.perf_counter() - started)
-            if summary is not None:
-                m.llm_provider, m.cache_hit = summary.provider, summary.cache_hit
-                span.set_attributes({
-                    "gen_ai.system": summary.provider,
-                    "gen_ai.provider.name": summary.provider,
-                    "gen_ai.request.model": summary.model,
-                    "gen_ai.response.model": summary.model,
-                    "gen_ai.usage.input_tokens": summary.input_tokens,
-                    "gen_ai.usage.output_tokens": summary.output_tokens,
-                    "gen_ai.response.finish_reasons": [summary.finish_reason or "stop"],
-                    "voxline.llm.cache_hit": summary.cache_hit,
-                })
+            reply.total_ms = _ms(time.perf_counter() - started)
+            if reply.summary is not None:
+                span.set_attributes(_llm_attributes(reply.summary))
             for sentence in chunker.flush():
                 await sentences.put(sentence)
         await sentences.put(None)
 
-    async def _tts(self, turn: TurnInput, ctx: Context, sentences: asyncio.Queue[str | None],
-                   state: _TurnState) -> None:
-        m = state.metrics
-        index = 0
+    async def _speak(self, turn: TurnInput, ctx: Context, sentences: asyncio.Queue[str | None],
+                     speech: _Speech) -> None:
+        """The TTS task: speak the queued sentences in order, streaming their audio out."""
         while (sentence := await sentences.get()) is not None:
-            m.sentences = index + 1
+            index = speech.sentences
+            speech.sentences += 1
             with self._tracer.start_as_current_span("tts", context=ctx, attributes={
                     "voxline.sentence.index": index, "voxline.sentence.chars": len(sentence)}) as span:
                 started = time.perf_counter()
-                first_audio: float | None = None
+                first_audio_ms: float | None = None
                 audio = self._stages.synthesize(sentence, self._settings.voice,
                                                 self._settings.output_sample_rate_hz)
                 async with contextlib.aclosing(audio):
                     async for item in audio:
                         if isinstance(item, PcmFormat):
-                            self._announce_format(turn, index, item, state)
+                            self._announce_format(turn, index, item, speech)
                             continue
-                        if first_audio is None:
-                            first_audio = _ms(time.perf_counter() - started)
-                            span.set_attribute("voxline.tts.first_audio_ms", first_audio)
+                        if first_audio_ms is None:
+                            first_audio_ms = _ms(time.perf_counter() - started)
+                            span.set_attribute("voxline.tts.first_audio_ms", first_audio_ms)
                             if index == 0:
-                                m.tts_first_audio_ms = first_audio
-                        self._send_audio(turn, item, state)
-                m.tts_total_ms = round(m.tts_total_ms + _ms(time.perf_counter() - started), 3)
-            index += 1
+                                speech.first_audio_ms = first_audio_ms
+                        self._send_audio(turn, item, speech)
+                speech.total_ms = round(speech.total_ms + _ms(time.perf_counter() - started), 3)
 
-    def _announce_format(self, turn: TurnInput, index: int, fmt: PcmFormat, state: _TurnState) -> None:
-        if state.audio_format is None:
-            state.audio_format = fmt
+    def _announce_format(self, turn: TurnInput, index: int, fmt: PcmFormat, speech: _Speech) -> None:
+        if speech.format is None:
+            speech.format = fmt
             encoding = self._settings.output_encoding
             self._emit(AudioFormatEvent(turn.number, encoding, fmt.sample_rate_hz, fmt.channels))
             if encoding == "WAV":  # one streaming WAV per turn; TTS itself always sends raw PCM
-                state.wav_header = wav_header(fmt.sample_rate_hz, fmt.channels)
-        elif fmt != state.audio_format:
-            raise StageError("tts", self._stages.tts.address, "INTERNAL",
-                             f"sentence {index} came as {fmt}, earlier ones as {state.audio_format}")
+                speech.pending_header = wav_header(fmt.sample_rate_hz, fmt.channels)
+        elif fmt != speech.format:
+            raise StageError("tts", "INTERNAL",
+                             f"sentence {index} came as {fmt}, earlier ones as {speech.format}")
 
-    def _send_audio(self, turn: TurnInput, data: bytes, state: _TurnState) -> None:
-        if state.audio_format is None:
-            raise StageError("tts", self._stages.tts.address, "INTERNAL", "audio before its format")
-        if state.first_audio_at is None:
-            state.first_audio_at = time.perf_counter()
-        state.audio_bytes += len(data)
-        self._emit(AudioEvent(turn.number, state.wav_header + data))
-        state.wav_header = b""
+    def _send_audio(self, turn: TurnInput, data: bytes, speech: _Speech) -> None:
+        if speech.format is None:
+            raise StageError("tts", "INTERNAL", "audio before its format")
+        if speech.first_sent_at is None:
+            speech.first_sent_at = time.perf_counter()
+        speech.audio_bytes += len(data)
+        self._emit(AudioEvent(turn.number, speech.pending_header + data))
+        speech.pending_header = b""
 
-    def _finish(self, turn: TurnInput, state: _TurnState, span: trace.Span) -> None:
-        m = state.metrics
-        m.total_ms = _ms(time.perf_counter() - turn.ended_at)
-        if state.first_audio_at is not None:
-            m.time_to_first_audio_ms = _ms(state.first_audio_at - turn.ended_at)
-        fmt = state.audio_format
-        if fmt is not None and fmt.sample_rate_hz:
-            m.reply_audio_seconds = round(state.audio_bytes / (2 * fmt.channels * fmt.sample_rate_hz), 3)
+    def _finish(self, turn: TurnInput, span: trace.Span, m: TurnMetrics, heard: _Heard,
+                reply: _Reply) -> None:
         span.set_attributes({
             "voxline.turn.status": m.status,
             "voxline.stt_ms": m.stt_ms,
@@ -270,11 +292,79 @@ class TurnRunner:
         if m.status == FAILED:
             span.set_status(Status(StatusCode.ERROR, m.error))
         span.end()
-        reply = "".join(state.reply).strip()
         # An interrupted reply stays in the history as far as it got: the user heard (some of) it.
-        if state.user_text and (m.status == COMPLETED or (m.status == INTERRUPTED and reply)):
-            self._history.add(state.user_text, reply)
+        if heard.text and (m.status == COMPLETED or (m.status == INTERRUPTED and reply.text)):
+            self._history.add(heard.text, reply.text)
         log.info("turn", extra={"turn": turn.number, "status": m.status, "trace_id": m.trace_id,
                                 "ttfa_ms": m.time_to_first_audio_ms, "total_ms": m.total_ms,
                                 "error": m.error})
         self._emit(MetricsEvent(turn.number, m))
+
+
+def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, speech: _Speech,
+             outcome: _Outcome) -> TurnMetrics:
+    """The turn's metrics, from what each stage reported (as far as it got)."""
+    ended = time.perf_counter()
+    fmt = speech.format
+    audio_seconds = 0.0
+    if fmt is not None and fmt.sample_rate_hz:
+        audio_seconds = round(speech.audio_bytes / (2 * fmt.channels * fmt.sample_rate_hz), 3)
+    summary = reply.summary
+    return TurnMetrics(
+        stt_ms=heard.stt_ms,
+        llm_ttft_ms=reply.ttft_ms,
+        llm_total_ms=reply.total_ms,
+        tts_first_audio_ms=speech.first_audio_ms,
+        time_to_first_audio_ms=(_ms(speech.first_sent_at - turn.ended_at)
+                                if speech.first_sent_at is not None else 0.0),
+        total_ms=_ms(ended - turn.ended_at),
+        trace_id=format(span.get_span_context().trace_id, "032x"),
+        llm_provider=summary.provider if summary is not None else "",
+        cache_hit=summary.cache_hit if summary is not None else False,
+        status=outcome.status,
+        sentences=speech.sentences,
+        reply_audio_seconds=audio_seconds,
+        tts_total_ms=speech.total_ms,
+        error=outcome.error,
+    )
+
+
+def _llm_attributes(summary: LlmSummary) -> dict[str, str | bool | int | list[str]]:
+    return {
+        "gen_ai.system": summary.provider,
+        "gen_ai.provider.name": summary.provider,
+        "gen_ai.request.model": summary.model,
+        "gen_ai.response.model": summary.model,
+        "gen_ai.usage.input_tokens": summary.input_tokens,
+        "gen_ai.usage.output_tokens": summary.output_tokens,
+        "gen_ai.response.finish_reasons": [summary.finish_reason or "stop"],
+        "voxline.llm.cache_hit": summary.cache_hit,
+    }
+
+
+class TurnFailed(VoxlineError):
+    """More than one stage failed in the same turn: every failure, in the order they happened."""
+
+    def __init__(self, failures: list[VoxlineError]) -> None:
+        self.failures = failures
+        super().__init__("; ".join(str(f) for f in failures))
+
+
+def _one_failure(errors: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error that ends a turn whose LLM or TTS task failed; no failure is dropped: one stage
+    error is raised as it is, several are joined, and anything else (a bug) keeps the whole group
+    for the log."""
+    failures = _flatten(errors)
+    if len(failures) == 1:
+        return failures[0]
+    voxline = [f for f in failures if isinstance(f, VoxlineError)]
+    if len(voxline) == len(failures):
+        return TurnFailed(voxline)
+    return errors
+
+
+def _flatten(errors: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    out: list[BaseException] = []
+    for exc in errors.exceptions:
+        out += _flatten(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return out

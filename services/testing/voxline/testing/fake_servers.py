@@ -1,7 +1,7 @@
 """Fake STT, LLM and TTS gRPC servers (in process, real sockets) with scripted behaviour.
 
-Shared by the orchestrator tests (tests/orchestrator) and ``bench/orchestrator_overhead.py``; the
-fixed-cost fakes that run as separate processes for the benchmark suite are in ``bench.fakes``.
+The one set of fake stages: the orchestrator's gRPC tests, ``bench.orchestrator_overhead`` and,
+run as processes with fixed costs (``voxline.testing.fake_stage``), the benchmark suite's fake stack.
 Each fake records what it was asked, when calls start, finish or are cancelled (as the service
 sees it: its handler task is cancelled), and how long its own handlers took (for the benchmark).
 Behaviour is changed by setting attributes between turns; ``gate`` events let a test hold a
@@ -70,13 +70,16 @@ class FakeServer:
     def _register(self, server: grpc.aio.Server) -> None:
         raise NotImplementedError
 
-    async def start(self, port: int = 0) -> FakeServer:
+    def spec(self) -> ServiceSpec:
+        """This fake as a service for the shared bootstrap (instant warm-up)."""
         async def warm_up() -> None:
             return None
 
-        spec = ServiceSpec(name=f"voxline-{self.name}", grpc_services=[self.grpc_service],
+        return ServiceSpec(name=f"fake-{self.name}", grpc_services=[self.grpc_service],
                            register=self._register, warm_up=warm_up)
-        self._running = await start_server(spec, ServerConfig(port=port))
+
+    async def start(self, port: int = 0) -> FakeServer:
+        self._running = await start_server(self.spec(), ServerConfig(port=port))
         await self._running.warm_up()
         self.port = self._running.port
         return self
@@ -117,6 +120,11 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
     def _register(self, server: grpc.aio.Server) -> None:
         stt_pb2_grpc.add_SpeechToTextServicer_to_server(self, server)
 
+    def _result(self, audio_bytes: int, language: str) -> stt_pb2.TranscribeResponse:
+        return stt_pb2.TranscribeResponse(
+            text=self.transcript, language=language or "en", language_probability=1.0,
+            audio_seconds=audio_bytes / 32000.0, processing_ms=self.latency_s * 1000)
+
     async def Transcribe(self, request: stt_pb2.TranscribeRequest, context: Any
                          ) -> stt_pb2.TranscribeResponse:
         started = await self._enter(context)
@@ -128,9 +136,25 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
             self._cancelled()
             raise
         self._done(started)
-        return stt_pb2.TranscribeResponse(
-            text=self.transcript, language=request.config.language or "en",
-            audio_seconds=len(request.audio) / 32000.0, processing_ms=self.latency_s * 1000)
+        return self._result(len(request.audio), request.config.language)
+
+    async def StreamingTranscribe(self, request_iterator: AsyncIterator[stt_pb2.StreamingTranscribeRequest],
+                                  context: Any) -> AsyncIterator[stt_pb2.StreamingTranscribeResponse]:
+        """The whole stream, then one final result (no partials)."""
+        started = await self._enter(context)
+        received, language = 0, ""
+        async for request in request_iterator:
+            if request.HasField("config"):
+                language = request.config.language
+            received += len(request.audio)
+        await asyncio.sleep(self.latency_s)
+        self._done(started)
+        yield stt_pb2.StreamingTranscribeResponse(is_final=True, result=self._result(received, language))
+
+    async def Listen(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
+        """Not scripted yet: UNIMPLEMENTED, as the generated base answers."""
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake STT does not listen")
+        yield None  # never reached: makes this a streaming handler
 
 
 class FakeLlm(FakeServer, llm_pb2_grpc.LanguageModelServicer):
@@ -178,6 +202,11 @@ class FakeLlm(FakeServer, llm_pb2_grpc.LanguageModelServicer):
             provider="fake", model="fake-model-1", time_to_first_token_ms=self.first_delay_s * 1000,
             total_ms=elapsed * 1000, cache_hit=False, finish_reason="stop",
             usage=llm_pb2.TokenUsage(prompt_tokens=12, completion_tokens=len(deltas))))
+
+    async def ListProviders(self, request: llm_pb2.ListProvidersRequest, context: Any
+                            ) -> llm_pb2.ListProvidersResponse:
+        return llm_pb2.ListProvidersResponse(providers=[llm_pb2.ProviderStatus(
+            name="fake", model="fake-model-1", available=True, circuit="closed")])
 
 
 class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
@@ -253,10 +282,8 @@ class FakeStack:
     """The three fakes, started together."""
 
     def __init__(self) -> None:
-        # The generated stubs mark every RPC abstract; the fakes script only what the orchestrator
-        # calls (StreamingTranscribe, ListProviders answer UNIMPLEMENTED, as the generated base does).
-        self.stt = FakeStt()  # type: ignore[abstract]
-        self.llm = FakeLlm()  # type: ignore[abstract]
+        self.stt = FakeStt()
+        self.llm = FakeLlm()
         self.tts = FakeTts()
 
     async def start(self) -> FakeStack:

@@ -1,4 +1,4 @@
-"""The gRPC edge towards the three stages: STT, LLM and TTS clients returning plain values.
+"""The gRPC edge towards the three stages: ``GrpcStages`` implements ``domain.StageClients``.
 
 Every call uses ``wait_for_ready=False``: a stage that is down fails the call at once with
 UNAVAILABLE instead of hanging until a deadline. Failures become ``StageError``, whose message
@@ -12,17 +12,26 @@ barge-in reaches the service (its handler sees the cancellation). Consume them w
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from collections.abc import AsyncGenerator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voxline.common.config import read_config_file, read_token_file
-from voxline.common.errors import VoxlineError
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
+from voxline.orchestrator.domain import (
+    ChatMessage,
+    GenerateOptions,
+    InputFormat,
+    LlmSummary,
+    PcmFormat,
+    Sampling,
+    StageError,
+    Transcription,
+)
 from voxline.v1 import audio_pb2, llm_pb2, llm_pb2_grpc, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -41,86 +50,19 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-class StageError(VoxlineError):
-    """A stage call failed; ``code_name`` is the gRPC status the failure maps to."""
-
-    def __init__(self, stage: str, address: str, code_name: str, detail: str) -> None:
-        self.stage = stage
-        self.address = address
-        self.code_name = code_name
-        self.detail = detail
-        what = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline exceeded"}.get(
-            code_name, "failed")
-        super().__init__(f"{code_name}: {stage} stage {what} at {address}: {detail}")
-
-
-@dataclasses.dataclass(frozen=True)
-class InputFormat:
-    """Format of the user's audio: encoding is an AudioEncoding name ("PCM_S16LE", "WAV", ...)."""
-
-    encoding: str = "AUDIO_ENCODING_UNSPECIFIED"
-    sample_rate_hz: int = 0
-    channels: int = 0
-
-
-@dataclasses.dataclass(frozen=True)
-class Transcription:
-    """The STT result the orchestrator uses."""
-
-    text: str
-    language: str
-    audio_seconds: float
-    processing_ms: float
-
-
-@dataclasses.dataclass(frozen=True)
-class ChatMessage:
-    """One message of the conversation sent to the LLM."""
-
-    role: str
-    content: str
-
-
-@dataclasses.dataclass(frozen=True)
-class Sampling:
-    """LLM sampling options (None: the server's default)."""
-
-    temperature: float | None = None
-    top_p: float | None = None
-    max_tokens: int = 0
-    stop: tuple[str, ...] = ()
-    seed: int | None = None
-
-
-@dataclasses.dataclass(frozen=True)
-class LlmSummary:
-    """The LLM's closing summary."""
-
-    provider: str
-    model: str
-    ttft_ms: float
-    total_ms: float
-    cache_hit: bool
-    finish_reason: str
-    input_tokens: int
-    output_tokens: int
-
-
-@dataclasses.dataclass(frozen=True)
-class PcmFormat:
-    """Format of TTS audio: PCM s16le at this rate and channel count."""
-
-    sample_rate_hz: int
-    channels: int
+#: Codes a stage returns when it refuses the orchestrator itself (its TLS or token settings): the
+#: Converse client did nothing wrong, so it sees UNAVAILABLE naming the stage; the cause is logged.
+_REFUSED = {grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED}
 
 
 class StageChannel:
     """One stage's address and channel; a channel that failed to connect is replaced on demand.
 
-    gRPC channels reconnect by themselves, but only after their backoff; replacing a channel that is
-    not connected after a failure lets the next turn reach a stage that is back at once. The replaced
-    channel is closed one replacement later (or at shutdown), so calls other sessions may still
-    have queued on it are not cut short.
+    The channel is created on first use, inside the server's event loop and after telemetry is set
+    up (so the gRPC client instrumentation is on it). gRPC channels reconnect by themselves, but only
+    after their backoff; replacing a channel that is not connected after a failure lets the next turn
+    reach a stage that is back at once. The replaced channel is closed one replacement later (or at
+    shutdown), so calls other sessions may still have queued on it are not cut short.
     """
 
     def __init__(self, stage: str, address: str, *, tls_ca: bytes | None = None,
@@ -131,7 +73,7 @@ class StageChannel:
         #: Call metadata carrying the bearer token (empty without one); pass it on every call.
         self.metadata: tuple[tuple[str, str], ...] = (
             (("authorization", f"Bearer {token}"),) if token else ())
-        self._channel = self._new_channel()
+        self._channel: Any = None
         self._retired: Any = None
 
     def _new_channel(self) -> Any:
@@ -142,11 +84,13 @@ class StageChannel:
 
     @property
     def channel(self) -> Any:
+        if self._channel is None:
+            self._channel = self._new_channel()
         return self._channel
 
     async def recover(self) -> None:
         """After a failed call: replace the channel unless it is connected (READY)."""
-        if self._channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
+        if self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
             return  # the service itself answered with an error: the connection is fine
         if self._retired is not None:
             await self._retired.close()
@@ -157,16 +101,23 @@ class StageChannel:
         code = exc.code()
         await self.recover()
         detail = exc.details() or code.name
-        return StageError(self.stage, self.address, code.name, detail)
+        if code in _REFUSED:
+            log.error("stage refused the orchestrator", extra={
+                "stage": self.stage, "address": self.address, "code": code.name, "reason": detail})
+            return StageError(self.stage, "UNAVAILABLE",
+                              f"it refused the orchestrator ({code.name}); see the orchestrator log",
+                              self.address)
+        return StageError(self.stage, code.name, detail, self.address)
 
-    async def health(self, deadline_s: float) -> str:
-        """The stage's overall health status name, or why it could not be read."""
+    async def health(self, deadline_s: float) -> StageHealth:
+        """The stage's overall health (never raises)."""
         try:
-            reply = await health_pb2_grpc.HealthStub(self._channel).Check(
+            reply = await health_pb2_grpc.HealthStub(self.channel).Check(
                 health_pb2.HealthCheckRequest(service=""), timeout=deadline_s, metadata=self.metadata)
         except grpc.aio.AioRpcError as exc:
-            return f"{exc.code().name}: {exc.details()}"
-        return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+            return StageHealth(self.stage, self.address, f"{exc.code().name}: {exc.details()}")
+        status = str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+        return StageHealth(self.stage, self.address, status)
 
     async def close(self) -> None:
         for channel in (self._retired, self._channel):
@@ -174,8 +125,21 @@ class StageChannel:
                 await channel.close()
 
 
-class Stages:
-    """Clients of the STT, LLM and TTS services, with the configured deadlines."""
+@dataclass(frozen=True)
+class StageHealth:
+    """One stage's health as the orchestrator sees it: a ServingStatus name, or why it is unknown."""
+
+    stage: str
+    address: str
+    status: str
+
+    @property
+    def serving(self) -> bool:
+        return self.status == "SERVING"
+
+
+class GrpcStages:
+    """``StageClients`` over gRPC: the STT, LLM and TTS services, with the configured deadlines."""
 
     def __init__(self, config: OrchestratorConfig) -> None:
         tls_ca = (read_config_file(config.stage_tls_ca, "--stage-tls-ca")
@@ -187,11 +151,10 @@ class Stages:
         self.tts = StageChannel("tts", config.tts_address, tls_ca=tls_ca, token=token)
         self.deadlines: Deadlines = config.deadlines
 
-    async def health(self) -> dict[str, str]:
-        """Health of each stage (never raises)."""
-        stages = (self.stt, self.llm, self.tts)
-        results = await asyncio.gather(*(s.health(self.deadlines.control_s) for s in stages))
-        return {s.stage: r for s, r in zip(stages, results, strict=True)}
+    async def health(self) -> list[StageHealth]:
+        """Health of each stage, STT, LLM, TTS (never raises)."""
+        return list(await asyncio.gather(
+            *(s.health(self.deadlines.control_s) for s in (self.stt, self.llm, self.tts))))
 
     async def close(self) -> None:
         for stage in (self.stt, self.llm, self.tts):
@@ -212,15 +175,15 @@ class Stages:
         return Transcription(text=reply.text.strip(), language=reply.language,
                              audio_seconds=reply.audio_seconds, processing_ms=reply.processing_ms)
 
-    async def generate(self, messages: Sequence[ChatMessage], sampling: Sampling | None,
-                       providers: Sequence[str], no_cache: bool) -> AsyncGenerator[str | LlmSummary, None]:
+    async def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
+                       ) -> AsyncGenerator[str | LlmSummary, None]:
         """Text deltas (str) as they come, then one LlmSummary."""
         request = llm_pb2.GenerateRequest(
             messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
-            providers=list(providers), no_cache=no_cache,
+            providers=list(options.providers), no_cache=options.no_cache,
         )
-        if sampling is not None:
-            request.sampling.CopyFrom(_sampling(sampling))
+        if options.sampling is not None:
+            request.sampling.CopyFrom(_sampling(options.sampling))
         call = llm_pb2_grpc.LanguageModelStub(self.llm.channel).Generate(
             request, timeout=self.deadlines.llm_total_s, wait_for_ready=False,
             metadata=self.llm.metadata)
@@ -230,8 +193,9 @@ class Stages:
                 async with asyncio.timeout(self.deadlines.llm_ttft_s):
                     first = await anext(replies, None)
             except TimeoutError:
-                raise StageError("llm", self.llm.address, "DEADLINE_EXCEEDED",
-                                 f"no first token within {self.deadlines.llm_ttft_s:g} s") from None
+                raise StageError("llm", "DEADLINE_EXCEEDED",
+                                 f"no first token within {self.deadlines.llm_ttft_s:g} s",
+                                 self.llm.address) from None
             while first is not None:
                 event = first.WhichOneof("event")
                 if event == "text_delta":
@@ -259,9 +223,9 @@ class Stages:
                 event = reply.WhichOneof("event")
                 if event == "format":
                     if reply.format.encoding != audio_pb2.PCM_S16LE:
-                        raise StageError("tts", self.tts.address, "INTERNAL",
-                                         "asked for PCM_S16LE audio, got "
-                                         + audio_pb2.AudioEncoding.Name(reply.format.encoding))
+                        raise StageError("tts", "INTERNAL", "asked for PCM_S16LE audio, got "
+                                         + audio_pb2.AudioEncoding.Name(reply.format.encoding),
+                                         self.tts.address)
                     yield PcmFormat(reply.format.sample_rate_hz, reply.format.channels or 1)
                 elif event == "audio" and reply.audio.data:
                     yield reply.audio.data

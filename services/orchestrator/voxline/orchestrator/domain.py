@@ -1,0 +1,138 @@
+"""The orchestrator's domain: what it asks of the three stages, as plain dataclasses, and the seam.
+
+``StageClients`` is the one thing a turn or a session needs from the outside world. The gRPC
+implementation (``grpc_stages.GrpcStages``) sits behind it; tests and benchmarks plug in-memory
+fakes (``voxline.testing.stage_fakes``) into the same place, so the turn logic runs without sockets.
+No grpc and no protobuf imports here.
+
+Growing the seam: a new capability is a new method here, in domain types, implemented by
+``GrpcStages`` and by the in-memory fakes. Streams are async generators (closed with
+``contextlib.aclosing``; closing or cancelling one cancels the call in the service). A streaming
+STT, for example, would be ``stream_transcribe(audio: AsyncIterator[bytes], fmt, language)
+-> AsyncGenerator[SpeechEvent, None]`` with ``SpeechEvent`` a union of dataclasses defined here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncGenerator, Sequence
+from typing import Protocol
+
+from voxline.common.errors import VoxlineError
+
+# --- what flows to and from the stages ---------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class InputFormat:
+    """Format of the user's audio: encoding is an AudioEncoding name ("PCM_S16LE", "WAV", ...)."""
+
+    encoding: str = "AUDIO_ENCODING_UNSPECIFIED"
+    sample_rate_hz: int = 0
+    channels: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class Transcription:
+    """The STT result the orchestrator uses."""
+
+    text: str
+    language: str
+    audio_seconds: float
+    processing_ms: float
+
+
+@dataclasses.dataclass(frozen=True)
+class ChatMessage:
+    """One message of the conversation sent to the LLM."""
+
+    role: str
+    content: str
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampling:
+    """LLM sampling options (None: the server's default)."""
+
+    temperature: float | None = None
+    top_p: float | None = None
+    max_tokens: int = 0
+    stop: tuple[str, ...] = ()
+    seed: int | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class GenerateOptions:
+    """How the LLM should answer: sampling, provider order (empty: the gateway's), cache bypass."""
+
+    sampling: Sampling | None = None
+    providers: tuple[str, ...] = ()
+    no_cache: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
+class LlmSummary:
+    """The LLM's closing summary."""
+
+    provider: str
+    model: str
+    ttft_ms: float
+    total_ms: float
+    cache_hit: bool
+    finish_reason: str
+    input_tokens: int
+    output_tokens: int
+
+
+@dataclasses.dataclass(frozen=True)
+class PcmFormat:
+    """Format of TTS audio: PCM s16le at this rate and channel count."""
+
+    sample_rate_hz: int
+    channels: int
+
+
+# --- failures ----------------------------------------------------------------------------------
+
+_WHAT = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline exceeded"}
+
+
+class StageError(VoxlineError):
+    """A stage call failed; ``code_name`` is the gRPC status the failure maps to for the client.
+
+    The message names the stage and, when known, where it was called
+    ("UNAVAILABLE: llm stage unavailable at 127.0.0.1:50052: ...").
+    """
+
+    def __init__(self, stage: str, code_name: str, detail: str, address: str = "") -> None:
+        self.stage = stage
+        self.code_name = code_name
+        self.detail = detail
+        self.address = address
+        where = f" at {address}" if address else ""
+        super().__init__(f"{code_name}: {stage} stage {_WHAT.get(code_name, 'failed')}{where}: {detail}")
+
+
+# --- the seam ----------------------------------------------------------------------------------
+
+
+class StageClients(Protocol):
+    """What a turn and a session need from STT, LLM and TTS. Failures raise ``StageError``."""
+
+    async def transcribe(self, audio: bytes, fmt: InputFormat, language: str) -> Transcription:
+        """Transcribe a whole utterance."""
+        ...
+
+    def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
+                 ) -> AsyncGenerator[str | LlmSummary, None]:
+        """Text deltas (str) as they come, then one LlmSummary."""
+        ...
+
+    def synthesize(self, text: str, voice: str, sample_rate_hz: int
+                   ) -> AsyncGenerator[PcmFormat | bytes, None]:
+        """The output format (PcmFormat) first, then PCM s16le audio chunks."""
+        ...
+
+    async def list_voices(self) -> list[str]:
+        """Names of the TTS voices, the default first."""
+        ...
