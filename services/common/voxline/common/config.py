@@ -84,6 +84,11 @@ class ServerConfig:
     tls_client_ca: str = ""
     #: File holding the bearer token every call except health and reflection must carry.
     auth_token_file: str = ""
+    #: Prometheus scrape endpoint port (0: a free port, logged); None: no endpoint.
+    metrics_port: int | None = None
+    #: Close each client connection after this many seconds (GOAWAY; calls in flight finish) so
+    #: clients re-resolve and new replicas get traffic; 0: never.
+    max_connection_age_s: float = 0.0
 
 
 def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
@@ -103,6 +108,11 @@ def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     option(group, "--log-format", env="VOXLINE_LOG_FORMAT", default="text",
            choices=["text", "json"], help="log line format")
+    option(group, "--metrics-port", env="VOXLINE_METRICS_PORT", default=None, type=_optional_port,
+           help="serve Prometheus metrics on this port (0: a free port, logged; empty: none)")
+    option(group, "--max-connection-age-s", env="VOXLINE_MAX_CONNECTION_AGE_S", default=0.0, type=float,
+           help="close client connections after this age so clients re-resolve and new replicas "
+                "get traffic; calls in flight finish (0: never)")
     security = parser.add_argument_group("security (off by default)")
     option(security, "--tls-cert", env="VOXLINE_TLS_CERT", default="",
            help="PEM certificate chain: serve TLS (needs --tls-key)")
@@ -115,6 +125,11 @@ def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
                 "'authorization: Bearer <token>' metadata")
 
 
+def _optional_port(text: str) -> int | None:
+    """A port number, or None for an empty value (the option is off)."""
+    return int(text) if text.strip() else None
+
+
 def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
     """Build the ServerConfig from parsed arguments, validating ranges."""
     if not 0 <= ns.port <= 65535:
@@ -123,6 +138,10 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         raise ConfigError("--max-message-mb must be positive")
     if ns.grace_seconds < 0:
         raise ConfigError("--grace-seconds must be >= 0")
+    if ns.metrics_port is not None and not 0 <= ns.metrics_port <= 65535:
+        raise ConfigError(f"--metrics-port must be 0..65535, got {ns.metrics_port}")
+    if ns.max_connection_age_s < 0:
+        raise ConfigError("--max-connection-age-s must be >= 0")
     if bool(ns.tls_cert) != bool(ns.tls_key):
         raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
     if ns.tls_client_ca and not ns.tls_cert:
@@ -145,6 +164,8 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
         auth_token_file=ns.auth_token_file,
+        metrics_port=ns.metrics_port,
+        max_connection_age_s=ns.max_connection_age_s,
     )
 
 

@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voxline.common.config import ServerConfig, read_config_file, read_token_file
+from voxline.common.metrics import ActiveRequestsInterceptor, setup_metrics, shutdown_metrics
 from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
@@ -167,13 +168,18 @@ class RunningServer:
 async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer:
     """Create, bind and start the server (health NOT_SERVING); does not warm up."""
     setup_telemetry(spec.name)
+    metrics_port = setup_metrics(spec.name, port=config.metrics_port, host=config.host)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),
         ("grpc.so_reuseport", 0),
     ]
+    if config.max_connection_age_s > 0:
+        # GOAWAY after this age (calls in flight finish): clients reconnect, re-resolve DNS, and new
+        # replicas get their share of calls.
+        options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
     credentials = _server_credentials(config)
-    interceptors = list(spec.interceptors)
+    interceptors = [ActiveRequestsInterceptor(), *spec.interceptors]
     if config.auth_token_file:
         token = read_token_file(config.auth_token_file, "--auth-token-file")
         interceptors.insert(0, BearerTokenInterceptor(token))
@@ -194,6 +200,7 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
     await server.start()
     tls = "off" if credentials is None else "mutual" if config.tls_client_ca else "on"
     log.info(LISTENING_MESSAGE, extra={"service": spec.name, "host": config.host, "port": port,
+                                       "metrics_port": metrics_port,
                                        "tls": tls, "auth": "token" if config.auth_token_file else "off"})
     return running
 
@@ -221,6 +228,7 @@ async def serve(spec: ServiceSpec, config: ServerConfig,
                 task.cancel()
         await asyncio.gather(warm, stopper, return_exceptions=True)
         await running.stop()
+        shutdown_metrics()
         shutdown_telemetry()
 
 
