@@ -15,4 +15,8 @@ if [[ -f scripts/check_compose.sh ]]; then
   echo "== docker-compose.yml"
   PATH="$root/$bin:$PATH" bash scripts/check_compose.sh
 fi
+if [[ -f scripts/check_k8s.sh ]]; then
+  echo "== deploy/k8s (kustomize render + Kubernetes schemas)"
+  VOXLINE_BIN="$bin" bash scripts/check_k8s.sh
+fi
 echo "checks passed"
