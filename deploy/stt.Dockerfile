@@ -15,7 +15,9 @@ ARG CUDA_LIBS=""
 WORKDIR /opt/voxline
 COPY common/ common/
 COPY stt/ stt/
+# pipecat-ai only for the Smart Turn v3 ONNX file inside it (never imported): no dependencies.
 RUN pip install ./common ./stt \
+ && pip install --no-deps pipecat-ai==1.14.0 \
  && if [ -n "$CUDA_LIBS" ]; then pip install $CUDA_LIBS; fi \
  && useradd --system --create-home --uid 10001 voxline
 # Where the pip-installed CUDA libraries land (absent, and ignored, in the CPU image).

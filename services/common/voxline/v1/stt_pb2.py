@@ -25,13 +25,17 @@ _sym_db = _symbol_database.Default()
 from voxline.v1 import audio_pb2 as voxline_dot_v1_dot_audio__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxline/v1/stt.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\"\xa5\x01\n\x11RecognitionConfig\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x11\n\tbeam_size\x18\x03 \x01(\x05\x12\x17\n\nvad_filter\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\x12partial_interval_s\x18\x05 \x01(\x02\x42\r\n\x0b_vad_filter\"Q\n\x11TranscribeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxline.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"7\n\x07Segment\x12\x0f\n\x07start_s\x18\x01 \x01(\x02\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xba\x01\n\x12TranscribeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x1c\n\x14language_probability\x18\x03 \x01(\x02\x12%\n\x08segments\x18\x04 \x03(\x0b\x32\x13.voxline.v1.Segment\x12\x15\n\raudio_seconds\x18\x05 \x01(\x02\x12\x15\n\rprocessing_ms\x18\x06 \x01(\x02\x12\x11\n\tdecode_ms\x18\x07 \x01(\x02\"i\n\x1aStreamingTranscribeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxline.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"_\n\x1bStreamingTranscribeResponse\x12\x10\n\x08is_final\x18\x01 \x01(\x08\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.voxline.v1.TranscribeResponse2\xc7\x01\n\x0cSpeechToText\x12K\n\nTranscribe\x12\x1d.voxline.v1.TranscribeRequest\x1a\x1e.voxline.v1.TranscribeResponse\x12j\n\x13StreamingTranscribe\x12&.voxline.v1.StreamingTranscribeRequest\x1a\'.voxline.v1.StreamingTranscribeResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxline/v1/stt.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\"\xa5\x01\n\x11RecognitionConfig\x12\'\n\x06\x66ormat\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x11\n\tbeam_size\x18\x03 \x01(\x05\x12\x17\n\nvad_filter\x18\x04 \x01(\x08H\x00\x88\x01\x01\x12\x1a\n\x12partial_interval_s\x18\x05 \x01(\x02\x42\r\n\x0b_vad_filter\"Q\n\x11TranscribeRequest\x12-\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxline.v1.RecognitionConfig\x12\r\n\x05\x61udio\x18\x02 \x01(\x0c\"7\n\x07Segment\x12\x0f\n\x07start_s\x18\x01 \x01(\x02\x12\r\n\x05\x65nd_s\x18\x02 \x01(\x02\x12\x0c\n\x04text\x18\x03 \x01(\t\"\xba\x01\n\x12TranscribeResponse\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\x12\x1c\n\x14language_probability\x18\x03 \x01(\x02\x12%\n\x08segments\x18\x04 \x03(\x0b\x32\x13.voxline.v1.Segment\x12\x15\n\raudio_seconds\x18\x05 \x01(\x02\x12\x15\n\rprocessing_ms\x18\x06 \x01(\x02\x12\x11\n\tdecode_ms\x18\x07 \x01(\x02\"i\n\x1aStreamingTranscribeRequest\x12/\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x1d.voxline.v1.RecognitionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x42\t\n\x07request\"_\n\x1bStreamingTranscribeResponse\x12\x10\n\x08is_final\x18\x01 \x01(\x08\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.voxline.v1.TranscribeResponse\"\x88\x01\n\nTurnConfig\x12*\n\x08\x64\x65tector\x18\x01 \x01(\x0e\x32\x18.voxline.v1.TurnDetector\x12\x1b\n\x13\x63omplete_silence_ms\x18\x02 \x01(\x05\x12\x1d\n\x15incomplete_silence_ms\x18\x03 \x01(\x05\x12\x12\n\nsilence_ms\x18\x04 \x01(\x05\"h\n\x0cListenConfig\x12\x32\n\x0brecognition\x18\x01 \x01(\x0b\x32\x1d.voxline.v1.RecognitionConfig\x12$\n\x04turn\x18\x02 \x01(\x0b\x32\x16.voxline.v1.TurnConfig\"\t\n\x07\x45ndTurn\"\x0e\n\x0cReplyStarted\"\xb3\x01\n\rListenRequest\x12*\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x18.voxline.v1.ListenConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\'\n\x08\x65nd_turn\x18\x03 \x01(\x0b\x32\x13.voxline.v1.EndTurnH\x00\x12\x31\n\rreply_started\x18\x04 \x01(\x0b\x32\x18.voxline.v1.ReplyStartedH\x00\x42\t\n\x07request\"C\n\rSpeechStarted\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x0c\n\x04\x61t_s\x18\x02 \x01(\x01\x12\x16\n\x0e\x63ontinues_turn\x18\x03 \x01(\x08\"m\n\x0cSpeechPaused\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x17\n\x0f\x65nd_of_speech_s\x18\x02 \x01(\x01\x12\x1c\n\x14\x63omplete_probability\x18\x03 \x01(\x02\x12\x18\n\x10silence_limit_ms\x18\x04 \x01(\x05\"x\n\x11InterimTranscript\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12.\n\x06result\x18\x02 \x01(\x0b\x32\x1e.voxline.v1.TranscribeResponse\x12\x13\n\x0b\x61udio_end_s\x18\x03 \x01(\x01\x12\x10\n\x08\x61t_pause\x18\x04 \x01(\x08\"\xc3\x01\n\tEndOfTurn\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12\x17\n\x0f\x65nd_of_speech_s\x18\x02 \x01(\x01\x12\x12\n\nended_at_s\x18\x03 \x01(\x01\x12)\n\x06reason\x18\x04 \x01(\x0e\x32\x19.voxline.v1.TurnEndReason\x12\x1c\n\x14\x63omplete_probability\x18\x05 \x01(\x02\x12\x32\n\ntranscript\x18\x06 \x01(\x0b\x32\x1e.voxline.v1.TranscribeResponse\"\xe1\x01\n\x0eListenResponse\x12\x33\n\x0espeech_started\x18\x01 \x01(\x0b\x32\x19.voxline.v1.SpeechStartedH\x00\x12\x31\n\rspeech_paused\x18\x02 \x01(\x0b\x32\x18.voxline.v1.SpeechPausedH\x00\x12\x30\n\x07interim\x18\x03 \x01(\x0b\x32\x1d.voxline.v1.InterimTranscriptH\x00\x12,\n\x0b\x65nd_of_turn\x18\x04 \x01(\x0b\x32\x15.voxline.v1.EndOfTurnH\x00\x42\x07\n\x05\x65vent*]\n\x0cTurnDetector\x12\x1d\n\x19TURN_DETECTOR_UNSPECIFIED\x10\x00\x12\x0e\n\nSMART_TURN\x10\x01\x12\x0e\n\nSILERO_VAD\x10\x02\x12\x0e\n\nENERGY_VAD\x10\x03*g\n\rTurnEndReason\x12\x1f\n\x1bTURN_END_REASON_UNSPECIFIED\x10\x00\x12\x0c\n\x08\x43OMPLETE\x10\x01\x12\x0b\n\x07SILENCE\x10\x02\x12\n\n\x06\x43LIENT\x10\x03\x12\x0e\n\nSTREAM_END\x10\x04\x32\x8c\x02\n\x0cSpeechToText\x12K\n\nTranscribe\x12\x1d.voxline.v1.TranscribeRequest\x1a\x1e.voxline.v1.TranscribeResponse\x12j\n\x13StreamingTranscribe\x12&.voxline.v1.StreamingTranscribeRequest\x1a\'.voxline.v1.StreamingTranscribeResponse(\x01\x30\x01\x12\x43\n\x06Listen\x12\x19.voxline.v1.ListenRequest\x1a\x1a.voxline.v1.ListenResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxline.v1.stt_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_TURNDETECTOR']._serialized_start=1943
+  _globals['_TURNDETECTOR']._serialized_end=2036
+  _globals['_TURNENDREASON']._serialized_start=2038
+  _globals['_TURNENDREASON']._serialized_end=2141
   _globals['_RECOGNITIONCONFIG']._serialized_start=61
   _globals['_RECOGNITIONCONFIG']._serialized_end=226
   _globals['_TRANSCRIBEREQUEST']._serialized_start=228
@@ -44,6 +48,26 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STREAMINGTRANSCRIBEREQUEST']._serialized_end=662
   _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_start=664
   _globals['_STREAMINGTRANSCRIBERESPONSE']._serialized_end=759
-  _globals['_SPEECHTOTEXT']._serialized_start=762
-  _globals['_SPEECHTOTEXT']._serialized_end=961
+  _globals['_TURNCONFIG']._serialized_start=762
+  _globals['_TURNCONFIG']._serialized_end=898
+  _globals['_LISTENCONFIG']._serialized_start=900
+  _globals['_LISTENCONFIG']._serialized_end=1004
+  _globals['_ENDTURN']._serialized_start=1006
+  _globals['_ENDTURN']._serialized_end=1015
+  _globals['_REPLYSTARTED']._serialized_start=1017
+  _globals['_REPLYSTARTED']._serialized_end=1031
+  _globals['_LISTENREQUEST']._serialized_start=1034
+  _globals['_LISTENREQUEST']._serialized_end=1213
+  _globals['_SPEECHSTARTED']._serialized_start=1215
+  _globals['_SPEECHSTARTED']._serialized_end=1282
+  _globals['_SPEECHPAUSED']._serialized_start=1284
+  _globals['_SPEECHPAUSED']._serialized_end=1393
+  _globals['_INTERIMTRANSCRIPT']._serialized_start=1395
+  _globals['_INTERIMTRANSCRIPT']._serialized_end=1515
+  _globals['_ENDOFTURN']._serialized_start=1518
+  _globals['_ENDOFTURN']._serialized_end=1713
+  _globals['_LISTENRESPONSE']._serialized_start=1716
+  _globals['_LISTENRESPONSE']._serialized_end=1941
+  _globals['_SPEECHTOTEXT']._serialized_start=2144
+  _globals['_SPEECHTOTEXT']._serialized_end=2412
 # @@protoc_insertion_point(module_scope)

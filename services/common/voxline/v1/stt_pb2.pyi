@@ -7,6 +7,7 @@ from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voxline.v1 import audio_pb2 as _audio_pb2
 import builtins as _builtins
 import sys
@@ -18,6 +19,70 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _TurnDetector:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TurnDetectorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TurnDetector.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TURN_DETECTOR_UNSPECIFIED: _TurnDetector.ValueType  # 0
+    """The server's default (SMART_TURN)."""
+    SMART_TURN: _TurnDetector.ValueType  # 1
+    """Silero VAD finds pauses; Smart Turn v3 judges at each pause whether the sentence is complete:
+    a complete one ends after complete_silence_ms of silence, an incomplete one after
+    incomplete_silence_ms.
+    """
+    SILERO_VAD: _TurnDetector.ValueType  # 2
+    """Silero VAD only: the turn ends after silence_ms of silence."""
+    ENERGY_VAD: _TurnDetector.ValueType  # 3
+    """RMS energy threshold only (the fallback): the turn ends after silence_ms of silence."""
+
+class TurnDetector(_TurnDetector, metaclass=_TurnDetectorEnumTypeWrapper):
+    """How the end of a user's turn is decided."""
+
+TURN_DETECTOR_UNSPECIFIED: TurnDetector.ValueType  # 0
+"""The server's default (SMART_TURN)."""
+SMART_TURN: TurnDetector.ValueType  # 1
+"""Silero VAD finds pauses; Smart Turn v3 judges at each pause whether the sentence is complete:
+a complete one ends after complete_silence_ms of silence, an incomplete one after
+incomplete_silence_ms.
+"""
+SILERO_VAD: TurnDetector.ValueType  # 2
+"""Silero VAD only: the turn ends after silence_ms of silence."""
+ENERGY_VAD: TurnDetector.ValueType  # 3
+"""RMS energy threshold only (the fallback): the turn ends after silence_ms of silence."""
+Global___TurnDetector: _TypeAlias = TurnDetector  # noqa: Y015
+
+class _TurnEndReason:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _TurnEndReasonEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TurnEndReason.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    TURN_END_REASON_UNSPECIFIED: _TurnEndReason.ValueType  # 0
+    COMPLETE: _TurnEndReason.ValueType  # 1
+    """SMART_TURN judged the sentence complete and complete_silence_ms passed."""
+    SILENCE: _TurnEndReason.ValueType  # 2
+    """The silence limit of an incomplete sentence (or the VAD-only silence) passed."""
+    CLIENT: _TurnEndReason.ValueType  # 3
+    """The client sent EndTurn."""
+    STREAM_END: _TurnEndReason.ValueType  # 4
+    """The request stream ended during speech."""
+
+class TurnEndReason(_TurnEndReason, metaclass=_TurnEndReasonEnumTypeWrapper):
+    """Why a turn ended."""
+
+TURN_END_REASON_UNSPECIFIED: TurnEndReason.ValueType  # 0
+COMPLETE: TurnEndReason.ValueType  # 1
+"""SMART_TURN judged the sentence complete and complete_silence_ms passed."""
+SILENCE: TurnEndReason.ValueType  # 2
+"""The silence limit of an incomplete sentence (or the VAD-only silence) passed."""
+CLIENT: TurnEndReason.ValueType  # 3
+"""The client sent EndTurn."""
+STREAM_END: TurnEndReason.ValueType  # 4
+"""The request stream ended during speech."""
+Global___TurnEndReason: _TypeAlias = TurnEndReason  # noqa: Y015
 
 @_typing.final
 class RecognitionConfig(_message.Message):
@@ -228,3 +293,339 @@ class StreamingTranscribeResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___StreamingTranscribeResponse: _TypeAlias = StreamingTranscribeResponse  # noqa: Y015
+
+@_typing.final
+class TurnConfig(_message.Message):
+    """How turns are detected; zero values take the server's defaults."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DETECTOR_FIELD_NUMBER: _builtins.int
+    COMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
+    INCOMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
+    SILENCE_MS_FIELD_NUMBER: _builtins.int
+    detector: Global___TurnDetector.ValueType
+    """The detector."""
+    complete_silence_ms: _builtins.int
+    """SMART_TURN: silence after a complete sentence that ends the turn, ms (default 200)."""
+    incomplete_silence_ms: _builtins.int
+    """SMART_TURN: silence after an incomplete sentence that ends the turn, ms (default 1500)."""
+    silence_ms: _builtins.int
+    """SILERO_VAD / ENERGY_VAD: silence that ends the turn, ms (default 600)."""
+    def __init__(
+        self,
+        *,
+        detector: Global___TurnDetector.ValueType = ...,
+        complete_silence_ms: _builtins.int = ...,
+        incomplete_silence_ms: _builtins.int = ...,
+        silence_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_silence_ms", b"complete_silence_ms", "detector", b"detector", "incomplete_silence_ms", b"incomplete_silence_ms", "silence_ms", b"silence_ms"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___TurnConfig: _TypeAlias = TurnConfig  # noqa: Y015
+
+@_typing.final
+class ListenConfig(_message.Message):
+    """First message of Listen."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECOGNITION_FIELD_NUMBER: _builtins.int
+    TURN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def recognition(self) -> Global___RecognitionConfig:
+        """Recognition settings. format must be PCM_S16LE with sample_rate_hz; partial_interval_s sets
+        the interval of interim transcripts while the user speaks.
+        """
+
+    @_builtins.property
+    def turn(self) -> Global___TurnConfig:
+        """Turn detection."""
+
+    def __init__(
+        self,
+        *,
+        recognition: Global___RecognitionConfig | None = ...,
+        turn: Global___TurnConfig | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["recognition", b"recognition", "turn", b"turn"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["recognition", b"recognition", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListenConfig: _TypeAlias = ListenConfig  # noqa: Y015
+
+@_typing.final
+class EndTurn(_message.Message):
+    """The client marked the end of the user's turn: end it now (no silence wait)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndTurn: _TypeAlias = EndTurn  # noqa: Y015
+
+@_typing.final
+class ReplyStarted(_message.Message):
+    """The assistant started to speak: speech from now on starts a new turn (a barge-in) instead of
+    continuing the last one. Until then, speech after an ended turn continues that turn.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplyStarted: _TypeAlias = ReplyStarted  # noqa: Y015
+
+@_typing.final
+class ListenRequest(_message.Message):
+    """A message of the Listen request stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONFIG_FIELD_NUMBER: _builtins.int
+    AUDIO_FIELD_NUMBER: _builtins.int
+    END_TURN_FIELD_NUMBER: _builtins.int
+    REPLY_STARTED_FIELD_NUMBER: _builtins.int
+    audio: _builtins.bytes
+    """A chunk of raw PCM in the configured format."""
+    @_builtins.property
+    def config(self) -> Global___ListenConfig:
+        """Must be the first message, and only the first."""
+
+    @_builtins.property
+    def end_turn(self) -> Global___EndTurn:
+        """End the current turn now."""
+
+    @_builtins.property
+    def reply_started(self) -> Global___ReplyStarted:
+        """The reply to the last turn started playing."""
+
+    def __init__(
+        self,
+        *,
+        config: Global___ListenConfig | None = ...,
+        audio: _builtins.bytes = ...,
+        end_turn: Global___EndTurn | None = ...,
+        reply_started: Global___ReplyStarted | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_turn", b"end_turn", "reply_started", b"reply_started", "request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_turn", b"end_turn", "reply_started", b"reply_started", "request", b"request"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["config", "audio", "end_turn", "reply_started"]  # noqa: Y015
+    _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
+
+Global___ListenRequest: _TypeAlias = ListenRequest  # noqa: Y015
+
+@_typing.final
+class SpeechStarted(_message.Message):
+    """The user started speaking."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    AT_S_FIELD_NUMBER: _builtins.int
+    CONTINUES_TURN_FIELD_NUMBER: _builtins.int
+    turn: _builtins.int
+    """Turn number in this stream, from 1."""
+    at_s: _builtins.float
+    """Start of the voiced audio, seconds of stream audio."""
+    continues_turn: _builtins.bool
+    """True when the speech continues a turn that had paused or even ended, because no reply was
+    started (ReplyStarted) since: the turn's transcript will cover all of its speech.
+    """
+    def __init__(
+        self,
+        *,
+        turn: _builtins.int = ...,
+        at_s: _builtins.float = ...,
+        continues_turn: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_s", b"at_s", "continues_turn", b"continues_turn", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechStarted: _TypeAlias = SpeechStarted  # noqa: Y015
+
+@_typing.final
+class SpeechPaused(_message.Message):
+    """The user paused: the VAD heard a short silence after speech."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    END_OF_SPEECH_S_FIELD_NUMBER: _builtins.int
+    COMPLETE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    SILENCE_LIMIT_MS_FIELD_NUMBER: _builtins.int
+    turn: _builtins.int
+    """Turn number."""
+    end_of_speech_s: _builtins.float
+    """End of the last voiced frame: the real end of speech, seconds of stream audio."""
+    complete_probability: _builtins.float
+    """SMART_TURN: probability that the turn is complete (0..1); -1 for the other detectors."""
+    silence_limit_ms: _builtins.int
+    """Silence after end_of_speech_s that will end the turn unless speech resumes, ms."""
+    def __init__(
+        self,
+        *,
+        turn: _builtins.int = ...,
+        end_of_speech_s: _builtins.float = ...,
+        complete_probability: _builtins.float = ...,
+        silence_limit_ms: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_probability", b"complete_probability", "end_of_speech_s", b"end_of_speech_s", "silence_limit_ms", b"silence_limit_ms", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SpeechPaused: _TypeAlias = SpeechPaused  # noqa: Y015
+
+@_typing.final
+class InterimTranscript(_message.Message):
+    """A transcript of the turn's speech so far."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    RESULT_FIELD_NUMBER: _builtins.int
+    AUDIO_END_S_FIELD_NUMBER: _builtins.int
+    AT_PAUSE_FIELD_NUMBER: _builtins.int
+    turn: _builtins.int
+    """Turn number."""
+    audio_end_s: _builtins.float
+    """Seconds of stream audio it covers (up to this point)."""
+    at_pause: _builtins.bool
+    """True when it covers all of the turn's speech up to the current pause, with no speech since:
+    the text a reply may be started on speculatively.
+    """
+    @_builtins.property
+    def result(self) -> Global___TranscribeResponse:
+        """The transcript."""
+
+    def __init__(
+        self,
+        *,
+        turn: _builtins.int = ...,
+        result: Global___TranscribeResponse | None = ...,
+        audio_end_s: _builtins.float = ...,
+        at_pause: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["at_pause", b"at_pause", "audio_end_s", b"audio_end_s", "result", b"result", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InterimTranscript: _TypeAlias = InterimTranscript  # noqa: Y015
+
+@_typing.final
+class EndOfTurn(_message.Message):
+    """The user's turn ended (it may still be continued: see SpeechStarted.continues_turn)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TURN_FIELD_NUMBER: _builtins.int
+    END_OF_SPEECH_S_FIELD_NUMBER: _builtins.int
+    ENDED_AT_S_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    COMPLETE_PROBABILITY_FIELD_NUMBER: _builtins.int
+    TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    turn: _builtins.int
+    """Turn number."""
+    end_of_speech_s: _builtins.float
+    """End of the last voiced frame, seconds of stream audio."""
+    ended_at_s: _builtins.float
+    """When the turn was ended, seconds of stream audio (end_of_speech_s + the silence waited)."""
+    reason: Global___TurnEndReason.ValueType
+    """Why it ended."""
+    complete_probability: _builtins.float
+    """SMART_TURN: the last judgement, 0..1; -1 otherwise."""
+    @_builtins.property
+    def transcript(self) -> Global___TranscribeResponse:
+        """The transcript of all of the turn's speech."""
+
+    def __init__(
+        self,
+        *,
+        turn: _builtins.int = ...,
+        end_of_speech_s: _builtins.float = ...,
+        ended_at_s: _builtins.float = ...,
+        reason: Global___TurnEndReason.ValueType = ...,
+        complete_probability: _builtins.float = ...,
+        transcript: Global___TranscribeResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["transcript", b"transcript"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_probability", b"complete_probability", "end_of_speech_s", b"end_of_speech_s", "ended_at_s", b"ended_at_s", "reason", b"reason", "transcript", b"transcript", "turn", b"turn"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___EndOfTurn: _TypeAlias = EndOfTurn  # noqa: Y015
+
+@_typing.final
+class ListenResponse(_message.Message):
+    """A message of the Listen response stream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SPEECH_STARTED_FIELD_NUMBER: _builtins.int
+    SPEECH_PAUSED_FIELD_NUMBER: _builtins.int
+    INTERIM_FIELD_NUMBER: _builtins.int
+    END_OF_TURN_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def speech_started(self) -> Global___SpeechStarted:
+        """Speech began (or resumed)."""
+
+    @_builtins.property
+    def speech_paused(self) -> Global___SpeechPaused:
+        """Speech paused."""
+
+    @_builtins.property
+    def interim(self) -> Global___InterimTranscript:
+        """A transcript while the turn goes on."""
+
+    @_builtins.property
+    def end_of_turn(self) -> Global___EndOfTurn:
+        """The turn ended, with its final transcript."""
+
+    def __init__(
+        self,
+        *,
+        speech_started: Global___SpeechStarted | None = ...,
+        speech_paused: Global___SpeechPaused | None = ...,
+        interim: Global___InterimTranscript | None = ...,
+        end_of_turn: Global___EndOfTurn | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_of_turn", b"end_of_turn", "event", b"event", "interim", b"interim", "speech_paused", b"speech_paused", "speech_started", b"speech_started"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["end_of_turn", b"end_of_turn", "event", b"event", "interim", b"interim", "speech_paused", b"speech_paused", "speech_started", b"speech_started"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["speech_started", "speech_paused", "interim", "end_of_turn"]  # noqa: Y015
+    _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
+
+Global___ListenResponse: _TypeAlias = ListenResponse  # noqa: Y015

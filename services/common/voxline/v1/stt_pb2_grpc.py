@@ -45,6 +45,11 @@ class SpeechToTextStub:
                 request_serializer=voxline_dot_v1_dot_stt__pb2.StreamingTranscribeRequest.SerializeToString,
                 response_deserializer=voxline_dot_v1_dot_stt__pb2.StreamingTranscribeResponse.FromString,
                 _registered_method=True)
+        self.Listen = channel.stream_stream(
+                '/voxline.v1.SpeechToText/Listen',
+                request_serializer=voxline_dot_v1_dot_stt__pb2.ListenRequest.SerializeToString,
+                response_deserializer=voxline_dot_v1_dot_stt__pb2.ListenResponse.FromString,
+                _registered_method=True)
 
 
 class SpeechToTextServicer:
@@ -66,6 +71,16 @@ class SpeechToTextServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Listen(self, request_iterator, context):
+        """Turn-taking over one conversation's microphone: first message a ListenConfig, then raw PCM
+        chunks as they are captured (silence included, like an open microphone), and controls.
+        Replies: voice activity, interim transcripts and end-of-turn judgements, for turn after turn.
+        Time is the stream's audio clock: seconds of audio received, from the first chunk.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_SpeechToTextServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -78,6 +93,11 @@ def add_SpeechToTextServicer_to_server(servicer, server):
                     servicer.StreamingTranscribe,
                     request_deserializer=voxline_dot_v1_dot_stt__pb2.StreamingTranscribeRequest.FromString,
                     response_serializer=voxline_dot_v1_dot_stt__pb2.StreamingTranscribeResponse.SerializeToString,
+            ),
+            'Listen': grpc.stream_stream_rpc_method_handler(
+                    servicer.Listen,
+                    request_deserializer=voxline_dot_v1_dot_stt__pb2.ListenRequest.FromString,
+                    response_serializer=voxline_dot_v1_dot_stt__pb2.ListenResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -135,6 +155,33 @@ class SpeechToText:
             '/voxline.v1.SpeechToText/StreamingTranscribe',
             voxline_dot_v1_dot_stt__pb2.StreamingTranscribeRequest.SerializeToString,
             voxline_dot_v1_dot_stt__pb2.StreamingTranscribeResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Listen(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/voxline.v1.SpeechToText/Listen',
+            voxline_dot_v1_dot_stt__pb2.ListenRequest.SerializeToString,
+            voxline_dot_v1_dot_stt__pb2.ListenResponse.FromString,
             options,
             channel_credentials,
             insecure,

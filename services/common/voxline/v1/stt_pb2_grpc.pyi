@@ -39,6 +39,12 @@ class SpeechToTextStub:
     """First message: config; then audio chunks. Partial transcripts while audio arrives
     (raw PCM only), one final transcript after the client half-closes.
     """
+    Listen: _grpc.StreamStreamMultiCallable[_stt_pb2.ListenRequest, _stt_pb2.ListenResponse]
+    """Turn-taking over one conversation's microphone: first message a ListenConfig, then raw PCM
+    chunks as they are captured (silence included, like an open microphone), and controls.
+    Replies: voice activity, interim transcripts and end-of-turn judgements, for turn after turn.
+    Time is the stream's audio clock: seconds of audio received, from the first chunk.
+    """
 
 @_typing.type_check_only
 class SpeechToTextAsyncStub(SpeechToTextStub):
@@ -50,6 +56,12 @@ class SpeechToTextAsyncStub(SpeechToTextStub):
     StreamingTranscribe: _aio.StreamStreamMultiCallable[_stt_pb2.StreamingTranscribeRequest, _stt_pb2.StreamingTranscribeResponse]  # type: ignore[assignment]
     """First message: config; then audio chunks. Partial transcripts while audio arrives
     (raw PCM only), one final transcript after the client half-closes.
+    """
+    Listen: _aio.StreamStreamMultiCallable[_stt_pb2.ListenRequest, _stt_pb2.ListenResponse]  # type: ignore[assignment]
+    """Turn-taking over one conversation's microphone: first message a ListenConfig, then raw PCM
+    chunks as they are captured (silence included, like an open microphone), and controls.
+    Replies: voice activity, interim transcripts and end-of-turn judgements, for turn after turn.
+    Time is the stream's audio clock: seconds of audio received, from the first chunk.
     """
 
 class SpeechToTextServicer(metaclass=_abc_1.ABCMeta):
@@ -71,6 +83,18 @@ class SpeechToTextServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_stt_pb2.StreamingTranscribeResponse], _abc.AsyncIterator[_stt_pb2.StreamingTranscribeResponse]]:
         """First message: config; then audio chunks. Partial transcripts while audio arrives
         (raw PCM only), one final transcript after the client half-closes.
+        """
+
+    @_abc_1.abstractmethod
+    def Listen(
+        self,
+        request_iterator: _MaybeAsyncIterator[_stt_pb2.ListenRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_stt_pb2.ListenResponse], _abc.AsyncIterator[_stt_pb2.ListenResponse]]:
+        """Turn-taking over one conversation's microphone: first message a ListenConfig, then raw PCM
+        chunks as they are captured (silence included, like an open microphone), and controls.
+        Replies: voice activity, interim transcripts and end-of-turn judgements, for turn after turn.
+        Time is the stream's audio clock: seconds of audio received, from the first chunk.
         """
 
 def add_SpeechToTextServicer_to_server(servicer: SpeechToTextServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -24,31 +24,32 @@ _sym_db = _symbol_database.Default()
 
 from voxline.v1 import audio_pb2 as voxline_dot_v1_dot_audio__pb2
 from voxline.v1 import llm_pb2 as voxline_dot_v1_dot_llm__pb2
+from voxline.v1 import stt_pb2 as voxline_dot_v1_dot_stt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voxline/v1/voice.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\x1a\x14voxline/v1/llm.proto\"\xaa\x02\n\rSessionConfig\x12-\n\x0cinput_format\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12\x15\n\rllm_providers\x18\x06 \x03(\t\x12-\n\x08sampling\x18\x07 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x10\n\x08no_cache\x18\x08 \x01(\x08\x12\x12\n\nserver_vad\x18\t \x01(\x08\x12\x16\n\x0evad_silence_ms\x18\n \x01(\x05\"\x10\n\x0e\x45ndOfUtterance\"\xa2\x01\n\x0f\x43onverseRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.voxline.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x36\n\x10\x65nd_of_utterance\x18\x03 \x01(\x0b\x32\x1a.voxline.v1.EndOfUtteranceH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x42\t\n\x07request\",\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\x1e\n\rAssistantText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"\xce\x02\n\x0bTurnMetrics\x12\x0e\n\x06stt_ms\x18\x01 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x02 \x01(\x01\x12\x14\n\x0cllm_total_ms\x18\x03 \x01(\x01\x12\x1a\n\x12tts_first_audio_ms\x18\x04 \x01(\x01\x12\x1e\n\x16time_to_first_audio_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0cllm_provider\x18\x08 \x01(\t\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12&\n\x06status\x18\n \x01(\x0e\x32\x16.voxline.v1.TurnStatus\x12\x11\n\tsentences\x18\x0b \x01(\x05\x12\x1b\n\x13reply_audio_seconds\x18\x0c \x01(\x01\x12\x14\n\x0ctts_total_ms\x18\r \x01(\x01\x12\r\n\x05\x65rror\x18\x0e \x01(\t\"\xfa\x01\n\x10\x43onverseResponse\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12,\n\ntranscript\x18\x02 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x12\x33\n\x0e\x61ssistant_text\x18\x03 \x01(\x0b\x32\x19.voxline.v1.AssistantTextH\x00\x12/\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormatH\x00\x12\x0f\n\x05\x61udio\x18\x05 \x01(\x0cH\x00\x12*\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.voxline.v1.TurnMetricsH\x00\x42\x07\n\x05\x65vent*U\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32[\n\x0eVoiceAssistant\x12I\n\x08\x43onverse\x12\x1b.voxline.v1.ConverseRequest\x1a\x1c.voxline.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voxline/v1/voice.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\x1a\x14voxline/v1/llm.proto\x1a\x14voxline/v1/stt.proto\"\xd7\x03\n\rSessionConfig\x12-\n\x0cinput_format\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12\x15\n\rllm_providers\x18\x06 \x03(\t\x12-\n\x08sampling\x18\x07 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x10\n\x08no_cache\x18\x08 \x01(\x08\x12\x12\n\nserver_vad\x18\t \x01(\x08\x12\x16\n\x0evad_silence_ms\x18\n \x01(\x05\x12/\n\rturn_detector\x18\x0b \x01(\x0e\x32\x18.voxline.v1.TurnDetector\x12 \n\x18turn_complete_silence_ms\x18\x0c \x01(\x05\x12\"\n\x1aturn_incomplete_silence_ms\x18\r \x01(\x05\x12\x1e\n\x11speculative_reply\x18\x0e \x01(\x08H\x00\x88\x01\x01\x42\x14\n\x12_speculative_reply\"\x10\n\x0e\x45ndOfUtterance\"\xa2\x01\n\x0f\x43onverseRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.voxline.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x36\n\x10\x65nd_of_utterance\x18\x03 \x01(\x0b\x32\x1a.voxline.v1.EndOfUtteranceH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x42\t\n\x07request\",\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\x1e\n\rAssistantText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"\x84\x04\n\x0bTurnMetrics\x12\x0e\n\x06stt_ms\x18\x01 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x02 \x01(\x01\x12\x14\n\x0cllm_total_ms\x18\x03 \x01(\x01\x12\x1a\n\x12tts_first_audio_ms\x18\x04 \x01(\x01\x12\x1e\n\x16time_to_first_audio_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0cllm_provider\x18\x08 \x01(\t\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12&\n\x06status\x18\n \x01(\x0e\x32\x16.voxline.v1.TurnStatus\x12\x11\n\tsentences\x18\x0b \x01(\x05\x12\x1b\n\x13reply_audio_seconds\x18\x0c \x01(\x01\x12\x14\n\x0ctts_total_ms\x18\r \x01(\x01\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12\'\n\x1f\x65nd_of_speech_to_first_audio_ms\x18\x0f \x01(\x01\x12\x16\n\x0e\x65ndpointing_ms\x18\x10 \x01(\x01\x12\x1a\n\x12speculative_starts\x18\x11 \x01(\x05\x12\x18\n\x10speculative_hits\x18\x12 \x01(\x05\x12\x1a\n\x12speculative_misses\x18\x13 \x01(\x05\x12!\n\x19speculative_tokens_wasted\x18\x14 \x01(\x05\"\xb0\x02\n\x10\x43onverseResponse\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12,\n\ntranscript\x18\x02 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x12\x33\n\x0e\x61ssistant_text\x18\x03 \x01(\x0b\x32\x19.voxline.v1.AssistantTextH\x00\x12/\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormatH\x00\x12\x0f\n\x05\x61udio\x18\x05 \x01(\x0cH\x00\x12*\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.voxline.v1.TurnMetricsH\x00\x12\x34\n\x12interim_transcript\x18\x07 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x42\x07\n\x05\x65vent*U\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32[\n\x0eVoiceAssistant\x12I\n\x08\x43onverse\x12\x1b.voxline.v1.ConverseRequest\x1a\x1c.voxline.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxline.v1.voice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TURNSTATUS']._serialized_start=1236
-  _globals['_TURNSTATUS']._serialized_end=1321
-  _globals['_SESSIONCONFIG']._serialized_start=85
-  _globals['_SESSIONCONFIG']._serialized_end=383
-  _globals['_ENDOFUTTERANCE']._serialized_start=385
-  _globals['_ENDOFUTTERANCE']._serialized_end=401
-  _globals['_CONVERSEREQUEST']._serialized_start=404
-  _globals['_CONVERSEREQUEST']._serialized_end=566
-  _globals['_TRANSCRIPT']._serialized_start=568
-  _globals['_TRANSCRIPT']._serialized_end=612
-  _globals['_ASSISTANTTEXT']._serialized_start=614
-  _globals['_ASSISTANTTEXT']._serialized_end=644
-  _globals['_TURNMETRICS']._serialized_start=647
-  _globals['_TURNMETRICS']._serialized_end=981
-  _globals['_CONVERSERESPONSE']._serialized_start=984
-  _globals['_CONVERSERESPONSE']._serialized_end=1234
-  _globals['_VOICEASSISTANT']._serialized_start=1323
-  _globals['_VOICEASSISTANT']._serialized_end=1414
+  _globals['_TURNSTATUS']._serialized_start=1667
+  _globals['_TURNSTATUS']._serialized_end=1752
+  _globals['_SESSIONCONFIG']._serialized_start=107
+  _globals['_SESSIONCONFIG']._serialized_end=578
+  _globals['_ENDOFUTTERANCE']._serialized_start=580
+  _globals['_ENDOFUTTERANCE']._serialized_end=596
+  _globals['_CONVERSEREQUEST']._serialized_start=599
+  _globals['_CONVERSEREQUEST']._serialized_end=761
+  _globals['_TRANSCRIPT']._serialized_start=763
+  _globals['_TRANSCRIPT']._serialized_end=807
+  _globals['_ASSISTANTTEXT']._serialized_start=809
+  _globals['_ASSISTANTTEXT']._serialized_end=839
+  _globals['_TURNMETRICS']._serialized_start=842
+  _globals['_TURNMETRICS']._serialized_end=1358
+  _globals['_CONVERSERESPONSE']._serialized_start=1361
+  _globals['_CONVERSERESPONSE']._serialized_end=1665
+  _globals['_VOICEASSISTANT']._serialized_start=1754
+  _globals['_VOICEASSISTANT']._serialized_end=1845
 # @@protoc_insertion_point(module_scope)

@@ -10,6 +10,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from voxline.v1 import audio_pb2 as _audio_pb2
 from voxline.v1 import llm_pb2 as _llm_pb2
+from voxline.v1 import stt_pb2 as _stt_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -63,6 +64,10 @@ class SessionConfig(_message.Message):
     NO_CACHE_FIELD_NUMBER: _builtins.int
     SERVER_VAD_FIELD_NUMBER: _builtins.int
     VAD_SILENCE_MS_FIELD_NUMBER: _builtins.int
+    TURN_DETECTOR_FIELD_NUMBER: _builtins.int
+    TURN_COMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
+    TURN_INCOMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_REPLY_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """Language of the user's speech ("en", "fr"); empty: auto-detect."""
     voice: _builtins.str
@@ -72,9 +77,23 @@ class SessionConfig(_message.Message):
     no_cache: _builtins.bool
     """True: bypass the LLM reply cache."""
     server_vad: _builtins.bool
-    """True: the server ends an utterance after vad_silence_ms of silence (raw PCM input only)."""
+    """True: the server finds the end of each turn (raw PCM input only, streamed like a microphone,
+    silence included); turn_detector says how.
+    """
     vad_silence_ms: _builtins.int
-    """Silence that ends an utterance with server_vad; 0: the server's default."""
+    """Silence that ends an utterance with server_vad and the SILERO_VAD or ENERGY_VAD detector;
+    0: the server's default.
+    """
+    turn_detector: _stt_pb2.TurnDetector.ValueType
+    """server_vad: how turns end; unset: SMART_TURN (semantic end of turn at each pause)."""
+    turn_complete_silence_ms: _builtins.int
+    """SMART_TURN: silence that ends a complete sentence, ms; 0: the server's default (200)."""
+    turn_incomplete_silence_ms: _builtins.int
+    """SMART_TURN: silence that ends an incomplete sentence, ms; 0: the server's default (1500)."""
+    speculative_reply: _builtins.bool
+    """server_vad: start the reply at each pause, before the turn ends, and hold its audio until
+    the turn is confirmed; unset: the server's default (on).
+    """
     @_builtins.property
     def input_format(self) -> _audio_pb2.AudioFormat:
         """Format of the input audio. Unset encoding: sniff the container."""
@@ -104,12 +123,18 @@ class SessionConfig(_message.Message):
         no_cache: _builtins.bool = ...,
         server_vad: _builtins.bool = ...,
         vad_silence_ms: _builtins.int = ...,
+        turn_detector: _stt_pb2.TurnDetector.ValueType = ...,
+        turn_complete_silence_ms: _builtins.int = ...,
+        turn_incomplete_silence_ms: _builtins.int = ...,
+        speculative_reply: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["input_format", b"input_format", "output_format", b"output_format", "sampling", b"sampling"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply", "input_format", b"input_format", "output_format", b"output_format", "sampling", b"sampling", "speculative_reply", b"speculative_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_format", b"input_format", "language", b"language", "llm_providers", b"llm_providers", "no_cache", b"no_cache", "output_format", b"output_format", "sampling", b"sampling", "server_vad", b"server_vad", "system_prompt", b"system_prompt", "vad_silence_ms", b"vad_silence_ms", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply", "input_format", b"input_format", "language", b"language", "llm_providers", b"llm_providers", "no_cache", b"no_cache", "output_format", b"output_format", "sampling", b"sampling", "server_vad", b"server_vad", "speculative_reply", b"speculative_reply", "system_prompt", b"system_prompt", "turn_complete_silence_ms", b"turn_complete_silence_ms", "turn_detector", b"turn_detector", "turn_incomplete_silence_ms", b"turn_incomplete_silence_ms", "vad_silence_ms", b"vad_silence_ms", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__speculative_reply: _TypeAlias = _typing.Literal["speculative_reply"]  # noqa: Y015
+    _WhichOneofArgType__speculative_reply: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__speculative_reply) -> _WhichOneofReturnType__speculative_reply | None: ...
 
 Global___SessionConfig: _TypeAlias = SessionConfig  # noqa: Y015
 
@@ -238,6 +263,12 @@ class TurnMetrics(_message.Message):
     REPLY_AUDIO_SECONDS_FIELD_NUMBER: _builtins.int
     TTS_TOTAL_MS_FIELD_NUMBER: _builtins.int
     ERROR_FIELD_NUMBER: _builtins.int
+    END_OF_SPEECH_TO_FIRST_AUDIO_MS_FIELD_NUMBER: _builtins.int
+    ENDPOINTING_MS_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_STARTS_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_HITS_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_MISSES_FIELD_NUMBER: _builtins.int
+    SPECULATIVE_TOKENS_WASTED_FIELD_NUMBER: _builtins.int
     stt_ms: _builtins.float
     """Speech-to-text: end of utterance to final transcript."""
     llm_ttft_ms: _builtins.float
@@ -266,6 +297,22 @@ class TurnMetrics(_message.Message):
     """TTS time summed over sentences."""
     error: _builtins.str
     """Why the turn failed, when it did."""
+    end_of_speech_to_first_audio_ms: _builtins.float
+    """server_vad: the real end of the user's speech (the last voiced frame) to the first reply
+    audio sent: what the user feels. 0 when the server did not find the end of speech.
+    """
+    endpointing_ms: _builtins.float
+    """server_vad: end of speech to the moment the turn was ended (the silence waited, and the
+    detector's delay).
+    """
+    speculative_starts: _builtins.int
+    """Replies started speculatively at pauses for this turn."""
+    speculative_hits: _builtins.int
+    """Speculative replies that were used (the turn ended on the same transcript)."""
+    speculative_misses: _builtins.int
+    """Speculative replies cancelled because the user went on speaking or the transcript changed."""
+    speculative_tokens_wasted: _builtins.int
+    """LLM output tokens generated by cancelled speculative replies."""
     def __init__(
         self,
         *,
@@ -283,10 +330,16 @@ class TurnMetrics(_message.Message):
         reply_audio_seconds: _builtins.float = ...,
         tts_total_ms: _builtins.float = ...,
         error: _builtins.str = ...,
+        end_of_speech_to_first_audio_ms: _builtins.float = ...,
+        endpointing_ms: _builtins.float = ...,
+        speculative_starts: _builtins.int = ...,
+        speculative_hits: _builtins.int = ...,
+        speculative_misses: _builtins.int = ...,
+        speculative_tokens_wasted: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "error", b"error", "llm_provider", b"llm_provider", "llm_total_ms", b"llm_total_ms", "llm_ttft_ms", b"llm_ttft_ms", "reply_audio_seconds", b"reply_audio_seconds", "sentences", b"sentences", "status", b"status", "stt_ms", b"stt_ms", "time_to_first_audio_ms", b"time_to_first_audio_ms", "total_ms", b"total_ms", "trace_id", b"trace_id", "tts_first_audio_ms", b"tts_first_audio_ms", "tts_total_ms", b"tts_total_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "endpointing_ms", b"endpointing_ms", "error", b"error", "llm_provider", b"llm_provider", "llm_total_ms", b"llm_total_ms", "llm_ttft_ms", b"llm_ttft_ms", "reply_audio_seconds", b"reply_audio_seconds", "sentences", b"sentences", "speculative_hits", b"speculative_hits", "speculative_misses", b"speculative_misses", "speculative_starts", b"speculative_starts", "speculative_tokens_wasted", b"speculative_tokens_wasted", "status", b"status", "stt_ms", b"stt_ms", "time_to_first_audio_ms", b"time_to_first_audio_ms", "total_ms", b"total_ms", "trace_id", b"trace_id", "tts_first_audio_ms", b"tts_first_audio_ms", "tts_total_ms", b"tts_total_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -304,6 +357,7 @@ class ConverseResponse(_message.Message):
     AUDIO_FORMAT_FIELD_NUMBER: _builtins.int
     AUDIO_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
+    INTERIM_TRANSCRIPT_FIELD_NUMBER: _builtins.int
     turn: _builtins.int
     """Turn number in this conversation, from 1."""
     audio: _builtins.bytes
@@ -324,6 +378,12 @@ class ConverseResponse(_message.Message):
     def metrics(self) -> Global___TurnMetrics:
         """Sent last in every turn."""
 
+    @_builtins.property
+    def interim_transcript(self) -> Global___Transcript:
+        """server_vad: the user's words so far, while they are still speaking (not final; the
+        transcript event carries the final text).
+        """
+
     def __init__(
         self,
         *,
@@ -333,12 +393,13 @@ class ConverseResponse(_message.Message):
         audio_format: _audio_pb2.AudioFormat | None = ...,
         audio: _builtins.bytes = ...,
         metrics: Global___TurnMetrics | None = ...,
+        interim_transcript: Global___Transcript | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "metrics", b"metrics", "transcript", b"transcript"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "metrics", b"metrics", "transcript", b"transcript", "turn", b"turn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "transcript", b"transcript", "turn", b"turn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["transcript", "assistant_text", "audio_format", "audio", "metrics"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["transcript", "assistant_text", "audio_format", "audio", "metrics", "interim_transcript"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 

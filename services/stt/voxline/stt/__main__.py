@@ -28,6 +28,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from voxline.common.logs import setup_logging
     from voxline.common.server import ServiceSpec, run
+    from voxline.stt.detectors import TurnDetectors
     from voxline.stt.engine import WhisperTranscriber
     from voxline.stt.servicer import SERVICE_NAME, SpeechToTextServicer
     from voxline.v1 import stt_pb2_grpc
@@ -38,14 +39,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     def spec() -> ServiceSpec:
         # built inside the server's event loop
         engine = WhisperTranscriber(config.engine)
+        turns = TurnDetectors(config.turns)
         servicer = SpeechToTextServicer(engine, partial_interval_s=config.partial_interval_s,
-                                        max_stream_bytes=config.max_stream_bytes)
+                                        max_stream_bytes=config.max_stream_bytes, turns=turns)
+
+        async def warm_up() -> None:
+            await engine.warm_up()
+            await turns.warm_up()
 
         def register(server: grpc.aio.Server) -> None:
             stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, server)
 
         return ServiceSpec(name="voxline-stt", grpc_services=[SERVICE_NAME], register=register,
-                           warm_up=engine.warm_up, close=engine.close)
+                           warm_up=warm_up, close=engine.close)
 
     return run(spec, config.server)
 

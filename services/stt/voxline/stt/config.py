@@ -64,6 +64,35 @@ class EngineSettings:
             raise ConfigError("--max-audio-seconds must be positive")
 
 
+TURN_DETECTORS = ("smart_turn", "silero_vad", "energy_vad")
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnSettings:
+    """Turn-taking defaults of the Listen stream (a stream's TurnConfig may override the first four)."""
+
+    #: smart_turn (Silero VAD + Smart Turn v3), silero_vad (Silero, fixed silence), energy_vad (RMS).
+    detector: str = "smart_turn"
+    #: smart_turn: silence that ends a complete / an incomplete sentence, ms.
+    complete_silence_ms: int = 200
+    incomplete_silence_ms: int = 1500
+    #: silero_vad / energy_vad: silence that ends a turn, ms.
+    silence_ms: int = 600
+    #: Silence after speech that counts as a pause (the judgement and the pause transcript), ms.
+    pause_ms: int = 96
+    #: energy_vad: RMS over which a 20 ms frame is speech.
+    energy_threshold: float = 0.015
+
+    def __post_init__(self) -> None:
+        if self.detector not in TURN_DETECTORS:
+            raise ConfigError(f"--turn-detector must be one of {', '.join(TURN_DETECTORS)}")
+        for name in ("complete_silence_ms", "incomplete_silence_ms", "silence_ms", "pause_ms"):
+            if not 20 <= getattr(self, name) <= 10_000:
+                raise ConfigError(f"--{name.replace('_', '-')} must be 20..10000 ms")
+        if not 0 < self.energy_threshold < 1:
+            raise ConfigError("--energy-threshold must be in (0, 1)")
+
+
 @dataclasses.dataclass(frozen=True)
 class SttConfig:
     """Everything the STT service needs to start."""
@@ -74,6 +103,8 @@ class SttConfig:
     max_stream_bytes: int = 32 * 1024 * 1024
     #: Seconds of new raw-PCM audio between partial transcripts; <= 0 disables partials.
     partial_interval_s: float = 1.0
+    #: Turn-taking (the Listen stream).
+    turns: TurnSettings = dataclasses.field(default_factory=TurnSettings)
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < 1024:
@@ -117,6 +148,20 @@ def build_parser() -> argparse.ArgumentParser:
            help="longest audio accepted, seconds")
     option(limits, "--max-stream-bytes", env="VOXLINE_STT_MAX_STREAM_BYTES", default=32 * 1024 * 1024,
            type=int, help="most audio bytes one streaming call may send")
+    turns = parser.add_argument_group("turn-taking (Listen; a stream may override the first four)")
+    option(turns, "--turn-detector", env="VOXLINE_STT_TURN_DETECTOR", default="smart_turn",
+           choices=TURN_DETECTORS, help="how a turn ends: smart_turn (Silero VAD + Smart Turn v3 "
+           "semantic end of turn), silero_vad or energy_vad (a fixed silence)")
+    option(turns, "--complete-silence-ms", env="VOXLINE_STT_COMPLETE_SILENCE_MS", default=200, type=int,
+           help="smart_turn: silence that ends a sentence judged complete, ms")
+    option(turns, "--incomplete-silence-ms", env="VOXLINE_STT_INCOMPLETE_SILENCE_MS", default=1500,
+           type=int, help="smart_turn: silence that ends a sentence judged incomplete, ms")
+    option(turns, "--silence-ms", env="VOXLINE_STT_SILENCE_MS", default=600, type=int,
+           help="silero_vad / energy_vad: silence that ends a turn, ms")
+    option(turns, "--pause-ms", env="VOXLINE_STT_PAUSE_MS", default=96, type=int,
+           help="silence after speech that makes a pause (turn judgement, pause transcript), ms")
+    option(turns, "--energy-threshold", env="VOXLINE_STT_ENERGY_THRESHOLD", default=0.015, type=float,
+           help="energy_vad: RMS (of full scale) over which a frame is speech")
     return parser
 
 
@@ -142,4 +187,12 @@ def config_from_args(argv: Sequence[str] | None = None) -> SttConfig:
         engine=engine,
         max_stream_bytes=ns.max_stream_bytes,
         partial_interval_s=ns.partial_interval_s,
+        turns=TurnSettings(
+            detector=ns.turn_detector,
+            complete_silence_ms=ns.complete_silence_ms,
+            incomplete_silence_ms=ns.incomplete_silence_ms,
+            silence_ms=ns.silence_ms,
+            pause_ms=ns.pause_ms,
+            energy_threshold=ns.energy_threshold,
+        ),
     )

@@ -6,9 +6,12 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from voxline.common.errors import InvalidInput
+from voxline.common.errors import InvalidInput, NotConfigured
 from voxline.common.grpc_errors import translate_errors
+from voxline.stt.detectors import TurnDetectors, TurnOptions
+from voxline.stt.endpoint import EndReason, SpeechPaused, SpeechStarted
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
+from voxline.stt.listen import EndTurn, Interim, ListenEvent, ListenRequest, ReplyStarted, listen_stream
 from voxline.stt.stream import StreamFormat, transcribe_stream
 from voxline.v1 import audio_pb2, stt_pb2, stt_pb2_grpc
 
@@ -59,13 +62,57 @@ def to_response(result: Transcript) -> stt_pb2.TranscribeResponse:
     )
 
 
+_DETECTORS = {
+    stt_pb2.TURN_DETECTOR_UNSPECIFIED: "",
+    stt_pb2.SMART_TURN: "smart_turn",
+    stt_pb2.SILERO_VAD: "silero_vad",
+    stt_pb2.ENERGY_VAD: "energy_vad",
+}
+_REASONS = {
+    EndReason.COMPLETE: stt_pb2.COMPLETE,
+    EndReason.SILENCE: stt_pb2.SILENCE,
+    EndReason.CLIENT: stt_pb2.CLIENT,
+    EndReason.STREAM_END: stt_pb2.STREAM_END,
+}
+
+
+def turn_options(config: stt_pb2.TurnConfig) -> TurnOptions:
+    """A stream's turn-detection choices from a TurnConfig."""
+    if config.detector not in _DETECTORS:
+        raise InvalidInput(f"unknown turn detector {config.detector} (not a TurnDetector value)")
+    return TurnOptions(_DETECTORS[config.detector], config.complete_silence_ms,
+                       config.incomplete_silence_ms, config.silence_ms)
+
+
+def listen_response(event: ListenEvent) -> stt_pb2.ListenResponse:
+    """Encode one Listen event."""
+    if isinstance(event, SpeechStarted):
+        return stt_pb2.ListenResponse(speech_started=stt_pb2.SpeechStarted(
+            turn=event.turn, at_s=event.at_s, continues_turn=event.continues_turn))
+    if isinstance(event, SpeechPaused):
+        return stt_pb2.ListenResponse(speech_paused=stt_pb2.SpeechPaused(
+            turn=event.turn, end_of_speech_s=event.end_of_speech_s,
+            complete_probability=event.probability, silence_limit_ms=event.silence_limit_ms))
+    if isinstance(event, Interim):
+        return stt_pb2.ListenResponse(interim=stt_pb2.InterimTranscript(
+            turn=event.turn, result=to_response(event.transcript), audio_end_s=event.audio_end_s,
+            at_pause=event.at_pause))
+    ended = event.ended
+    return stt_pb2.ListenResponse(end_of_turn=stt_pb2.EndOfTurn(
+        turn=ended.turn, end_of_speech_s=ended.end_of_speech_s, ended_at_s=ended.ended_at_s,
+        reason=_REASONS[ended.reason], complete_probability=ended.probability,
+        transcript=to_response(event.transcript)))
+
+
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     """voxline.v1.SpeechToText over a Transcriber."""
 
-    def __init__(self, engine: Transcriber, *, partial_interval_s: float, max_stream_bytes: int) -> None:
+    def __init__(self, engine: Transcriber, *, partial_interval_s: float, max_stream_bytes: int,
+                 turns: TurnDetectors | None = None) -> None:
         self._engine = engine
         self._partial_interval_s = partial_interval_s
         self._max_stream_bytes = max_stream_bytes
+        self._turns = turns
 
     @translate_errors
     async def Transcribe(self, request: stt_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
@@ -108,3 +155,41 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
             partial_interval_s=interval, max_stream_bytes=self._max_stream_bytes,
         ):
             yield stt_pb2.StreamingTranscribeResponse(is_final=is_final, result=to_response(result))
+
+    @translate_errors
+    async def Listen(
+        self,
+        request_iterator: AsyncIterator[stt_pb2.ListenRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[stt_pb2.ListenResponse]:
+        if self._turns is None:
+            raise NotConfigured("this server was started without turn detection")
+        requests = aiter(request_iterator)
+        try:
+            first = await anext(requests)
+        except StopAsyncIteration:
+            raise InvalidInput("first message must be config; the stream ended without one") from None
+        if first.WhichOneof("request") != "config":
+            raise InvalidInput("first message must be config (a ListenConfig)")
+        recognition = first.config.recognition
+        fmt = stream_format(recognition.format)
+        options = recognition_options(recognition)
+        endpointer = self._turns.endpointer(turn_options(first.config.turn))
+        interval = recognition.partial_interval_s or self._partial_interval_s
+
+        async def messages() -> AsyncIterator[ListenRequest]:
+            async for message in requests:
+                kind = message.WhichOneof("request")
+                if kind == "config":
+                    raise InvalidInput("config sent twice: only the first message may be config")
+                if kind == "audio":
+                    yield message.audio
+                elif kind == "end_turn":
+                    yield EndTurn()
+                elif kind == "reply_started":
+                    yield ReplyStarted()
+
+        async for event in listen_stream(self._engine, endpointer, fmt, options, messages(),
+                                         interim_interval_s=interval,
+                                         max_turn_seconds=self._engine.max_audio_seconds):
+            yield listen_response(event)

@@ -1,0 +1,249 @@
+"""The Listen stream: a conversation's microphone audio in; voice activity, transcripts and turns out.
+
+One stream lasts a whole conversation. Each chunk of raw PCM is judged by the ``Endpointer`` (in a
+worker thread) as it arrives. Its events go out at once, and the recogniser works while the user
+speaks instead of after:
+
+- while speech goes on, an interim transcript of the turn so far every ``interim_interval_s`` of
+  new audio, best effort (only when a Whisper worker is idle, as StreamingTranscribe's partials);
+- at each pause, a transcript of all of the turn's speech (``at_pause``): the text a reply can be
+  started on before the turn has even ended;
+- when the turn ends, ``TurnEnded`` with the final transcript. When nothing was said since the
+  pause, that is the pause's transcript: the end of a turn costs no second decode.
+
+Work started for an older *epoch* (speech resumed since) is stale: a stale pause transcript goes
+out as a plain interim, and an end of turn whose speech resumed before its transcript was ready is
+dropped — the turn goes on, and ends later with everything that was said.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+
+from voxline.common.errors import InvalidInput, LimitExceeded, VoxlineError
+from voxline.stt.endpoint import (
+    RATE,
+    Endpointer,
+    EndpointEvent,
+    SpeechPaused,
+    SpeechStarted,
+    TurnEnded,
+)
+from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
+from voxline.stt.stream import StreamFormat
+
+log = logging.getLogger(__name__)
+
+
+class EndTurn:
+    """Request: the client marks the end of the turn."""
+
+
+class ReplyStarted:
+    """Request: the assistant started to answer; further speech is a new turn."""
+
+
+ListenRequest = bytes | EndTurn | ReplyStarted
+
+
+@dataclasses.dataclass(frozen=True)
+class Interim:
+    """A transcript of the turn so far."""
+
+    turn: int
+    transcript: Transcript
+    audio_end_s: float
+    at_pause: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class Final:
+    """The turn ended: its end-of-speech decision and the transcript of all its speech."""
+
+    ended: TurnEnded
+    transcript: Transcript
+
+
+ListenEvent = SpeechStarted | SpeechPaused | Interim | Final
+
+
+@dataclasses.dataclass
+class _Job:
+    kind: str  # "interim" | "pause" | "final"
+    turn: int
+    epoch: int
+    audio_end_s: float
+    ended: TurnEnded | None = None  # the end of turn waiting for this transcript
+
+
+class PcmToModelRate:
+    """Raw PCM s16le chunks → mono float32 at 16 kHz, chunk by chunk (linear interpolation across
+    chunk boundaries: plenty for a VAD and the turn model; Whisper gets the original bytes)."""
+
+    def __init__(self, rate: int, channels: int) -> None:
+        self._rate, self._channels = rate, max(channels, 1)
+        self._step = rate / RATE
+        # Position of the next output sample in ``[last sample of the previous chunk, *chunk]``.
+        self._at = 1.0
+        self._last = np.zeros(1, dtype=np.float32)
+
+    def __call__(self, data: bytes) -> np.ndarray:
+        x = np.frombuffer(data, dtype="<i2").astype(np.float32) / 32768.0
+        if self._channels > 1:
+            x = x.reshape(-1, self._channels).mean(axis=1)
+        if self._rate == RATE or not len(x):
+            return np.asarray(x, dtype=np.float32)
+        joined = np.concatenate([self._last, x])
+        positions = np.arange(self._at, len(joined) - 1 + 1e-9, self._step)
+        out = np.interp(positions, np.arange(len(joined)), joined).astype(np.float32)
+        self._at = (positions[-1] + self._step if len(positions) else self._at) - len(x)
+        self._last = joined[-1:]
+        return np.asarray(out, dtype=np.float32)
+
+
+async def listen_stream(
+    engine: Transcriber,
+    endpointer: Endpointer,
+    fmt: StreamFormat,
+    options: RecognitionOptions,
+    requests: AsyncIterator[ListenRequest],
+    *,
+    interim_interval_s: float,
+    max_turn_seconds: float,
+    run_blocking: Callable[..., Any] = asyncio.to_thread,
+) -> AsyncIterator[ListenEvent]:
+    """Yield the stream's events in order until the requests end and every transcript is out."""
+    if not fmt.is_pcm:
+        raise InvalidInput("Listen needs raw PCM (PCM_S16LE with sample_rate_hz): it hears a microphone")
+    fmt.validate()
+    engine.check_options(options)
+    bytes_per_s = fmt.frame_bytes * fmt.sample_rate
+    to_model = PcmToModelRate(fmt.sample_rate, fmt.channels)
+    audio = bytearray()  # raw PCM from stream second ``base_s``
+    base_s = 0.0
+    received_s = 0.0
+    last_interim_s = 0.0
+    jobs: dict[asyncio.Task[Transcript | None], _Job] = {}
+    pause_result: tuple[int, Transcript] | None = None  # (epoch, transcript) of the last pause
+
+    def clip(start_s: float, end_s: float) -> AudioInput:
+        first = max(0, int((start_s - base_s) * bytes_per_s))
+        first -= first % fmt.frame_bytes
+        last = int((end_s - base_s) * bytes_per_s)
+        last -= last % fmt.frame_bytes
+        return AudioInput(bytes(audio[first:last]), fmt.encoding, fmt.sample_rate, fmt.channels)
+
+    def start_job(job: _Job, idle_only: bool = False) -> None:
+        data = clip(endpointer.turn_start_s, job.audio_end_s)
+        work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
+        jobs[asyncio.ensure_future(work)] = job
+
+    def on_endpoint(events: list[EndpointEvent]) -> list[ListenEvent]:
+        nonlocal pause_result, last_interim_s
+        out: list[ListenEvent] = []
+        for event in events:
+            if isinstance(event, SpeechStarted):
+                out.append(event)
+                last_interim_s = received_s
+            elif isinstance(event, SpeechPaused):
+                out.append(event)
+                for task, job in jobs.items():  # an older pause's transcript is not wanted any more
+                    if job.kind == "pause":
+                        task.cancel()
+                start_job(_Job("pause", event.turn, event.epoch, received_s))
+            elif pause_result is not None and pause_result[0] == event.epoch:
+                out.append(Final(event, pause_result[1]))
+            else:
+                waiting = [j for j in jobs.values() if j.kind == "pause" and j.epoch == event.epoch]
+                if waiting:
+                    waiting[0].ended = event
+                else:
+                    start_job(_Job("final", event.turn, event.epoch, received_s, event))
+        return out
+
+    def on_job(task: asyncio.Task[Transcript | None], job: _Job) -> list[ListenEvent]:
+        nonlocal pause_result
+        if task.cancelled():
+            return []
+        try:
+            result = task.result()
+        except VoxlineError as exc:
+            if job.kind == "interim":
+                log.debug("interim transcript skipped", extra={"reason": str(exc)})
+                return []
+            raise
+        if result is None:
+            return []
+        current = job.epoch == endpointer.epoch and job.turn == endpointer.turn
+        out: list[ListenEvent] = []
+        if job.kind == "pause":
+            if current:
+                pause_result = (job.epoch, result)
+            out.append(Interim(job.turn, result, job.audio_end_s, at_pause=current))
+        elif job.kind == "interim":
+            out.append(Interim(job.turn, result, job.audio_end_s, at_pause=False))
+        if job.ended is not None and current:
+            out.append(Final(job.ended, result))
+        return out
+
+    receive: asyncio.Future[ListenRequest] | None = asyncio.ensure_future(anext(requests))
+    try:
+        while receive is not None or jobs:
+            waiting: set[asyncio.Future[Any]] = set(jobs)
+            if receive is not None:
+                waiting.add(receive)
+            done, _ = await asyncio.wait(waiting, return_when=asyncio.FIRST_COMPLETED)
+            for task in [t for t in jobs if t in done]:
+                for event in on_job(task, jobs.pop(task)):
+                    yield event
+            if receive is None or receive not in done:
+                continue
+            try:
+                request = receive.result()
+            except StopAsyncIteration:
+                receive = None
+                for event in on_endpoint(endpointer.finish()):
+                    yield event
+                continue
+            receive = asyncio.ensure_future(anext(requests))
+            if isinstance(request, EndTurn):
+                events = endpointer.end_turn()
+            elif isinstance(request, ReplyStarted):
+                endpointer.reply_started()
+                events = []
+            else:
+                if len(request) % fmt.frame_bytes:
+                    raise InvalidInput(f"audio chunk of {len(request)} bytes is not whole "
+                                       f"{fmt.channels or 1}-channel 16-bit frames")
+                audio += request
+                received_s += len(request) / bytes_per_s
+                events = await run_blocking(endpointer.feed, to_model(request))
+            for event in on_endpoint(events):
+                yield event
+            # keep the turn's audio (from its start, pre-roll included); otherwise only the last second
+            keep_from = endpointer.turn_start_s if endpointer.holds_turn else received_s - 1.0
+            if keep_from > base_s + 1.0:
+                drop = int((keep_from - base_s) * bytes_per_s)
+                drop -= drop % fmt.frame_bytes
+                del audio[:drop]
+                base_s += drop / bytes_per_s
+            if received_s - base_s > max_turn_seconds:
+                raise LimitExceeded(f"a turn is longer than {max_turn_seconds:g} s of audio (the limit)")
+            if (interim_interval_s > 0 and endpointer.speaking
+                    and received_s - last_interim_s >= interim_interval_s
+                    and not any(j.kind == "interim" for j in jobs.values())):
+                last_interim_s = received_s
+                start_job(_Job("interim", endpointer.turn, endpointer.epoch, received_s), idle_only=True)
+    finally:
+        owned: list[asyncio.Future[Any]] = list(jobs)
+        if receive is not None:
+            owned.append(receive)
+        for pending in owned:
+            pending.cancel()
+        await asyncio.gather(*owned, return_exceptions=True)
