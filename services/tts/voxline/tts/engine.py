@@ -5,14 +5,22 @@ output format); ``stream`` then speaks the plan one sentence at a time, each syn
 thread, and yields each sentence's audio as soon as it exists. The next sentence starts only when
 the consumer asks for more, so a consumer that stops (a cancelled call) stops the work: at most the
 sentence already running in its thread is finished, none after it.
+
+Cost is bounded for every voice: a sentence longer than ``max_sentence_chars`` is cut at a space
+(else exactly there); a request whose audio would pass ``max_audio_seconds`` stops with
+LimitExceeded before that audio is sent; voices add their own bounds (Piper: phonemes per sentence).
+After a long sentence, freed memory is handed back to the system (``malloc_trim``).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
+import sys
 import time
+import unicodedata
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
 
@@ -20,7 +28,7 @@ import numpy as np
 
 from voxline.common.admission import AdmissionGate
 from voxline.common.audio import float_to_pcm16, resample, wav_header
-from voxline.common.errors import InvalidInput, LimitExceeded, NotReady
+from voxline.common.errors import InvalidInput, LimitExceeded, NotReady, clip
 from voxline.common.sentences import split_sentences
 from voxline.tts.voices import Voice, VoiceBook
 
@@ -30,6 +38,35 @@ log = logging.getLogger(__name__)
 OUTPUT_ENCODINGS = ("pcm_s16le", "wav")
 MIN_SAMPLE_RATE = 8_000
 MAX_SAMPLE_RATE = 192_000
+#: Characters in one synthesised sentence, and seconds of audio in one request (defaults).
+MAX_SENTENCE_CHARS = 200
+MAX_AUDIO_SECONDS = 180.0
+#: A sentence with more audio than this hands freed memory back to the system afterwards.
+_TRIM_AFTER_SECONDS = 10.0
+_ALLOWED_CONTROLS = frozenset("\t\n\r")
+
+
+def release_memory() -> None:
+    """Return freed heap memory to the system (glibc keeps it otherwise); no-op elsewhere."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).malloc_trim(0)
+
+
+def bound_sentences(sentences: tuple[str, ...], max_chars: int) -> tuple[str, ...]:
+    """Each sentence cut into pieces of at most ``max_chars``, at the last space that keeps the
+    piece at least half full, else exactly at the limit (text without spaces)."""
+    out: list[str] = []
+    for sentence in sentences:
+        rest = sentence
+        while len(rest) > max_chars:
+            cut = rest.rfind(" ", max_chars // 2, max_chars + 1)
+            cut = cut if cut > 0 else max_chars
+            out.append(rest[:cut].strip())
+            rest = rest[cut:].strip()
+        if rest:
+            out.append(rest)
+    return tuple(piece for piece in out if piece)
 
 
 @dataclass(frozen=True)
@@ -80,11 +117,20 @@ class SynthesisOutcome:
 def _render(voice: Voice, sentence: str, rate: int) -> tuple[bytes, float, int]:
     """Worker thread: speak, resample, encode. Returns (pcm16 bytes, synthesis seconds, samples)."""
     started = time.perf_counter()
-    samples = voice.synthesize(sentence)
-    seconds = time.perf_counter() - started
-    samples = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1))
-    samples = resample(samples, voice.sample_rate, rate)
-    return float_to_pcm16(samples), seconds, len(samples)
+    count = 0
+    try:
+        samples = voice.synthesize(sentence)
+        seconds = time.perf_counter() - started
+        samples = np.nan_to_num(np.asarray(samples, dtype=np.float32).reshape(-1))
+        samples = resample(samples, voice.sample_rate, rate)
+        count = len(samples)
+        pcm = float_to_pcm16(samples)
+        del samples
+    finally:
+        # a long synthesis (or a failed one) leaves large freed buffers behind
+        if count > _TRIM_AFTER_SECONDS * rate or time.perf_counter() - started > 1.0:
+            release_memory()
+    return pcm, seconds, count
 
 
 class SpeechSynthesizer:
@@ -99,12 +145,16 @@ class SpeechSynthesizer:
         max_active: int = 2,
         max_queued: int = 16,
         on_finished: Callable[[SynthesisOutcome], None] | None = None,
+        max_sentence_chars: int = MAX_SENTENCE_CHARS,
+        max_audio_seconds: float = MAX_AUDIO_SECONDS,
     ) -> None:
         if chunk_bytes < 64 or chunk_bytes % 2:
             raise ValueError("chunk_bytes must be an even number >= 64")
         self._voices = voices
         self.max_text_chars = max_text_chars
         self.chunk_bytes = chunk_bytes
+        self.max_sentence_chars = max_sentence_chars
+        self.max_audio_seconds = max_audio_seconds
         self._gate = AdmissionGate(max_active, max_queued, what="syntheses")
         self._on_finished = on_finished
         #: Sentences synthesised since start, all requests together.
@@ -134,10 +184,14 @@ class SpeechSynthesizer:
             raise LimitExceeded(
                 f"the text is {len(text)} characters long; the limit is {self.max_text_chars}"
             )
+        for index, char in enumerate(text):
+            if char not in _ALLOWED_CONTROLS and unicodedata.category(char) in ("Cc", "Cs"):
+                raise InvalidInput(f"the text holds control character U+{ord(char):04X} at "
+                                   f"position {index}: send plain text")
         chosen = self.voices.get(voice)
         if encoding not in OUTPUT_ENCODINGS:
             raise InvalidInput(
-                f"unsupported output encoding {encoding!r}; supported: "
+                f"unsupported output encoding {clip(encoding)}; supported: "
                 f"{', '.join(e.upper() for e in OUTPUT_ENCODINGS)}"
             )
         if channels not in (0, 1):
@@ -147,7 +201,7 @@ class SpeechSynthesizer:
                 f"output sample_rate_hz {sample_rate} is out of range: 0 (the voice's native "
                 f"{chosen.sample_rate} Hz) or {MIN_SAMPLE_RATE}..{MAX_SAMPLE_RATE}"
             )
-        sentences = tuple(split_sentences(text))
+        sentences = bound_sentences(tuple(split_sentences(text)), self.max_sentence_chars)
         if not sentences:
             raise InvalidInput("the text holds no sentence to say")
         rate = sample_rate or chosen.sample_rate
@@ -165,10 +219,17 @@ class SpeechSynthesizer:
         done = samples_out = 0
         completed = False
         header = wav_header(plan.output.sample_rate) if plan.output.encoding == "wav" else b""
+        max_samples = int(self.max_audio_seconds * plan.output.sample_rate)
         try:
             for index, sentence in enumerate(plan.sentences):
                 pcm, seconds, count = await asyncio.to_thread(
                     _render, plan.voice, sentence, plan.output.sample_rate)
+                if samples_out + count > max_samples:
+                    del pcm
+                    raise LimitExceeded(
+                        f"the audio would pass {self.max_audio_seconds:g} s at sentence {index + 1} "
+                        f"of {len(plan.sentences)}; the limit is {self.max_audio_seconds:g} s per "
+                        "request: send shorter text")
                 done += 1
                 self.sentences_synthesised += 1
                 synth_seconds += seconds

@@ -11,7 +11,7 @@ from typing import Protocol, runtime_checkable
 
 import numpy as np
 
-from voxline.common.errors import InvalidInput
+from voxline.common.errors import InvalidInput, clip
 
 #: Said once per voice at start-up, so the first real request does not pay for lazy init.
 WARM_UP_TEXT = "Warm up."
@@ -74,5 +74,17 @@ class VoiceBook:
             return self._voices[self.default]
         voice = self._voices.get(name)
         if voice is None:
-            raise InvalidInput(f"unknown voice {name!r}; available voices: {', '.join(self.names())}")
+            # A voice loaded from a server directory is named by its path: list it by count only
+            # (ListVoices, an explicit request, names it).
+            shown = [n for n in self.names() if not _is_path_name(n)]
+            hidden = len(self) - len(shown)
+            more = f" and {hidden} more (see ListVoices)" if hidden else ""
+            raise InvalidInput(f"unknown voice {clip(name)}; available voices: "
+                               f"{', '.join(shown)}{more}")
         return voice
+
+
+def _is_path_name(name: str) -> bool:
+    """"vits:/srv/models/x" or "vits:./x": named after a server path."""
+    _, _, source = name.partition(":")
+    return source.startswith(("/", "~", ".", "\\")) or ":\\" in source
