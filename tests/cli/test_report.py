@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 from voxline.cli.main import main
+from voxline.cli.spans import Node, Span, read_span_file, tree
+from voxline.cli.waterfall import first_clause_wait_ms, layout
 
 MS = 1_000_000
 T0 = 1_700_000_000_000_000_000
@@ -22,13 +24,16 @@ class TraceWriter:
         self._next = 1
 
     def span(self, trace: str, name: str, service: str, start_ms: float, end_ms: float,
-             parent: str | None, kind: str = "INTERNAL", **attributes: object) -> str:
+             parent: str | None, kind: str = "INTERNAL", events: dict[str, float] | None = None,
+             **attributes: object) -> str:
         span_id = format(self._next, "016x")
         self._next += 1
         self.lines.append(json.dumps({
             "name": name, "trace_id": trace, "span_id": span_id, "parent_span_id": parent,
             "service": service, "kind": kind, "start_ns": T0 + int(start_ms * MS),
             "end_ns": T0 + int(end_ms * MS), "status": "UNSET", "attributes": attributes,
+            "events": [{"name": event, "time_ns": T0 + int(at * MS), "attributes": {}}
+                       for event, at in (events or {}).items()],
         }))
         return span_id
 
@@ -48,12 +53,13 @@ class TraceWriter:
         self.span(trace, "/voxline.v1.SpeechToText/Transcribe", "voxline-stt", o + 2, o + 28, client,
                   kind="SERVER")
         llm = self.span(trace, "llm", "voxline-orchestrator", o + 30, o + 430, root, **{
-            "gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 20})
+            "gen_ai.operation.name": "chat", "gen_ai.usage.output_tokens": 20,
+            "voxline.llm.ttft_ms": 120.0})
         client = self.span(trace, "/voxline.v1.LanguageModel/Generate", "voxline-orchestrator", o + 31,
                            o + 429, llm, kind="CLIENT")
         self.span(trace, "/voxline.v1.LanguageModel/Generate", "voxline-llm", o + 32, o + 428, client,
                   kind="SERVER")
-        for index, start in enumerate((o + 150, o + 430)):
+        for index, start in enumerate((o + 170, o + 430)):
             tts = self.span(trace, "tts", "voxline-orchestrator", start, start + 100, root,
                             **{"voxline.sentence.index": index})
             client = self.span(trace, "/voxline.v1.TextToSpeech/Synthesize", "voxline-orchestrator",
@@ -127,3 +133,78 @@ def test_errors_are_clear(span_file: Path, tmp_path: Path, capsys: pytest.Captur
                                  "start_ns": 1, "end_ns": 2, "status": "UNSET", "attributes": {}}) + "\n")
     assert main(["report", str(other)]) == 1
     assert "no voxline.turn span" in capsys.readouterr().err
+
+
+def test_report_names_the_milestones_and_the_first_clause_wait(
+        span_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["report", str(span_file), "--turn", "1"]) == 0
+    out = capsys.readouterr().out
+    # llm starts at 30 ms with a 120 ms first token; the first tts span starts at 170 ms.
+    assert ("milestones: first token at 150 ms, first clause to TTS at 170 ms, first audio at 240 ms;"
+            " first-clause wait 20 ms") in out
+
+
+def _turn_nodes(path: Path, trace_id: str) -> tuple[list[Node], Span]:
+    spans = read_span_file(path)
+    turn = next(t for t in spans.turns() if t.trace_id == trace_id)
+    return tree(spans.trace(trace_id)), turn
+
+
+def test_waterfall_draws_a_grpc_hop_as_one_row_with_the_servers_share(span_file: Path) -> None:
+    nodes, turn = _turn_nodes(span_file, TRACE_1)
+    plan = layout(nodes, turn)
+    labels = [row.label.strip() for row in plan.rows]
+    assert labels == [
+        "orchestrator · voxline.turn",
+        "orchestrator · stt", "orchestrator > stt · SpeechToText/Transcribe",
+        "orchestrator · llm", "orchestrator > llm · LanguageModel/Generate",
+        "orchestrator · tts sentence 1", "orchestrator > tts · TextToSpeech/Synthesize",
+        "orchestrator · tts sentence 2", "orchestrator > tts · TextToSpeech/Synthesize",
+    ]  # 13 spans, 4 hops of two spans each: 9 rows
+    hop = plan.rows[2]
+    assert hop.merged and hop.server_service == "voxline-stt"
+    assert (hop.start_ms, hop.duration_ms, hop.server_start_ms, hop.server_duration_ms) == (1, 28, 2, 26)
+    assert hop.caption == "28.0 ms, server 26.0 ms (93%)"
+    assert [row.depth for row in plan.rows] == [0, 1, 2, 1, 2, 1, 2, 1, 2]
+    assert [(m.name, m.at_ms) for m in plan.marks] == [
+        ("first token", 150.0), ("first clause to TTS", 170.0), ("first audio", 240.0)]
+    assert first_clause_wait_ms(plan.marks) == 20.0
+
+
+def test_span_events_place_the_milestones_when_present(tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    writer = TraceWriter()
+    trace = "d" * 32
+    root = writer.span(trace, "voxline.turn", "voxline-orchestrator", 0, 500, None,
+                       events={"first_audio_sent": 301.5}, **{"voxline.time_to_first_audio_ms": 999.0})
+    writer.span(trace, "llm", "voxline-orchestrator", 10, 400, root,
+                events={"first_token": 90.0, "first_clause_to_tts": 160.0}, **{"voxline.llm.ttft_ms": 5.0})
+    writer.span(trace, "tts", "voxline-orchestrator", 170, 260, root)
+    path = writer.write(tmp_path / "events.jsonl")
+    nodes, turn = _turn_nodes(path, trace)
+    marks = layout(nodes, turn).marks
+    assert [(m.name, m.at_ms) for m in marks] == [
+        ("first token", 90.0), ("first clause to TTS", 160.0), ("first audio", 301.5)]
+    assert main(["report", str(path), "--png", str(tmp_path / "w.png")]) == 0
+    out = capsys.readouterr().out
+    assert "  * first_token" in out  # events are listed under their span in the text tree
+    assert "first-clause wait 70 ms" in out
+    assert (tmp_path / "w.png").read_bytes()[:4] == b"\x89PNG"
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    (b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(40), "is a WAV audio file, not a span file"),
+    (b"fLaC" + bytes(100), "is a FLAC audio file"),
+    (bytes(range(256)) * 4, "holds binary data, not a span file"),
+    (b"hello\nworld\n", "holds no span: none of its 2 line(s) is a JSON span"),
+])
+def test_a_file_that_is_not_a_span_file_is_a_clear_error(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str) -> None:
+    path = tmp_path / "question.wav"
+    path.write_bytes(content)
+    assert main(["report", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+    assert "`voxline talk` is the command that takes audio" in err
+    assert main(["report", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err

@@ -6,8 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from voxline.cli.spans import read_span_file, render_tree, tree, turns_table
-from voxline.cli.waterfall import draw_waterfall
+from voxline.cli.spans import NotASpanFile, read_span_file, render_tree, tree, turns_table
+from voxline.cli.waterfall import draw_waterfall, first_clause_wait_ms, layout
 
 
 def add_report_options(parser: argparse.ArgumentParser) -> None:
@@ -28,8 +28,15 @@ def run_report(ns: argparse.Namespace) -> int:
     except FileNotFoundError:
         err.write(f"voxline report: no such file: {ns.span_file}\n")
         return 2
+    except IsADirectoryError:
+        err.write(f"voxline report: {ns.span_file} is a directory; give the span file\n")
+        return 2
     except OSError as exc:
         err.write(f"voxline report: cannot read {ns.span_file}: {exc.strerror}\n")
+        return 2
+    except NotASpanFile as exc:
+        err.write(f"voxline report: {exc}; give the JSON-lines file that services run with "
+                  "VOXLINE_SPAN_FILE write (`voxline talk` is the command that takes audio)\n")
         return 2
     if spans.bad_lines:
         err.write(f"voxline report: skipped {spans.bad_lines} unreadable line(s)\n")
@@ -50,6 +57,11 @@ def run_report(ns: argparse.Namespace) -> int:
     services = sorted({n.span.service for n in nodes})
     out.write(f"\nturn {chosen}: trace {turn.trace_id}, {len(nodes)} spans from {', '.join(services)}\n")
     out.write(render_tree(nodes) + "\n")
+    milestones = layout(nodes, turn).marks
+    if milestones:
+        wait = first_clause_wait_ms(milestones)
+        out.write("milestones: " + ", ".join(f"{m.name} at {m.at_ms:.0f} ms" for m in milestones)
+                  + (f"; first-clause wait {wait:.0f} ms" if wait is not None else "") + "\n")
     if ns.png is not None:
         status = turn.attributes.get("voxline.turn.status", "")
         try:

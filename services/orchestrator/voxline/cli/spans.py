@@ -12,6 +12,23 @@ from voxline.cli.table import LatencyRow, LatencyTable
 
 TURN_SPAN = "voxline.turn"
 
+#: First bytes of audio files, for a clear error when one is given instead of a span file.
+_AUDIO_MAGIC = {b"RIFF": "WAV", b"fLaC": "FLAC", b"OggS": "OGG", b"ID3": "MP3", b"FORM": "AIFF",
+                b"\xff\xfb": "MP3", b"\xff\xf3": "MP3"}
+
+
+class NotASpanFile(ValueError):
+    """The file holds no JSON-lines spans (binary data, an audio file, some other text)."""
+
+
+@dataclass(frozen=True)
+class SpanEvent:
+    """A point in time on a span (``first_token``, ...)."""
+
+    name: str
+    time_ns: int
+    attributes: dict[str, Any] = field(default_factory=dict)
+
 
 @dataclass(frozen=True)
 class Span:
@@ -27,10 +44,15 @@ class Span:
     end_ns: int
     status: str
     attributes: dict[str, Any] = field(default_factory=dict)
+    events: tuple[SpanEvent, ...] = ()
 
     @property
     def duration_ms(self) -> float:
         return (self.end_ns - self.start_ns) / 1e6
+
+    def event(self, name: str) -> SpanEvent | None:
+        """The first event called ``name``, if any."""
+        return next((e for e in self.events if e.name == name), None)
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Span:
@@ -39,6 +61,8 @@ class Span:
             parent_span_id=data.get("parent_span_id") or None, service=str(data.get("service", "")),
             kind=str(data.get("kind", "")), start_ns=int(data["start_ns"]), end_ns=int(data["end_ns"]),
             status=str(data.get("status", "")), attributes=dict(data.get("attributes") or {}),
+            events=tuple(SpanEvent(str(e["name"]), int(e["time_ns"]), dict(e.get("attributes") or {}))
+                         for e in data.get("events") or ()),
         )
 
 
@@ -74,9 +98,20 @@ def parse_lines(lines: Iterable[str]) -> SpanFile:
 
 
 def read_span_file(path: Path) -> SpanFile:
-    """Read ``path``; OSError when it cannot be opened."""
-    with open(path, encoding="utf-8") as handle:
-        return parse_lines(handle)
+    """Read ``path``; OSError when it cannot be opened, NotASpanFile when it holds lines but no
+    span (an audio file, binary data, other text)."""
+    data = path.read_bytes()
+    kind = next((name for magic, name in _AUDIO_MAGIC.items() if data.startswith(magic)), None)
+    if kind is not None:
+        raise NotASpanFile(f"{path} is a {kind} audio file, not a span file")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise NotASpanFile(f"{path} holds binary data, not a span file") from None
+    spans = parse_lines(text.splitlines())
+    if not spans.spans and spans.bad_lines:
+        raise NotASpanFile(f"{path} holds no span: none of its {spans.bad_lines} line(s) is a JSON span")
+    return spans
 
 
 def turn_label(index: int, turn: Span) -> str:
@@ -130,4 +165,7 @@ def render_tree(nodes: list[Node]) -> str:
         offset = (node.span.start_ns - t0) / 1e6
         lines.append(f"{offset:8.1f} ms {node.span.duration_ms:8.1f} ms  {'  ' * node.depth}"
                      f"{node.span.name}  [{node.span.service}]")
+        for event in node.span.events:
+            lines.append(f"{(event.time_ns - t0) / 1e6:8.1f} ms {'':11}  {'  ' * node.depth}  "
+                         f"* {event.name}")
     return "\n".join(lines)
