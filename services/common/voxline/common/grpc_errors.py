@@ -32,9 +32,17 @@ def status_for(exc: BaseException) -> grpc.StatusCode:
     return grpc.StatusCode.INTERNAL
 
 
+#: Longest error text a client receives (the whole text goes to the log). Far longer texts once
+#: broke the status trailer itself, and the client saw only "Stream removed".
+MAX_DETAILS_CHARS = 1000
+
+
 def _message(exc: BaseException) -> str:
     if isinstance(exc, VoxlineError):
-        return str(exc)
+        text = str(exc)
+        if len(text) > MAX_DETAILS_CHARS:
+            text = f"{text[:MAX_DETAILS_CHARS]}… (cut; the server log has the rest)"
+        return text
     return f"internal error ({type(exc).__name__}); see the server log"
 
 

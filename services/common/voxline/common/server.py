@@ -26,6 +26,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from voxline.common.config import ServerConfig, read_config_file, read_token_file
+from voxline.common.decode_guard import MalformedRequestInterceptor
 from voxline.common.metrics import ActiveRequestsInterceptor, setup_metrics, shutdown_metrics
 from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
 
@@ -46,14 +47,18 @@ class BearerTokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]
     MESSAGE = "missing or invalid bearer token"
 
     def __init__(self, token: str) -> None:
-        self._expected = f"Bearer {token}".encode()
+        self._expected = token.encode()
 
     def _authorized(self, metadata: Sequence[tuple[str, Any]] | None) -> bool:
         for key, value in metadata or ():
             if key == "authorization":
                 given = value if isinstance(value, bytes) else str(value).encode()
+                # The scheme name is case-insensitive (RFC 7235 §2.1): "bearer x" is "Bearer x".
+                scheme, _, credentials = given.partition(b" ")
+                if scheme.lower() != b"bearer":
+                    return False
                 # Constant time: the comparison must not reveal how much of a guess was right.
-                return hmac.compare_digest(given, self._expected)
+                return hmac.compare_digest(credentials.lstrip(b" "), self._expected)
         return False
 
     async def intercept_service(
@@ -179,7 +184,8 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
         # replicas get their share of calls.
         options.append(("grpc.max_connection_age_ms", int(config.max_connection_age_s * 1000)))
     credentials = _server_credentials(config)
-    interceptors = [ActiveRequestsInterceptor(), *spec.interceptors]
+    # MalformedRequestInterceptor: bytes that are not the method's protobuf get INVALID_ARGUMENT
+    interceptors = [MalformedRequestInterceptor(), ActiveRequestsInterceptor(), *spec.interceptors]
     if config.auth_token_file:
         token = read_token_file(config.auth_token_file, "--auth-token-file")
         interceptors.insert(0, BearerTokenInterceptor(token))

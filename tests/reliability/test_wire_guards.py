@@ -1,0 +1,117 @@
+"""Issue 10 regressions in the shared bootstrap: undecodable request bytes are INVALID_ARGUMENT
+(never UNKNOWN), the bearer scheme is case-insensitive, and no error text a client gets is longer
+than the cap however large the input it quotes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import grpc
+import pytest
+
+from voxline.common.config import ServerConfig
+from voxline.common.errors import InvalidInput
+from voxline.common.grpc_errors import MAX_DETAILS_CHARS, translate_errors
+from voxline.common.server import RunningServer, ServiceSpec, start_server
+from voxline.llm.config import LlmConfig
+from voxline.llm.engine import LanguageModelEngine, build_providers
+from voxline.llm.servicer import SERVICE_NAME, LanguageModelServicer
+from voxline.v1 import llm_pb2, llm_pb2_grpc
+
+TOKEN = "t0k3n-for-the-guards"
+GARBAGE = [b"\xff\xff\xff", b"\x0a\x05ab", b"not a protobuf \x80\x81", b"\x08" + b"\xff" * 12]
+
+
+class _Talker:
+    """Raises a domain error quoting its whole (huge) input, through ``translate_errors``."""
+
+    @translate_errors
+    async def Say(self, request: bytes, context: grpc.aio.ServicerContext) -> bytes:
+        raise InvalidInput(f"cannot say {request.decode()!r}")
+
+
+async def _start(tmp_path: Path, token: bool = False) -> RunningServer:
+    config = LlmConfig(providers=("groq",), local_model="none")
+    servicer = LanguageModelServicer(LanguageModelEngine(build_providers(config), config))
+    talker = _Talker()
+
+    def register(server: grpc.aio.Server) -> None:
+        llm_pb2_grpc.add_LanguageModelServicer_to_server(servicer, server)
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler(
+            "voxline.test.Talker", {"Say": grpc.unary_unary_rpc_method_handler(
+                lambda r, c: talker.Say(r, c))})])
+
+    async def warm_up() -> None:
+        return None
+
+    token_file = ""
+    if token:
+        (tmp_path / "token").write_text(TOKEN)
+        token_file = str(tmp_path / "token")
+    spec = ServiceSpec(name="voxline-guards", grpc_services=[SERVICE_NAME], register=register,
+                       warm_up=warm_up)
+    running = await start_server(spec, ServerConfig(port=0, auth_token_file=token_file))
+    await running.warm_up()
+    return running
+
+
+@pytest.fixture
+async def server(tmp_path: Path) -> AsyncIterator[RunningServer]:
+    running = await _start(tmp_path)
+    yield running
+    await running.stop(0)
+
+
+async def test_bytes_that_are_not_a_protobuf_are_invalid_argument(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        for payload in GARBAGE:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await channel.unary_unary("/voxline.v1.LanguageModel/ListProviders")(payload)
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+            assert "not a valid message for ListProviders" in (caught.value.details() or "")
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in channel.unary_stream("/voxline.v1.LanguageModel/Generate")(payload):
+                    pass
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            # a bidirectional stream (reflection): the bad message is refused when it is read
+            call = channel.stream_stream("/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo")(
+                iter([payload]))
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in call:
+                    pass
+            assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # the server still serves a good request
+        stub = llm_pb2_grpc.LanguageModelStub(channel)
+        reply = await stub.ListProviders(llm_pb2.ListProvidersRequest())
+        assert next(p.name for p in reply.providers) == "groq"
+
+
+async def test_error_texts_are_capped(server: RunningServer) -> None:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await channel.unary_unary("/voxline.test.Talker/Say")(b"x" * 20_000)
+    details = caught.value.details() or ""
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert details.startswith("cannot say 'xxx") and len(details) <= MAX_DETAILS_CHARS + 60
+
+
+@pytest.mark.parametrize("header, allowed", [
+    (f"Bearer {TOKEN}", True), (f"bearer {TOKEN}", True), (f"BEARER {TOKEN}", True),
+    (f"BeArEr  {TOKEN}", True), (f"Bearer {TOKEN}x", False), (f"Basic {TOKEN}", False),
+    (TOKEN, False), ("bearer", False),
+])
+async def test_bearer_scheme_is_case_insensitive(tmp_path: Path, header: str, allowed: bool) -> None:
+    running = await _start(tmp_path, token=True)
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            stub = llm_pb2_grpc.LanguageModelStub(channel)
+            try:
+                await stub.ListProviders(llm_pb2.ListProvidersRequest(),
+                                         metadata=(("authorization", header),))
+                code = grpc.StatusCode.OK
+            except grpc.aio.AioRpcError as exc:
+                code = exc.code()
+    finally:
+        await running.stop(0)
+    assert code == (grpc.StatusCode.OK if allowed else grpc.StatusCode.UNAUTHENTICATED)
