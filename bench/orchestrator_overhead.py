@@ -34,7 +34,7 @@ from bench.stats import percentile
 from voxline.common.config import ServerConfig
 from voxline.common.server import start_server
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.service import orchestrator_spec
+from voxline.orchestrator.wiring import build_spec
 from voxline.testing.fake_servers import FakeStack, tone_pcm
 from voxline.v1 import (
     audio_pb2,
@@ -150,7 +150,7 @@ async def measure(turns: int = 200, runs: int = 5, sentences: int = 4, costs: Co
     fakes = await FakeStack().start()
     config = OrchestratorConfig(stt_address=fakes.stt.address, llm_address=fakes.llm.address,
                                 tts_address=fakes.tts.address)
-    orchestrator = await start_server(orchestrator_spec(config), ServerConfig(port=0))
+    orchestrator = await start_server(build_spec(config), ServerConfig(port=0))
     await orchestrator.warm_up()
     audio = tone_pcm(1.0)
     try:

@@ -32,8 +32,8 @@ from voxline.common.server import start_server
 from voxline.tts.config import TtsConfig
 from voxline.tts.engine import SynthesisOutcome
 from voxline.tts.loader import warm_up
-from voxline.tts.service import build_service
 from voxline.tts.voices import Voice, VoiceBook
+from voxline.tts.wiring import build_spec
 from voxline.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
 #: The reply each voice speaks: three sentences, as an assistant would answer.
@@ -77,7 +77,7 @@ async def measure_stream(voices: Sequence[Voice], *, runs: int = 5, warmup_runs:
                          texts: dict[str, str] = THREE_SENTENCES) -> list[StreamFigures]:
     """Serve ``voices`` from an in-process TTS server and time ``runs`` calls of each (medians)."""
     outcomes: asyncio.Queue[SynthesisOutcome] = asyncio.Queue()
-    spec, _ = build_service(TtsConfig(), load=lambda _config: VoiceBook(voices),
+    spec = build_spec(TtsConfig(), load=lambda _config: VoiceBook(voices),
                             on_finished=outcomes.put_nowait)
     server = await start_server(spec, ServerConfig(port=0))
     results: list[StreamFigures] = []

@@ -1,8 +1,2 @@
-"""Shared fixtures."""
-
-from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+"""Shared fixtures. Helper modules here (``support``, ``speech``) import as top-level modules:
+pytest puts this directory, which has no ``__init__.py``, on the path for its conftest."""

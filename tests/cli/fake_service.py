@@ -1,7 +1,7 @@
 """A stand-in voxline service process for the Stack tests: the real server bootstrap (health,
-reflection, SIGTERM handling, `listening ... port=N` log line) with an instant warm-up and no model.
+reflection, SIGTERM handling, --port-file) with an instant warm-up and no model.
 
-    python fake_service.py <stage> --host H --port N [--stt ADDR --llm ADDR --tts ADDR]
+    python fake_service.py <stage> --host H --port N --port-file F [--stt ADDR --llm ADDR --tts ADDR]
 
 FAKE_FAIL_STAGE=<stage> makes that stage's warm-up fail (the process exits 1 after logging why).
 """

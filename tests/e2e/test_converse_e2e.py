@@ -18,7 +18,7 @@ import grpc
 import numpy as np
 import pytest
 from speech import PHRASE, english_speech_wav, words
-from support import ServiceProcess
+from support import start_service
 
 from voxline.common.audio import read_streamed_wav
 from voxline.v1 import audio_pb2, llm_pb2, voice_pb2, voice_pb2_grpc
@@ -74,13 +74,13 @@ def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     # all four start at once: the engines' model loads overlap, and the orchestrator needs only
     # their ports (logged before loading), not the engines being up
     engines = {
-        "stt": ServiceProcess("stt", [], env),
-        "llm": ServiceProcess("llm", ["--providers", "local"], env),
-        "tts": ServiceProcess("tts", [], env),
+        "stt": start_service("stt", [], env),
+        "llm": start_service("llm", ["--providers", "local"], env),
+        "tts": start_service("tts", [], env),
     }
     procs = dict(engines)
     try:
-        procs["orchestrator"] = orch = ServiceProcess("orchestrator", [
+        procs["orchestrator"] = orch = start_service("orchestrator", [
             "--stt", engines["stt"].address, "--llm", engines["llm"].address,
             "--tts", engines["tts"].address, "--llm-first-token-deadline", "60",
             "--llm-deadline", "120", "--stt-deadline", "60"], env)

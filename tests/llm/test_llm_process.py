@@ -8,7 +8,7 @@ import sys
 import grpc
 from fakes.chat_server import DEFAULT_TOKENS, FakeChatServer
 from llm_harness import CEREBRAS_KEY, GROQ_KEY
-from support import ServiceProcess
+from support import start_service
 
 from voxline.v1 import llm_pb2, llm_pb2_grpc
 
@@ -40,7 +40,7 @@ def test_service_process_streams_logs_availability_and_stops(fake_servers: tuple
     env = {"GROQ_API_KEY": GROQ_KEY, "CEREBRAS_API_KEY": "", "VOXLINE_LLM_LOCAL_MODEL": "none"}
     args = ["--providers", "cerebras,groq", "--groq-base-url", groq.url,
             "--cerebras-base-url", cerebras.url]
-    with ServiceProcess("llm", args, env) as service:
+    with start_service("llm", args, env) as service:
         service.wait_serving(60)
         with grpc.insecure_channel(service.address) as channel:
             stub = llm_pb2_grpc.LanguageModelStub(channel)

@@ -1,18 +1,19 @@
-"""Test harness: the real orchestrator server in process, pointed at fakes, and a Converse client."""
+"""Test harness: the real orchestrator server in process, pointed at fakes; a view of a turn's events
+read with the one Converse client helper, ``voxline.cli.client.Conversation``."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
 
+from voxline.cli.client import Conversation
 from voxline.common.config import ServerConfig
 from voxline.common.server import RunningServer, start_server
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
-from voxline.orchestrator.service import orchestrator_spec
-from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
+from voxline.orchestrator.wiring import build_spec
+from voxline.v1 import audio_pb2, voice_pb2
 
 #: Safety net for reads in tests: a test that would hang fails after this long instead.
 READ_TIMEOUT_S = 10.0
@@ -26,7 +27,7 @@ async def start_orchestrator(stt: str, llm: str, tts: str, **overrides: Any) -> 
             stt_s=5, llm_ttft_s=5, llm_total_s=10, tts_s=5, control_s=2)),
         **overrides,
     )
-    running = await start_server(orchestrator_spec(config), ServerConfig(port=0))
+    running = await start_server(build_spec(config), ServerConfig(port=0))
     await running.warm_up()
     return running
 
@@ -70,51 +71,23 @@ class Turn:
         return self.events[-1].turn
 
 
-class Conversation:
-    """A Converse call driven step by step (write, then read what comes back)."""
+def converse(channel: grpc.aio.Channel) -> Conversation:
+    """A Converse call on ``channel``, driven step by step, every read bounded in time."""
+    return Conversation.on_channel(channel, read_timeout_s=READ_TIMEOUT_S)
 
-    def __init__(self, channel: grpc.aio.Channel) -> None:
-        self.call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
 
-    async def config(self, **fields: Any) -> None:
-        await self.call.write(voice_pb2.ConverseRequest(config=voice_pb2.SessionConfig(**fields)))
+def settings(**fields: Any) -> voice_pb2.SessionConfig:
+    return voice_pb2.SessionConfig(**fields)
 
-    async def text(self, text: str) -> None:
-        await self.call.write(voice_pb2.ConverseRequest(text=text))
 
-    async def audio(self, data: bytes, chunk: int = 3200) -> None:
-        for i in range(0, len(data), chunk):
-            await self.call.write(voice_pb2.ConverseRequest(audio=data[i:i + chunk]))
+async def read_until(conv: Conversation, kind: str) -> Turn:
+    """Events up to and including the first of ``kind``."""
+    return Turn(await conv.read_until(kind))
 
-    async def end_of_utterance(self) -> None:
-        await self.call.write(voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
 
-    async def read(self) -> voice_pb2.ConverseResponse:
-        event = await asyncio.wait_for(self.call.read(), READ_TIMEOUT_S)
-        assert event is not grpc.aio.EOF, "stream ended"
-        return event  # type: ignore[no-any-return]
-
-    async def read_until(self, kind: str) -> Turn:
-        """Read events up to and including the first of ``kind``."""
-        turn = Turn()
-        while True:
-            event = await self.read()
-            turn.events.append(event)
-            if event.WhichOneof("event") == kind:
-                return turn
-
-    async def read_turn(self) -> Turn:
-        """Read one whole turn (up to its metrics)."""
-        return await self.read_until("metrics")
-
-    async def error(self) -> grpc.aio.AioRpcError:
-        """Read until the call fails; return its error."""
-        try:
-            while await asyncio.wait_for(self.call.read(), READ_TIMEOUT_S) is not grpc.aio.EOF:
-                pass
-        except grpc.aio.AioRpcError as exc:
-            return exc
-        raise AssertionError("the call ended without an error")
+async def read_turn(conv: Conversation) -> Turn:
+    """One whole turn (up to its metrics)."""
+    return await read_until(conv, "metrics")
 
 
 PCM16K = audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=16000, channels=1)

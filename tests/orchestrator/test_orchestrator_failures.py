@@ -6,7 +6,15 @@ import asyncio
 
 import grpc
 import pytest
-from orchestrator_harness import PCM16K, READ_TIMEOUT_S, Conversation, start_orchestrator
+from orchestrator_harness import (
+    PCM16K,
+    READ_TIMEOUT_S,
+    converse,
+    read_turn,
+    read_until,
+    settings,
+    start_orchestrator,
+)
 
 from voxline.common.server import RunningServer
 from voxline.testing.fake_servers import FakeStack, FakeStt, FakeTts, tone_pcm
@@ -21,23 +29,23 @@ async def test_new_text_mid_reply_interrupts_it(channel: grpc.aio.Channel, fakes
     fakes.llm.deltas = ["One sentence. ", "Another one ", "that never comes."]
     fakes.llm.gate = asyncio.Event()  # the LLM hangs after its first sentence...
     fakes.tts.gate = asyncio.Event()  # ...and TTS before its audio: both calls are in flight
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("Talk to me.")
-    await conv.read_until("assistant_text")
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("Talk to me.")
+    await read_until(conv, "assistant_text")
     await _wait(fakes.tts.log.started)
 
     fakes.llm.gate = fakes.tts.gate = None  # the next calls run freely; the current ones hang on
     fakes.llm.deltas = ["Sunny."]
-    await conv.text("Stop, what is the weather?")
-    interrupted = await conv.read_turn()
+    await conv.send_text("Stop, what is the weather?")
+    interrupted = await read_turn(conv)
     assert interrupted.number == 1
     assert interrupted.metrics.status == voice_pb2.INTERRUPTED
     await _wait(fakes.llm.log.cancelled)  # the services saw their calls cancelled
     await _wait(fakes.tts.log.cancelled)
     assert fakes.llm.log.cancellations == 1 and fakes.tts.log.cancellations == 1
 
-    fresh = await conv.read_turn()
+    fresh = await read_turn(conv)
     assert fresh.number == 2
     assert fresh.transcript == "Stop, what is the weather?"
     assert fresh.metrics.status == voice_pb2.COMPLETED, fresh.metrics.error
@@ -50,30 +58,30 @@ async def test_new_text_mid_reply_interrupts_it(channel: grpc.aio.Channel, fakes
 
 async def test_new_audio_mid_reply_interrupts_it(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     fakes.llm.gate = asyncio.Event()
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K)
-    await conv.audio(tone_pcm(0.2))
-    await conv.end_of_utterance()
-    await conv.read_until("assistant_text")
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K))
+    await conv.send_audio(tone_pcm(0.2))
+    await conv.send_end_of_utterance()
+    await read_until(conv, "assistant_text")
     await _wait(fakes.llm.log.started)
 
     fakes.llm.gate = None
-    await conv.audio(tone_pcm(0.2))  # the user speaks again: barge-in at the first chunk
-    interrupted = await conv.read_turn()
+    await conv.send_audio(tone_pcm(0.2))  # the user speaks again: barge-in at the first chunk
+    interrupted = await read_turn(conv)
     assert interrupted.metrics.status == voice_pb2.INTERRUPTED
     await _wait(fakes.llm.log.cancelled)
-    await conv.end_of_utterance()
-    fresh = await conv.read_turn()
+    await conv.send_end_of_utterance()
+    fresh = await read_turn(conv)
     assert fresh.number == 2 and fresh.metrics.status == voice_pb2.COMPLETED, fresh.metrics.error
 
 
 async def test_client_cancel_cancels_llm_and_tts(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     fakes.llm.gate = asyncio.Event()
     fakes.tts.gate = asyncio.Event()
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("Talk to me.")
-    await conv.read_until("assistant_text")
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("Talk to me.")
+    await read_until(conv, "assistant_text")
     await _wait(fakes.tts.log.started)
     conv.call.cancel()
     await _wait(fakes.llm.log.cancelled)
@@ -82,20 +90,20 @@ async def test_client_cancel_cancels_llm_and_tts(channel: grpc.aio.Channel, fake
 
 async def test_stage_down_fails_the_turn_and_the_session_survives(channel: grpc.aio.Channel,
                                                                   fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config()
+    conv = converse(channel)
+    await conv.send_config(settings())
     llm_address = fakes.llm.address
     await fakes.llm.stop()
 
-    await conv.text("Are you there?")
-    failed = await conv.read_turn()
+    await conv.send_text("Are you there?")
+    failed = await read_turn(conv)
     assert failed.kinds == ["transcript", "metrics"]
     assert failed.metrics.status == voice_pb2.FAILED
     assert failed.metrics.error.startswith(f"UNAVAILABLE: llm stage unavailable at {llm_address}")
 
     await fakes.llm.start(port=fakes.llm.port)  # back on the same port
-    await conv.text("And now?")
-    back = await conv.read_turn()
+    await conv.send_text("And now?")
+    back = await read_turn(conv)
     assert back.number == 2
     assert back.metrics.status == voice_pb2.COMPLETED, back.metrics.error
     assert back.audio
@@ -105,18 +113,18 @@ async def test_stage_down_fails_the_turn_and_the_session_survives(channel: grpc.
 async def test_stt_or_tts_down_names_the_stage(channel: grpc.aio.Channel, fakes: FakeStack,
                                                stage: str) -> None:
     fake = getattr(fakes, stage)
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K)
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K))
     await fake.stop()
-    await conv.audio(tone_pcm(0.2))
-    await conv.end_of_utterance()
-    failed = await conv.read_turn()
+    await conv.send_audio(tone_pcm(0.2))
+    await conv.send_end_of_utterance()
+    failed = await read_turn(conv)
     assert failed.metrics.status == voice_pb2.FAILED
     assert failed.metrics.error.startswith(f"UNAVAILABLE: {stage} stage unavailable at {fake.address}")
     await fake.start(port=fake.port)
-    await conv.audio(tone_pcm(0.2))
-    await conv.end_of_utterance()
-    assert (await conv.read_turn()).metrics.status == voice_pb2.COMPLETED
+    await conv.send_audio(tone_pcm(0.2))
+    await conv.send_end_of_utterance()
+    assert (await read_turn(conv)).metrics.status == voice_pb2.COMPLETED
 
 
 async def test_stage_errors_and_deadlines_are_reported(fakes: FakeStack) -> None:
@@ -127,11 +135,11 @@ async def test_stage_errors_and_deadlines_are_reported(fakes: FakeStack) -> None
         deadlines=Deadlines(stt_s=0.3, llm_ttft_s=0.3, llm_total_s=5, tts_s=5, control_s=2))
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            conv = Conversation(channel)
-            await conv.config(input_format=PCM16K)
+            conv = converse(channel)
+            await conv.send_config(settings(input_format=PCM16K))
             fakes.llm.first_delay_s = 2.0
-            await conv.text("Slow?")
-            slow = await conv.read_turn()
+            await conv.send_text("Slow?")
+            slow = await read_turn(conv)
             assert slow.metrics.status == voice_pb2.FAILED
             assert slow.metrics.error.startswith("DEADLINE_EXCEEDED: llm stage deadline exceeded")
             assert "no first token within 0.3 s" in slow.metrics.error
@@ -139,41 +147,41 @@ async def test_stage_errors_and_deadlines_are_reported(fakes: FakeStack) -> None
 
             fakes.llm.first_delay_s = 0
             fakes.tts.fail = (grpc.StatusCode.INVALID_ARGUMENT, "text is too long")
-            await conv.text("Broken voice?")
-            bad = await conv.read_turn()
+            await conv.send_text("Broken voice?")
+            bad = await read_turn(conv)
             assert bad.metrics.error == (f"INVALID_ARGUMENT: tts stage failed at {fakes.tts.address}: "
                                          "text is too long")
 
             fakes.tts.fail = None
             fakes.stt.latency_s = 2.0
-            await conv.audio(tone_pcm(0.1))
-            await conv.end_of_utterance()
-            late = await conv.read_turn()
+            await conv.send_audio(tone_pcm(0.1))
+            await conv.send_end_of_utterance()
+            late = await read_turn(conv)
             assert late.metrics.error.startswith("DEADLINE_EXCEEDED: stt stage deadline exceeded")
     finally:
         await running.stop(0)
 
 
 async def test_audio_before_config_is_invalid(channel: grpc.aio.Channel) -> None:
-    conv = Conversation(channel)
-    await conv.audio(tone_pcm(0.1))
+    conv = converse(channel)
+    await conv.send_audio(tone_pcm(0.1))
     err = await conv.error()
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == "first message must be config"
 
 
 async def test_config_twice_is_invalid(channel: grpc.aio.Channel) -> None:
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.config()
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_config(settings())
     err = await conv.error()
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "config was already sent" in err.details()
 
 
 async def test_unknown_voice_is_invalid_and_names_the_voices(channel: grpc.aio.Channel) -> None:
-    conv = Conversation(channel)
-    await conv.config(voice="espeak:xx")
+    conv = converse(channel)
+    await conv.send_config(settings(voice="espeak:xx"))
     err = await conv.error()
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert err.details() == "unknown voice 'espeak:xx'; available voices: fake:en, fake:fr"
@@ -181,8 +189,8 @@ async def test_unknown_voice_is_invalid_and_names_the_voices(channel: grpc.aio.C
 
 async def test_voice_check_with_tts_down_is_unavailable(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     await fakes.tts.stop()
-    conv = Conversation(channel)
-    await conv.config(voice="fake:en")
+    conv = converse(channel)
+    await conv.send_config(settings(voice="fake:en"))
     err = await conv.error()
     assert err.code() == grpc.StatusCode.UNAVAILABLE
     assert err.details().startswith(f"UNAVAILABLE: tts stage unavailable at {fakes.tts.address}")
@@ -195,14 +203,14 @@ async def test_bad_session_input(channel: grpc.aio.Channel) -> None:
         ({"output_format": {"encoding": "FLAC"}}, "output_format.encoding must be PCM_S16LE or WAV"),
     ]
     for fields, message in cases:
-        conv = Conversation(channel)
-        await conv.config(**fields)
+        conv = converse(channel)
+        await conv.send_config(settings(**fields))
         err = await conv.error()
         assert err.code() == grpc.StatusCode.INVALID_ARGUMENT, fields
         assert message in err.details()
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.end_of_utterance()
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_end_of_utterance()
     err = await conv.error()
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "end_of_utterance without any audio" in err.details()
@@ -213,9 +221,9 @@ async def test_oversized_utterance_is_refused(fakes: FakeStack) -> None:
                                        max_turn_audio_bytes=10_000)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            conv = Conversation(channel)
-            await conv.config(input_format=PCM16K)
-            await conv.audio(tone_pcm(0.5))
+            conv = converse(channel)
+            await conv.send_config(settings(input_format=PCM16K))
+            await conv.send_audio(tone_pcm(0.5))
             err = await conv.error()
             assert err.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "over 10000 bytes" in err.details()
@@ -233,10 +241,10 @@ async def test_orchestrator_serves_with_every_stage_down() -> None:
     running: RunningServer = await start_orchestrator(*addresses)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
-            conv = Conversation(channel)
-            await conv.config()
-            await conv.text("Anyone?")
-            turn = await conv.read_turn()
+            conv = converse(channel)
+            await conv.send_config(settings())
+            await conv.send_text("Anyone?")
+            turn = await read_turn(conv)
             assert "llm stage unavailable at 127.0.0.1:1" in turn.metrics.error
     finally:
         await running.stop(0)

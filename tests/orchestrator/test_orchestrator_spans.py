@@ -8,20 +8,20 @@ import grpc
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
-from orchestrator_harness import PCM16K, Conversation, Turn
+from orchestrator_harness import PCM16K, Turn, converse, read_turn, read_until, settings
 
 from voxline.testing.fake_servers import FakeStack, tone_pcm
 
 
 async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeStack,
                                          spans: InMemorySpanExporter) -> None:
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K)
-    await conv.audio(tone_pcm(0.5))
-    await conv.end_of_utterance()
-    first = await conv.read_turn()
-    await conv.text("And again?")
-    second = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K))
+    await conv.send_audio(tone_pcm(0.5))
+    await conv.send_end_of_utterance()
+    first = await read_turn(conv)
+    await conv.send_text("And again?")
+    second = await read_turn(conv)
     await conv.call.done_writing()
     await conv.call.code()
 
@@ -35,9 +35,9 @@ async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeS
     (root,) = by_name["voxline.turn"]
     assert root.parent is None and root.kind == SpanKind.INTERNAL
     (link,) = root.links  # linked to the Converse call's server span
-    converse = [s for s in spans.get_finished_spans()
+    converse_spans = [s for s in spans.get_finished_spans()
                 if s.name == "/voxline.v1.VoiceAssistant/Converse" and s.kind == SpanKind.SERVER]
-    assert converse and link.context.span_id == converse[0].context.span_id
+    assert converse_spans and link.context.span_id == converse_spans[0].context.span_id
     attrs = root.attributes
     assert attrs["voxline.turn.number"] == 1 and attrs["voxline.turn.status"] == "completed"
     assert attrs["voxline.sentences"] == 2 and attrs["voxline.llm.provider"] == "fake"
@@ -86,14 +86,14 @@ async def test_failed_and_interrupted_turns_are_marked(channel: grpc.aio.Channel
         return root
 
     fakes.llm.gate = asyncio.Event()  # turn 1 hangs mid-reply...
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("Hello?")
-    await conv.read_until("assistant_text")
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("Hello?")
+    await read_until(conv, "assistant_text")
     fakes.llm.gate = None
     fakes.llm.fail = (grpc.StatusCode.UNAVAILABLE, "overloaded")  # ...turn 2 interrupts it and fails
-    await conv.text("Anyone?")
-    interrupted, failed = await conv.read_turn(), await conv.read_turn()
+    await conv.send_text("Anyone?")
+    interrupted, failed = await read_turn(conv), await read_turn(conv)
     assert root_of(interrupted).attributes["voxline.turn.status"] == "interrupted"
     assert root_of(failed).attributes["voxline.turn.status"] == "failed"
     assert root_of(failed).status.description == (

@@ -6,7 +6,7 @@ import asyncio
 
 import grpc
 import numpy as np
-from orchestrator_harness import PCM16K, Conversation
+from orchestrator_harness import PCM16K, converse, read_turn, read_until, settings
 
 from voxline.common.audio import read_streamed_wav
 from voxline.orchestrator.config import DEFAULT_SYSTEM_PROMPT
@@ -24,10 +24,10 @@ def _order_ok(kinds: list[str]) -> bool:
 
 
 async def test_text_turn_events_in_order(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("What time is it?")
-    turn = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("What time is it?")
+    turn = await read_turn(conv)
 
     assert _order_ok(turn.kinds), turn.kinds
     assert turn.number == 1
@@ -54,11 +54,11 @@ async def test_text_turn_events_in_order(channel: grpc.aio.Channel, fakes: FakeS
 
 async def test_audio_turn_sends_accumulated_audio_to_stt(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     speech = tone_pcm(0.5)
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K, language="en")
-    await conv.audio(speech)
-    await conv.end_of_utterance()
-    turn = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K, language="en"))
+    await conv.send_audio(speech)
+    await conv.send_end_of_utterance()
+    turn = await read_turn(conv)
 
     assert _order_ok(turn.kinds), turn.kinds
     assert turn.transcript == fakes.stt.transcript
@@ -76,16 +76,16 @@ async def test_first_audio_is_sent_before_the_llm_has_finished(channel: grpc.aio
     fakes.llm.deltas = ["The first sentence. ", "The second ", "sentence."]
     fakes.llm.gate = asyncio.Event()
     fakes.llm.gate_after = 1  # the LLM stops after the first sentence until the test lets it go
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("Tell me two things.")
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("Tell me two things.")
 
-    head = await conv.read_until("audio")
+    head = await read_until(conv, "audio")
     assert head.kinds == ["transcript", "assistant_text", "audio_format", "audio"]
     assert not fakes.llm.log.finished.is_set()  # audio of sentence 1 is out, the LLM is still going
     assert fakes.tts.texts == ["The first sentence."]
     fakes.llm.gate.set()
-    rest = await conv.read_turn()
+    rest = await read_turn(conv)
     assert rest.metrics.status == voice_pb2.COMPLETED, rest.metrics.error
     assert rest.metrics.sentences == 2
     assert fakes.tts.texts == ["The first sentence.", "The second sentence."]
@@ -97,28 +97,28 @@ async def test_a_long_first_sentence_starts_speaking_at_its_first_clause(
     fakes.llm.deltas = ["Water boils at one hundred degrees, ", "which is 212 ", "Fahrenheit, at sea level."]
     fakes.llm.gate = asyncio.Event()
     fakes.llm.gate_after = 2  # the LLM pauses inside the first sentence, after its first clause
-    conv = Conversation(channel)
-    await conv.config()
-    await conv.text("When does water boil?")
+    conv = converse(channel)
+    await conv.send_config(settings())
+    await conv.send_text("When does water boil?")
 
-    head = await conv.read_until("audio")
+    head = await read_until(conv, "audio")
     assert fakes.tts.texts == ["Water boils at one hundred degrees,"]
     assert "audio" in head.kinds and not fakes.llm.log.finished.is_set()
     fakes.llm.gate.set()
-    rest = await conv.read_turn()
+    rest = await read_turn(conv)
     assert rest.metrics.status == voice_pb2.COMPLETED, rest.metrics.error
     assert fakes.tts.texts == [
         "Water boils at one hundred degrees,", "which is 212 Fahrenheit, at sea level."]
 
 
 async def test_history_is_sent_on_the_second_turn(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config(system_prompt="Be brief.")
-    await conv.text("First question?")
-    await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(system_prompt="Be brief."))
+    await conv.send_text("First question?")
+    await read_turn(conv)
     fakes.llm.deltas = ["Second answer."]
-    await conv.text("Second question?")
-    second = await conv.read_turn()
+    await conv.send_text("Second question?")
+    second = await read_turn(conv)
 
     assert second.number == 2
     assert second.metrics.status == voice_pb2.COMPLETED
@@ -132,11 +132,11 @@ async def test_history_is_sent_on_the_second_turn(channel: grpc.aio.Channel, fak
 
 async def test_default_system_prompt_and_session_options_reach_the_llm(channel: grpc.aio.Channel,
                                                                       fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config(llm_providers=["local"], no_cache=True,
-                      sampling={"temperature": 0.2, "max_tokens": 40})
-    await conv.text("Hi")
-    await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(llm_providers=["local"], no_cache=True,
+                      sampling={"temperature": 0.2, "max_tokens": 40}))
+    await conv.send_text("Hi")
+    await read_turn(conv)
     request = fakes.llm.requests[0]
     assert request.messages[0].role == "system" and request.messages[0].content == DEFAULT_SYSTEM_PROMPT
     assert list(request.providers) == ["local"] and request.no_cache
@@ -145,11 +145,11 @@ async def test_default_system_prompt_and_session_options_reach_the_llm(channel: 
 
 
 async def test_wav_output_is_one_streaming_wav_per_turn(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config(output_format=audio_pb2.AudioFormat(encoding=audio_pb2.WAV, sample_rate_hz=22050),
-                      voice="fake:fr")
-    await conv.text("Hi")
-    turn = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(
+        output_format=audio_pb2.AudioFormat(encoding=audio_pb2.WAV, sample_rate_hz=22050), voice="fake:fr"))
+    await conv.send_text("Hi")
+    turn = await read_turn(conv)
     fmt = next(e.audio_format for e in turn.events if e.HasField("audio_format"))
     assert fmt.encoding == audio_pb2.WAV and fmt.sample_rate_hz == 22050 and fmt.channels == 1
     rate, samples = read_streamed_wav(turn.audio)
@@ -161,11 +161,11 @@ async def test_wav_output_is_one_streaming_wav_per_turn(channel: grpc.aio.Channe
 
 async def test_empty_transcript_skips_the_llm(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
     fakes.stt.transcript = ""
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K)
-    await conv.audio(silence_pcm(0.3))
-    await conv.end_of_utterance()
-    turn = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K))
+    await conv.send_audio(silence_pcm(0.3))
+    await conv.send_end_of_utterance()
+    turn = await read_turn(conv)
     assert turn.kinds == ["transcript", "metrics"]
     assert turn.transcript == ""
     assert turn.metrics.status == voice_pb2.FAILED
@@ -174,11 +174,11 @@ async def test_empty_transcript_skips_the_llm(channel: grpc.aio.Channel, fakes: 
 
 
 async def test_server_vad_ends_the_utterance_on_silence(channel: grpc.aio.Channel, fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K, server_vad=True, vad_silence_ms=300)
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K, server_vad=True, vad_silence_ms=300))
     leading, speech, trailing = silence_pcm(1.0), tone_pcm(0.6), silence_pcm(0.4)
-    await conv.audio(leading + speech + trailing, chunk=640)  # 20 ms chunks; no end_of_utterance
-    turn = await conv.read_turn()
+    await conv.send_audio(leading + speech + trailing, chunk_bytes=640)  # 20 ms chunks; no end_of_utterance
+    turn = await read_turn(conv)
 
     assert turn.metrics.status == voice_pb2.COMPLETED, turn.metrics.error
     sent = fakes.stt.requests[0].audio
@@ -186,21 +186,21 @@ async def test_server_vad_ends_the_utterance_on_silence(channel: grpc.aio.Channe
     assert len(sent) < len(leading + speech + trailing)  # ...without the leading second of silence
     assert len(sent) <= len(speech) + len(silence_pcm(0.3 + 0.3)) + 640
     # more silence: no new turn; a second utterance: a second turn
-    await conv.audio(silence_pcm(1.0) + tone_pcm(0.4) + silence_pcm(0.4), chunk=640)
-    second = await conv.read_turn()
+    await conv.send_audio(silence_pcm(1.0) + tone_pcm(0.4) + silence_pcm(0.4), chunk_bytes=640)
+    second = await read_turn(conv)
     assert second.number == 2 and fakes.stt.log.calls == 2
 
 
 async def test_text_input_replaces_an_unfinished_utterance(channel: grpc.aio.Channel,
                                                            fakes: FakeStack) -> None:
-    conv = Conversation(channel)
-    await conv.config(input_format=PCM16K)
-    await conv.audio(tone_pcm(0.2, freq=300))  # started speaking, then typed instead
-    await conv.text("Typed instead.")
-    typed = await conv.read_turn()
+    conv = converse(channel)
+    await conv.send_config(settings(input_format=PCM16K))
+    await conv.send_audio(tone_pcm(0.2, freq=300))  # started speaking, then typed instead
+    await conv.send_text("Typed instead.")
+    typed = await read_turn(conv)
     assert typed.transcript == "Typed instead." and fakes.stt.log.calls == 0
     speech = tone_pcm(0.3, freq=500)
-    await conv.audio(speech)
-    await conv.end_of_utterance()
-    spoken = await conv.read_turn()
+    await conv.send_audio(speech)
+    await conv.send_end_of_utterance()
+    spoken = await read_turn(conv)
     assert spoken.number == 2 and fakes.stt.requests[0].audio == speech

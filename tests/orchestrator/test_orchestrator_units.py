@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from voxline.common.config import ConfigError
-from voxline.orchestrator.config import build_parser, config_from_args
+from voxline.orchestrator.config import parse
 from voxline.orchestrator.vad import EnergyVad
 from voxline.testing.fake_servers import silence_pcm, tone_pcm
 
@@ -64,14 +64,14 @@ def test_vad_stereo_frames() -> None:
 def test_config_flags_env_and_validation(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOXLINE_ORCHESTRATOR_LLM", "10.0.0.5:6000")
     monkeypatch.setenv("VOXLINE_ORCHESTRATOR_TTS_DEADLINE", "7.5")
-    config, server = config_from_args(build_parser().parse_args(["--stt", "stt:1234", "--port", "0"]))
+    config = parse(["--stt", "stt:1234", "--port", "0"])
     assert config.stt_address == "stt:1234" and config.llm_address == "10.0.0.5:6000"
     assert config.tts_address == "127.0.0.1:50053"
-    assert config.deadlines.tts_s == 7.5 and server.port == 0
+    assert config.deadlines.tts_s == 7.5 and config.server.port == 0
     with pytest.raises(ConfigError, match="--tts must be host:port"):
-        config_from_args(build_parser().parse_args(["--tts", "nowhere"]))
+        parse(["--tts", "nowhere"])
     with pytest.raises(ConfigError, match="llm_ttft_s must be > 0"):
-        config_from_args(build_parser().parse_args(["--llm-first-token-deadline", "0"]))
+        parse(["--llm-first-token-deadline", "0"])
 
 
 def test_help_works_without_any_service() -> None:

@@ -12,7 +12,7 @@ from pathlib import Path
 import grpc
 import pytest
 from speech import PHRASE, english_speech_wav, words
-from support import ROOT, ServiceProcess
+from support import ROOT, start_service
 
 from voxline.v1 import stt_pb2, stt_pb2_grpc
 
@@ -57,7 +57,7 @@ STARTED = "Processing audio with duration"
 @pytest.mark.slow
 def test_sigterm_lets_the_in_flight_transcription_finish_then_exits_0(stt_cache_dir: Path) -> None:
     wav = english_speech_wav(PHRASE)
-    with ServiceProcess("stt", ["--cache-dir", str(stt_cache_dir), "--grace-seconds", "60"]) as process:
+    with start_service("stt", ["--cache-dir", str(stt_cache_dir), "--grace-seconds", "60"]) as process:
         process.wait_serving()
         warm_ups = process.logs.count(STARTED)
         with grpc.insecure_channel(process.address) as channel:

@@ -15,8 +15,9 @@ from grpc_reflection.v1alpha.proto_reflection_descriptor_database import (
     ProtoReflectionDescriptorDatabase,
 )
 from speech import PHRASE, PHRASE_2, english_speech_pcm16, english_speech_wav, speech_seconds, words
-from support import ServiceProcess
+from support import start_service
 
+from voxline.cli.service_process import ServiceProcess
 from voxline.common.audio import to_wav_bytes
 from voxline.v1 import audio_pb2, stt_pb2, stt_pb2_grpc
 
@@ -40,7 +41,7 @@ class Server:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     cache = tmp_path_factory.mktemp("voxline-cache")  # empty: the first start assembles the model
-    process = ServiceProcess("stt", [
+    process = start_service("stt", [
         "--cache-dir", str(cache), "--num-workers", "1", "--max-queued", "1",
         "--max-audio-seconds", str(MAX_AUDIO_SECONDS), "--max-message-mb", "2",
         "--max-stream-bytes", str(MAX_STREAM_BYTES),

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from support import ServiceProcess
+from support import start_service
 
+from voxline.cli.service_process import ServiceProcess
 from voxline.tts.tiny_vits import build_tiny_vits
 from voxline.v1 import tts_pb2_grpc
 
@@ -26,7 +27,7 @@ def tiny_vits_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def tts_server(tiny_vits_dir: Path) -> Iterator[ServiceProcess]:
     """``python -m voxline.tts`` on a free port, SERVING (voices loaded and warm)."""
     args = ["--vits-models", str(tiny_vits_dir), "--max-text-chars", str(MAX_TEXT_CHARS)]
-    with ServiceProcess("tts", args) as server:
+    with start_service("tts", args) as server:
         server.wait_serving()
         yield server
         assert server.stop() == 0, server.logs

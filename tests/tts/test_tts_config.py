@@ -8,7 +8,7 @@ import sys
 import pytest
 
 from voxline.common.config import ConfigError
-from voxline.tts.config import TtsConfig, config_from_args
+from voxline.tts.config import TtsConfig, parse
 from voxline.tts.espeak import EspeakVoice
 from voxline.tts.vits import VitsVoice
 
@@ -16,7 +16,7 @@ from voxline.tts.vits import VitsVoice
 def test_flags_override_env_which_overrides_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("VOXLINE_TTS_ESPEAK_VOICES", "fr, en")
     monkeypatch.setenv("VOXLINE_TTS_DEFAULT_VOICE", "espeak:fr")
-    config = config_from_args(["--max-text-chars", "77", "--piper-voices", ""])
+    config = parse(["--max-text-chars", "77", "--piper-voices", ""])
     assert config.espeak_voices == ("fr", "en")
     assert config.default_voice == "espeak:fr"
     assert config.piper_voices == ()

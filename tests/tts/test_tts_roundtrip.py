@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import grpc
 import pytest
 from speech import PHRASE, words
-from support import ServiceProcess
+from support import start_service
 from tts_client import synthesize
 
 from voxline.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2_grpc
@@ -15,7 +15,7 @@ from voxline.v1 import audio_pb2, stt_pb2, stt_pb2_grpc, tts_pb2_grpc
 
 @pytest.fixture(scope="module")
 def stt_stub(request: pytest.FixtureRequest) -> Iterator[stt_pb2_grpc.SpeechToTextStub]:
-    with ServiceProcess("stt", ["--language", "en"]) as server:
+    with start_service("stt", ["--language", "en"]) as server:
         request.getfixturevalue("tts_server")  # both servers load their models at the same time
         server.wait_serving()
         with grpc.insecure_channel(server.address) as channel:

@@ -16,8 +16,8 @@ from voxline.common.config import ServerConfig
 from voxline.common.server import RunningServer, start_server
 from voxline.tts.config import TtsConfig
 from voxline.tts.engine import SynthesisOutcome
-from voxline.tts.service import build_service
 from voxline.tts.voices import VoiceBook
+from voxline.tts.wiring import build_spec
 from voxline.v1 import audio_pb2, tts_pb2, tts_pb2_grpc
 
 RATE = 16_000
@@ -61,7 +61,7 @@ class Harness:
 async def _serve(voice: HeldVoice, warm: bool = True, config: TtsConfig | None = None
                  ) -> AsyncIterator[Harness]:
     outcomes: asyncio.Queue[SynthesisOutcome] = asyncio.Queue()
-    spec, _ = build_service(config or TtsConfig(), load=lambda _config: VoiceBook([voice]),
+    spec = build_spec(config or TtsConfig(), load=lambda _config: VoiceBook([voice]),
                             on_finished=outcomes.put_nowait)
     server = await start_server(spec, ServerConfig(port=0))
     if warm:

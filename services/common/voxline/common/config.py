@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
+import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,16 @@ _SECRET_MARKERS = ("key", "token", "secret", "password")
 
 class ConfigError(ValueError):
     """A flag or environment variable has a value that cannot be used."""
+
+
+#: Exit status of a service whose configuration is refused (as argparse's own usage errors).
+BAD_CONFIG_EXIT = 2
+
+
+def refuse(prog: str, error: ConfigError) -> int:
+    """Say why the configuration is refused, the same way for every service; the exit status."""
+    print(f"{prog}: error: {error}", file=sys.stderr)
+    return BAD_CONFIG_EXIT
 
 
 def _parse_bool(text: str) -> bool:
@@ -84,6 +95,9 @@ class ServerConfig:
     tls_client_ca: str = ""
     #: File holding the bearer token every call except health and reflection must carry.
     auth_token_file: str = ""
+    #: Once the port is bound, write it here (see ``voxline.common.server.write_port_file``), so a
+    #: supervisor starting the service on port 0 learns the port without reading its log.
+    port_file: str = ""
     #: Prometheus scrape endpoint port (0: a free port, logged); None: no endpoint.
     metrics_port: int | None = None
     #: Close each client connection after this many seconds (GOAWAY; calls in flight finish) so
@@ -100,6 +114,8 @@ def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
            help="address to bind (0.0.0.0 for all interfaces)")
     option(group, "--port", env=prefix + "PORT", default=DEFAULT_PORTS[stage], type=int,
            help="port to bind; 0 picks a free port and logs it")
+    option(group, "--port-file", env=prefix + "PORT_FILE", default="",
+           help="once bound, write the port number to this file (for supervisors using port 0)")
     option(group, "--max-message-mb", env="VOXLINE_MAX_MESSAGE_MB", default=32.0, type=float,
            help="largest gRPC message accepted or sent, MiB")
     option(group, "--grace-seconds", env="VOXLINE_GRACE_SECONDS", default=10.0, type=float,
@@ -164,6 +180,7 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         tls_key=ns.tls_key,
         tls_client_ca=ns.tls_client_ca,
         auth_token_file=ns.auth_token_file,
+        port_file=ns.port_file,
         metrics_port=ns.metrics_port,
         max_connection_age_s=ns.max_connection_age_s,
     )

@@ -2,10 +2,15 @@
 
 ``serve()`` does, in order: telemetry (instrumenting grpc before the server exists), the server
 with message size limits, the standard health service (NOT_SERVING), reflection, the service's own
-servicers, bind (port 0 picks a free port, which is logged), start, warm-up (health stays
-NOT_SERVING until the engine is loaded and warm), SERVING, then wait for SIGTERM/SIGINT. On a signal:
-health flips to NOT_SERVING, the server stops accepting calls, in-flight calls get the grace period,
-the service's own close hook runs, spans are flushed, and ``serve`` returns (exit status 0).
+servicers, bind (port 0 picks a free port, which is logged and, with ``--port-file``, written to
+that file), start, warm-up (health stays NOT_SERVING until the engine is loaded and warm), SERVING,
+then wait for SIGTERM/SIGINT. On a signal: health flips to NOT_SERVING, the server stops accepting
+calls, in-flight calls get the grace period, the service's own close hook runs, spans are flushed,
+and ``serve`` returns (exit status 0).
+
+Every service's ``__main__`` has the same shape: ``config.parse(argv)`` (a ``ConfigError`` is
+refused with ``voxline.common.config.refuse``), then ``run_service(lambda: build_spec(config),
+config)``, ``build_spec`` living in the service's ``wiring`` module.
 """
 
 from __future__ import annotations
@@ -19,20 +24,22 @@ import signal
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, Protocol
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from voxline.common.config import ServerConfig, read_config_file, read_token_file
+from voxline.common.config import ServerConfig, describe, read_config_file, read_token_file
 from voxline.common.decode_guard import MalformedRequestInterceptor
+from voxline.common.logs import setup_logging
 from voxline.common.metrics import ActiveRequestsInterceptor, setup_metrics, shutdown_metrics
 from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
 
 log = logging.getLogger(__name__)
 
-#: Printed (logged) once the port is bound: ``voxline up`` and tests read the port from it.
+#: Logged once the port is bound (for people; programs read ``--port-file``).
 LISTENING_MESSAGE = "listening"
 
 #: Services callable without a token, so health probes and ``grpcurl list`` keep working.
@@ -201,6 +208,8 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
             else server.add_secure_port(address, credentials))
     if port == 0:
         raise OSError(f"could not bind {config.host}:{config.port}")
+    if config.port_file:
+        write_port_file(config.port_file, port)
     running = RunningServer(server, port, health_servicer, spec, config)
     await running.set_serving(False)
     await server.start()
@@ -258,8 +267,44 @@ def exit_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
+def write_port_file(path: str, port: int) -> None:
+    """The port-file format: the bound port in decimal and a newline, nothing else. The file is
+    replaced atomically, so a reader sees no file or the whole number, never a part of it."""
+    target = Path(path)
+    partial = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+    partial.write_text(f"{port}\n", encoding="ascii")
+    os.replace(partial, target)
+
+
+def read_port_file(path: Path) -> int | None:
+    """The port a service wrote with ``write_port_file``, or None while there is no file yet."""
+    try:
+        text = path.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return None
+    port = int(text)
+    if not 0 < port < 65536:
+        raise ValueError(f"{path} holds no port: {text!r}")
+    return port
+
+
+class ServiceConfig(Protocol):
+    """A service's frozen configuration: its own settings and its server's."""
+
+    @property
+    def server(self) -> ServerConfig: ...
+
+
+def run_service(build_spec: Callable[[], ServiceSpec], config: ServiceConfig) -> int:
+    """What every service's ``__main__`` runs once its configuration is parsed: logging set up, the
+    configuration logged (one "config" event, secrets masked), then ``run``; the exit status."""
+    setup_logging(config.server.log_level, config.server.log_format)
+    log.info("config", extra={"config": describe(config)})
+    return run(build_spec, config.server)
+
+
 def run(spec_factory: Callable[[], ServiceSpec], config: ServerConfig) -> int:
-    """Entry point helper for ``__main__``: run ``serve`` in a fresh event loop, return exit code."""
+    """Run ``serve`` in a fresh event loop (the spec is built inside it); return the exit status."""
     exit_with_parent()
     async def main() -> None:
         await serve(spec_factory(), config)

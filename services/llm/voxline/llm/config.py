@@ -8,10 +8,17 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from voxline.common.config import ConfigError, add_server_options, option
+from voxline.common.config import (
+    ConfigError,
+    ServerConfig,
+    add_server_options,
+    option,
+    server_config_from_args,
+)
 
 PROVIDER_NAMES = ("cerebras", "groq", "local")
 KEY_ENV = {"groq": "GROQ_API_KEY", "cerebras": "CEREBRAS_API_KEY"}
@@ -20,7 +27,7 @@ _P = "VOXLINE_LLM_"
 
 @dataclass(frozen=True)
 class LlmConfig:
-    """Everything the gateway's engine needs."""
+    """Everything the gateway needs to start (its engine's settings and its server's)."""
 
     providers: tuple[str, ...] = PROVIDER_NAMES
     groq_api_key: str = field(default="", repr=False)
@@ -60,6 +67,7 @@ class LlmConfig:
     max_input_chars: int = 32000
     max_concurrent: int = 32
     max_queued: int = 64
+    server: ServerConfig = field(default_factory=ServerConfig)
 
     def first_token_timeout_s(self, provider: str) -> float:
         table = dict(self.ttft_timeout_ms)
@@ -236,4 +244,21 @@ def llm_config_from_args(ns: argparse.Namespace) -> LlmConfig:
         local_max_prompt_tokens=ns.local_max_prompt_tokens, local_max_waiting=ns.local_max_waiting,
         max_input_chars=ns.max_input_chars,
         max_concurrent=ns.max_concurrent, max_queued=ns.max_queued,
+        server=server_config_from_args(ns),
     )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """All LLM gateway flags (server options included)."""
+    parser = argparse.ArgumentParser(
+        prog="python -m voxline.llm",
+        description="voxline LLM gateway: Groq, Cerebras and a local model, streamed, with "
+                    "fallback, hedging, a circuit breaker and a reply cache.",
+    )
+    add_llm_options(parser)
+    return parser
+
+
+def parse(argv: Sequence[str] | None = None) -> LlmConfig:
+    """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
+    return llm_config_from_args(build_parser().parse_args(argv))

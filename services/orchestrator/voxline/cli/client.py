@@ -1,4 +1,5 @@
-"""A Converse client: one conversation stream, turn by turn (used by ``voxline talk`` and ``demo``)."""
+"""A Converse client: one conversation stream, turn by turn (``voxline talk``, ``demo``, the bench)
+or step by step (the tests): the one Converse client helper."""
 
 from __future__ import annotations
 
@@ -78,20 +79,44 @@ def _strip_wav_header(data: bytes) -> bytes:
 
 
 class Conversation:
-    """One Converse stream. ``async with Conversation(...) as conv: result = await conv.turn(...)``."""
+    """One Converse stream. ``async with Conversation(...) as conv: result = await conv.turn(...)``.
 
-    def __init__(self, address: str, config: voice_pb2.SessionConfig, *,
+    Step by step: ``Conversation.on_channel(channel)`` opens the call on a channel the caller owns
+    and sends nothing; then ``send_config``, ``send_text``, ``send_audio``,
+    ``send_end_of_utterance``, ``read``, ``read_until`` and ``error``.
+    """
+
+    def __init__(self, address: str, config: voice_pb2.SessionConfig | None = None, *,
                  connect_timeout_s: float = 5.0, credentials: grpc.ChannelCredentials | None = None,
-                 token: str = "") -> None:
+                 token: str = "", read_timeout_s: float | None = None) -> None:
         """``credentials``: dial over TLS (``grpc.ssl_channel_credentials(...)``; None: plaintext);
-        ``token``: sent as ``authorization: Bearer <token>`` (empty: no token)."""
+        ``token``: sent as ``authorization: Bearer <token>`` (empty: no token); ``config``: sent
+        first on entering (None: send it with ``send_config``); ``read_timeout_s``: longest wait
+        for one event (None: no limit)."""
         self.address = address
         self._config = config
         self._connect_timeout_s = connect_timeout_s
         self._credentials = credentials
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._read_timeout_s = read_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
+
+    @classmethod
+    def on_channel(cls, channel: grpc.aio.Channel, *, read_timeout_s: float | None = None,
+                   token: str = "") -> Conversation:
+        """A Converse call on ``channel`` (which the caller closes), nothing sent yet."""
+        conversation = cls("", read_timeout_s=read_timeout_s, token=token)
+        conversation._call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse(
+            metadata=conversation._metadata)
+        return conversation
+
+    @property
+    def call(self) -> grpc.aio.StreamStreamCall:
+        """The Converse call (to half-close, cancel or read its status)."""
+        if self._call is None:
+            raise ConverseError("the conversation is not open")
+        return self._call
 
     async def __aenter__(self) -> Conversation:
         options = [("grpc.max_receive_message_length", 64 * 1024 * 1024)]
@@ -111,7 +136,8 @@ class Conversation:
             raise
         stub = voice_pb2_grpc.VoiceAssistantStub(self._channel)
         self._call = stub.Converse(metadata=self._metadata)
-        await self._write(self._call, voice_pb2.ConverseRequest(config=self._config))
+        if self._config is not None:
+            await self.send_config(self._config)
         return self
 
     @staticmethod
@@ -150,31 +176,72 @@ class Conversation:
         if self._channel is not None:
             await self._channel.close()
 
+    # -- step by step ----------------------------------------------------------------------------
+    async def send_config(self, config: voice_pb2.SessionConfig) -> None:
+        await self._write(self.call, voice_pb2.ConverseRequest(config=config))
+
+    async def send_text(self, text: str) -> None:
+        await self._write(self.call, voice_pb2.ConverseRequest(text=text))
+
+    async def send_audio(self, audio: bytes, chunk_bytes: int = CHUNK_BYTES) -> None:
+        """``audio`` in messages of ``chunk_bytes``."""
+        for start in range(0, len(audio), chunk_bytes):
+            await self._write(self.call, voice_pb2.ConverseRequest(audio=audio[start:start + chunk_bytes]))
+
+    async def send_end_of_utterance(self) -> None:
+        await self._write(self.call, voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
+
+    async def read(self) -> voice_pb2.ConverseResponse | None:
+        """The next event, or None when the stream ended; a failed call raises AioRpcError;
+        TimeoutError after ``read_timeout_s``."""
+        async with asyncio.timeout(self._read_timeout_s):
+            response = await self.call.read()
+        if response is grpc.aio.EOF:
+            return None
+        assert isinstance(response, voice_pb2.ConverseResponse)
+        return response
+
+    async def read_until(self, kind: str) -> list[voice_pb2.ConverseResponse]:
+        """Events up to and including the first of ``kind`` (a ConverseResponse ``event`` name)."""
+        events: list[voice_pb2.ConverseResponse] = []
+        while True:
+            response = await self.read()
+            if response is None:
+                raise ConverseError(f"the orchestrator ended the stream before {kind!r}")
+            events.append(response)
+            if response.WhichOneof("event") == kind:
+                return events
+
+    async def error(self) -> grpc.aio.AioRpcError:
+        """Read until the call fails; its error (ConverseError if it ends without one)."""
+        try:
+            while await self.read() is not None:
+                pass
+        except grpc.aio.AioRpcError as exc:
+            return exc
+        raise ConverseError("the call ended without an error")
+
+    # -- turn by turn --------------------------------------------------------------------------
     async def turn(self, *, audio: bytes | None = None, text: str | None = None,
                    on_transcript: Callable[[str], None] | None = None,
                    on_text: Callable[[str], None] | None = None) -> TurnResult:
         """Send one utterance (audio bytes then end of utterance, or a text turn) and collect the
         reply until its metrics event. gRPC errors propagate as grpc.aio.AioRpcError."""
-        call = self._call
-        if call is None:
-            raise ConverseError("the conversation is not open")
         if (audio is None) == (text is None):
             raise ValueError("give either audio or text")
         if text is not None:
-            await self._write(call, voice_pb2.ConverseRequest(text=text))
+            await self.send_text(text)
         else:
             assert audio is not None
-            for start in range(0, len(audio), CHUNK_BYTES):
-                await self._write(call, voice_pb2.ConverseRequest(audio=audio[start:start + CHUNK_BYTES]))
-            await self._write(call, voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
+            await self.send_audio(audio)
+            await self.send_end_of_utterance()
         result = TurnResult()
         audio_parts: list[bytes] = []
         encoding = audio_pb2.PCM_S16LE
         while True:
-            response = await call.read()
-            if response is grpc.aio.EOF:
+            response = await self.read()
+            if response is None:
                 raise ConverseError("the orchestrator ended the stream before the turn's metrics")
-            assert isinstance(response, voice_pb2.ConverseResponse)
             result.turn = response.turn
             event = response.WhichOneof("event")
             if event == "transcript":

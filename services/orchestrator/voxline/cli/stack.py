@@ -1,8 +1,8 @@
 """Supervises the four voxline services as local subprocesses (``voxline up``, ``voxline demo``, tests).
 
-Start order: stt, llm and tts at once; as soon as each has logged its bound port (``listening ...
-port=N``, so port 0 works), the orchestrator starts wired to their addresses while the models are
-still loading. ``start()`` returns once every service's gRPC health check says SERVING. ``stop()``
+Start order: stt, llm and tts at once; as soon as each has written its bound port to its
+``--port-file`` (so port 0 works), the orchestrator starts wired to their addresses while the models
+are still loading. ``start()`` returns once every service's gRPC health check says SERVING. ``stop()``
 sends SIGTERM to every service (each drains its calls and exits 0), waits, then kills stragglers.
 
 Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the supervisor,
@@ -14,9 +14,7 @@ call ``start()`` from a thread that lives as long as the stack (the main thread,
 
 from __future__ import annotations
 
-import collections
 import os
-import re
 import signal
 import subprocess
 import sys
@@ -29,6 +27,9 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voxline.cli.service_process import EXITED, LOADING, SERVING, STARTING, ServiceProcess
+from voxline.cli.service_process import ServiceFailed as ServiceFailed
+from voxline.cli.service_process import StackError as StackError
 from voxline.common.config import DEFAULT_PORTS
 
 #: Backends first, the orchestrator last (it needs their addresses).
@@ -39,30 +40,10 @@ STAGES = (*BACKENDS, "orchestrator")
 #: var, so a renamed option fails loudly instead of silently dialling the default port).
 ADDRESS_FLAGS = {stage: f"--{stage}" for stage in BACKENDS}
 
-# Matches the text log line ("listening ... port=50051") and the JSON one ("msg": "listening", "port": 1).
-_PORT_RE = re.compile(r"\blistening\b.*?\bport\"?\s*[=:]\s*(\d+)")
-
-STARTING, LOADING, SERVING, EXITED = "starting", "loading", "serving", "exited"
-
 
 def default_command(stage: str) -> list[str]:
     """``python -m voxline.<stage>`` with this interpreter."""
     return [sys.executable, "-m", f"voxline.{stage}"]
-
-
-class StackError(RuntimeError):
-    """The stack could not be started."""
-
-
-class ServiceFailed(StackError):
-    """A service exited on its own; carries its last log lines."""
-
-    def __init__(self, stage: str, returncode: int | None, tail: Sequence[str], log_path: Path) -> None:
-        self.stage = stage
-        self.returncode = returncode
-        self.tail = list(tail)
-        self.log_path = log_path
-        super().__init__(f"{stage} exited with status {returncode} (log: {log_path})")
 
 
 class StartCancelled(StackError):
@@ -71,7 +52,7 @@ class StartCancelled(StackError):
 
 @dataclass(frozen=True)
 class StackConfig:
-    """How to run the stack. Port 0 lets a service pick a free port (read back from its log)."""
+    """How to run the stack. Port 0 lets a service pick a free port (read back from its port file)."""
 
     log_dir: Path
     ports: Mapping[str, int] = field(default_factory=lambda: dict(DEFAULT_PORTS))
@@ -96,63 +77,6 @@ class Progress:
     elapsed_s: float
     states: Mapping[str, str]
     since_s: Mapping[str, float]
-
-
-class ServiceProcess:
-    """One child service: its process, a log file, the last log lines and its bound port."""
-
-    def __init__(self, stage: str, argv: list[str], env: Mapping[str, str], log_path: Path) -> None:
-        self.stage = stage
-        self.log_path = log_path
-        self.tail: collections.deque[str] = collections.deque(maxlen=40)
-        self.port: int | None = None
-        self.state = STARTING
-        self.state_since = time.monotonic()
-        self._log = open(log_path, "w", encoding="utf-8", buffering=1)  # closed by the reader thread
-        try:
-            self.proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                env=dict(env), text=True, errors="replace", process_group=0,
-            )
-        except OSError as exc:
-            self._log.close()
-            raise StackError(f"cannot start {stage} ({' '.join(argv[:3])}): {exc}") from exc
-        self._reader = threading.Thread(target=self._read, name=f"{stage}-log", daemon=True)
-        self._reader.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        try:
-            for line in self.proc.stdout:
-                self._log.write(line)
-                text = line.rstrip("\n")
-                self.tail.append(text)
-                if self.port is None and (match := _PORT_RE.search(text)):
-                    self.port = int(match.group(1))
-        finally:
-            self._log.close()
-
-    def set_state(self, state: str) -> None:
-        if state != self.state:
-            self.state = state
-            self.state_since = time.monotonic()
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def failure(self) -> ServiceFailed:
-        self._reader.join(2)  # let the last lines reach the tail
-        return ServiceFailed(self.stage, self.proc.returncode, list(self.tail), self.log_path)
-
-    def signal(self, sig: int) -> None:
-        if self.alive():
-            try:
-                self.proc.send_signal(sig)
-            except ProcessLookupError:
-                pass
-
-    def join_reader(self) -> None:
-        self._reader.join(5)
 
 
 class Stack:
@@ -185,11 +109,10 @@ class Stack:
         # voxline.common.server.exit_with_parent). Done in the child after exec, not in a
         # preexec_fn: Python code between fork and exec in a process running gRPC threads made
         # children abort in gRPC's poller ("epoll_wait error: Bad file descriptor").
-        env = {**os.environ, "PYTHONUNBUFFERED": "1", "VOXLINE_PARENT_PID": str(os.getpid()),
-               **cfg.env, **cfg.stage_env.get(stage, {})}
+        env = {"VOXLINE_PARENT_PID": str(os.getpid()), **cfg.env, **cfg.stage_env.get(stage, {})}
         argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(cfg.ports.get(stage, 0)),
                 *extra_args, *cfg.stage_args.get(stage, ())]
-        self.services[stage] = ServiceProcess(stage, argv, env, cfg.log_dir / f"{stage}.log")
+        self.services[stage] = ServiceProcess(stage, argv, env, log_path=cfg.log_dir / f"{stage}.log")
 
     def progress(self) -> Progress:
         now = time.monotonic()

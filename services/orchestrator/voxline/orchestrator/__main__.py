@@ -1,30 +1,31 @@
-"""``python -m voxline.orchestrator``: parse flags, log the config, serve Converse."""
+"""``python -m voxline.orchestrator``: parse the configuration, wire Converse to the stages, serve.
+
+The same shape as every voxline service: ``config.parse`` → ``wiring.build_spec`` → serve.
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
+from collections.abc import Sequence
 
-from voxline.common.config import ConfigError, describe
-from voxline.common.logs import setup_logging
-from voxline.common.server import run
-from voxline.orchestrator.config import build_parser, config_from_args
-from voxline.orchestrator.service import orchestrator_spec
+from voxline.common.config import ConfigError, refuse
+from voxline.orchestrator.config import parse
 
-log = logging.getLogger("voxline.orchestrator")
+PROG = "python -m voxline.orchestrator"
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status."""
-    parser = build_parser()
-    ns = parser.parse_args(argv)
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the orchestrator until SIGTERM/SIGINT; return the process exit status."""
     try:
-        config, server_config = config_from_args(ns)
+        config = parse(argv)
     except ConfigError as exc:
-        parser.error(str(exc))
-    setup_logging(server_config.log_level, server_config.log_format)
-    log.info("config", extra={"orchestrator": describe(config), "server": describe(server_config)})
-    return run(lambda: orchestrator_spec(config), server_config)
+        return refuse(PROG, exc)
+    # Imported after parsing: --help and a refused configuration answer without loading grpc or
+    # any engine.
+    from voxline.common.server import run_service
+    from voxline.orchestrator.wiring import build_spec
+
+    return run_service(lambda: build_spec(config), config)
 
 
 if __name__ == "__main__":

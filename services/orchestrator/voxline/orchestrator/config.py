@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+from collections.abc import Sequence
 
 from voxline.common.config import (
     DEFAULT_PORTS,
@@ -45,7 +46,7 @@ class Deadlines:
 
 @dataclasses.dataclass(frozen=True)
 class OrchestratorConfig:
-    """Everything the Converse service needs besides its own server settings."""
+    """Everything the Converse service needs to start."""
 
     stt_address: str = f"127.0.0.1:{DEFAULT_PORTS['stt']}"
     llm_address: str = f"127.0.0.1:{DEFAULT_PORTS['llm']}"
@@ -73,6 +74,7 @@ class OrchestratorConfig:
     vad_threshold: float = 0.015
     #: Server VAD: frame length, ms.
     vad_frame_ms: int = 20
+    server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -136,8 +138,9 @@ def _check_address(flag: str, address: str) -> str:
     return address
 
 
-def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, ServerConfig]:
-    """Validate parsed flags into the orchestrator and server configurations."""
+def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
+    """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
+    ns = build_parser().parse_args(argv)
     deadlines = Deadlines(
         stt_s=ns.stt_deadline, llm_ttft_s=ns.llm_first_token_deadline,
         llm_total_s=ns.llm_deadline, tts_s=ns.tts_deadline, control_s=ns.control_deadline,
@@ -163,7 +166,7 @@ def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, Server
         read_config_file(ns.stage_tls_ca, "--stage-tls-ca")
     if ns.stage_auth_token_file:
         read_token_file(ns.stage_auth_token_file, "--stage-auth-token-file")
-    config = OrchestratorConfig(
+    return OrchestratorConfig(
         stt_address=_check_address("--stt", ns.stt),
         llm_address=_check_address("--llm", ns.llm),
         tts_address=_check_address("--tts", ns.tts),
@@ -179,5 +182,5 @@ def config_from_args(ns: argparse.Namespace) -> tuple[OrchestratorConfig, Server
         vad_silence_ms=ns.vad_silence_ms,
         vad_threshold=ns.vad_threshold,
         vad_frame_ms=ns.vad_frame_ms,
+        server=server_config_from_args(ns),
     )
-    return config, server_config_from_args(ns)

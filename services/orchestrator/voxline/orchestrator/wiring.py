@@ -1,4 +1,4 @@
-"""The orchestrator as a ServiceSpec for the shared server bootstrap (used by __main__ and tests)."""
+"""Wire the orchestrator together: gRPC stage clients, the Converse servicer, the ServiceSpec."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ log = logging.getLogger(__name__)
 SERVICE_NAME = "voxline-orchestrator"
 
 
-def orchestrator_spec(config: OrchestratorConfig) -> ServiceSpec:
+def build_spec(config: OrchestratorConfig) -> ServiceSpec:
     """The Converse service over gRPC stage clients. Health turns SERVING without the stages being
     up — their health is logged at start, and each turn reports a stage that is down."""
     stages = GrpcStages(config)  # its channels open on first use, inside the server's loop

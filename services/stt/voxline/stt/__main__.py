@@ -1,59 +1,33 @@
 """``python -m voxline.stt``: parse the configuration, wire the engine to the server, serve.
 
-The model is resolved, loaded and warmed up after the port is bound (health NOT_SERVING until
-then); ``--help`` imports neither faster-whisper nor grpc.
+The same shape as every voxline service: ``config.parse`` → ``wiring.build_spec`` → serve. The
+model is resolved, loaded and warmed up after the port is bound (health NOT_SERVING until then);
+``--help`` imports neither faster-whisper nor grpc.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
 from collections.abc import Sequence
 
-from voxline.common.config import ConfigError, describe
-from voxline.stt.config import config_from_args
+from voxline.common.config import ConfigError, refuse
+from voxline.stt.config import parse
 
-log = logging.getLogger("voxline.stt")
+PROG = "python -m voxline.stt"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the STT service until SIGTERM/SIGINT; return the process exit status."""
     try:
-        config = config_from_args(argv)
+        config = parse(argv)
     except ConfigError as exc:
-        print(f"python -m voxline.stt: error: {exc}", file=sys.stderr)
-        return 2
+        return refuse(PROG, exc)
+    # Imported after parsing: --help and a refused configuration answer without loading grpc or
+    # any engine.
+    from voxline.common.server import run_service
+    from voxline.stt.wiring import build_spec
 
-    import grpc
-
-    from voxline.common.logs import setup_logging
-    from voxline.common.server import ServiceSpec, run
-    from voxline.stt.detectors import TurnDetectors
-    from voxline.stt.engine import WhisperTranscriber
-    from voxline.stt.servicer import SERVICE_NAME, SpeechToTextServicer
-    from voxline.v1 import stt_pb2_grpc
-
-    setup_logging(config.server.log_level, config.server.log_format)
-    log.info("configuration", extra={"config": describe(config)})
-
-    def spec() -> ServiceSpec:
-        # built inside the server's event loop
-        engine = WhisperTranscriber(config.engine)
-        turns = TurnDetectors(config.turns)
-        servicer = SpeechToTextServicer(engine, partial_interval_s=config.partial_interval_s,
-                                        max_stream_bytes=config.max_stream_bytes, turns=turns)
-
-        async def warm_up() -> None:
-            await engine.warm_up()
-            await turns.warm_up()
-
-        def register(server: grpc.aio.Server) -> None:
-            stt_pb2_grpc.add_SpeechToTextServicer_to_server(servicer, server)
-
-        return ServiceSpec(name="voxline-stt", grpc_services=[SERVICE_NAME], register=register,
-                           warm_up=warm_up, close=engine.close)
-
-    return run(spec, config.server)
+    return run_service(lambda: build_spec(config), config)
 
 
 if __name__ == "__main__":

@@ -165,7 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> SttConfig:
+def parse(argv: Sequence[str] | None = None) -> SttConfig:
     """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
     ns = build_parser().parse_args(argv)
     language = ns.language.strip().lower().split("-")[0]

@@ -1,32 +1,32 @@
-"""``python -m voxline.tts``: parse the configuration, load the voices at warm-up, serve."""
+"""``python -m voxline.tts``: parse the configuration, wire the synthesizer to the server, serve.
+
+The same shape as every voxline service: ``config.parse`` → ``wiring.build_spec`` → serve. Voices
+are loaded at warm-up, after the port is bound (health NOT_SERVING until then).
+"""
 
 from __future__ import annotations
 
-import logging
 import sys
+from collections.abc import Sequence
 
-from voxline.common.config import ConfigError, describe
-from voxline.common.logs import setup_logging
-from voxline.tts.config import config_from_args
+from voxline.common.config import ConfigError, refuse
+from voxline.tts.config import parse
 
-log = logging.getLogger("voxline.tts")
+PROG = "python -m voxline.tts"
 
 
-def main() -> int:
-    """Entry point; returns the process exit status."""
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the TTS service until SIGTERM/SIGINT; return the process exit status."""
     try:
-        config = config_from_args()
+        config = parse(argv)
     except ConfigError as exc:
-        print(f"voxline.tts: {exc}", file=sys.stderr)
-        return 2
-    setup_logging(config.server.log_level, config.server.log_format)
-    log.info("configuration", extra={"config": describe(config)})
-    # Imported after parsing: --help and a refused configuration answer without loading grpc,
-    # scipy or any engine.
-    from voxline.common.server import run
-    from voxline.tts.service import build_service
+        return refuse(PROG, exc)
+    # Imported after parsing: --help and a refused configuration answer without loading grpc or
+    # any engine.
+    from voxline.common.server import run_service
+    from voxline.tts.wiring import build_spec
 
-    return run(lambda: build_service(config)[0], config.server)
+    return run_service(lambda: build_spec(config), config)
 
 
 if __name__ == "__main__":

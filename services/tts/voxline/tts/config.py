@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(argv: Sequence[str] | None = None) -> TtsConfig:
+def parse(argv: Sequence[str] | None = None) -> TtsConfig:
     """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
     ns = build_parser().parse_args(argv)
     return TtsConfig(

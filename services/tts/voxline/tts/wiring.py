@@ -16,14 +16,14 @@ from voxline.tts.voices import VoiceBook
 from voxline.v1 import tts_pb2_grpc
 
 
-def build_service(
+def build_spec(
     config: TtsConfig,
     *,
     load: Callable[[TtsConfig], VoiceBook] = load_voices,
     on_finished: Callable[[SynthesisOutcome], None] | None = None,
-) -> tuple[ServiceSpec, SpeechSynthesizer]:
-    """The ServiceSpec to serve, and its synthesizer. ``load`` builds the voices at warm-up (in a
-    worker thread); tests pass a loader of fake voices and ``on_finished`` to observe outcomes."""
+) -> ServiceSpec:
+    """The ServiceSpec to serve. ``load`` builds the voices at warm-up (in a worker thread); tests
+    pass a loader of fake voices and ``on_finished`` to observe outcomes."""
     synthesizer = SpeechSynthesizer(
         max_text_chars=config.max_text_chars,
         chunk_bytes=config.chunk_bytes,
@@ -39,6 +39,5 @@ def build_service(
     async def warm_up() -> None:
         synthesizer.set_voices(await asyncio.to_thread(load, config))
 
-    spec = ServiceSpec(name="voxline-tts", grpc_services=[SERVICE_NAME], register=register,
+    return ServiceSpec(name="voxline-tts", grpc_services=[SERVICE_NAME], register=register,
                        warm_up=warm_up)
-    return spec, synthesizer
