@@ -1,7 +1,8 @@
 """Domain exceptions shared by every engine, and the one table that maps them to gRPC codes.
 
-Engines raise these (they import no grpc); servicers translate them once, through
-``voxline.common.server.abort_for`` / ``status_for``.
+Engines raise these (they import no grpc); each class names its gRPC status in ``code_name``.
+Servicers translate them once, with ``@voxline.common.grpc_errors.translate_errors`` (which uses
+``status_for``).
 """
 
 from __future__ import annotations
