@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import re
 import socket
 import sys
 import wave
@@ -123,11 +124,16 @@ async def test_sends_the_file_and_writes_the_spoken_reply(fake: tuple[FakeAssist
 
 async def test_a_typed_question_and_raw_pcm_input(fake: tuple[FakeAssistant, str], tmp_path: Path) -> None:
     assistant, address = fake
+    assistant.metrics = voice_pb2.TurnMetrics(
+        llm_ttft_ms=120.25, llm_total_ms=410.0, tts_first_audio_ms=55.0, time_to_first_audio_ms=180.0,
+        total_ms=600.0, status=voice_pb2.COMPLETED)  # a typed turn: no STT figure
     code, out, err = await voxline("talk", "--text", "What is the capital of France?",
                                    "-o", str(tmp_path / "r.wav"), "--address", address)
     assert code == 0, err
     assert assistant.texts == ["What is the capital of France?"]
     assert "you:       What is the capital of France?" in out
+    assert re.search(r"STT \(end of speech -> transcript\) +n/a \(typed question\)\n", out)
+    assert "time to first audio                  180.0 ms" in out
 
     raw = tmp_path / "question.pcm"
     raw.write_bytes(np.zeros(8000, dtype="<i2").tobytes())
@@ -142,12 +148,28 @@ async def test_a_typed_question_and_raw_pcm_input(fake: tuple[FakeAssistant, str
 async def test_a_failed_turn_and_a_stream_error_exit_non_zero(fake: tuple[FakeAssistant, str],
                                                               tmp_path: Path) -> None:
     assistant, address = fake
-    assistant.metrics = voice_pb2.TurnMetrics(status=voice_pb2.FAILED, error="llm: UNAVAILABLE")
-    code, out, err = await voxline("talk", "--text", "hi", "-o", str(tmp_path / "r.wav"),
+    # A stage ran (STT), then the LLM failed: the table shows what ran, n/a for the rest.
+    assistant.metrics = voice_pb2.TurnMetrics(status=voice_pb2.FAILED, error="llm: UNAVAILABLE",
+                                              stt_ms=25.0, total_ms=40.0)
+    code, out, err = await voxline("talk", str(question_wav(tmp_path)), "-o", str(tmp_path / "r.wav"),
                                    "--address", address)
     assert code == 1
     assert "the turn failed: llm: UNAVAILABLE" in err
     assert "status                            FAILED" in out
+    assert re.search(r"STT \(end of speech -> transcript\) +25\.0 ms\n", out)
+    assert re.search(r"LLM time to first token +n/a\n", out)
+    assert " 0.0 ms" not in out
+
+    # Refused before any stage ran (say, a file that is not audio): the error alone, no table.
+    assistant.metrics = voice_pb2.TurnMetrics(
+        status=voice_pb2.FAILED, total_ms=3.0, trace_id="ab" * 16,
+        error="INVALID_ARGUMENT: stt stage failed: cannot decode the audio")
+    code, out, err = await voxline("talk", "--text", "hi", "-o", str(tmp_path / "r.wav"),
+                                   "--address", address)
+    assert code == 1
+    assert err.strip() == ("voxline talk: the turn failed: INVALID_ARGUMENT: stt stage failed: cannot "
+                           f"decode the audio (trace {'ab' * 16})")
+    assert "turn metrics" not in out and "reply audio" not in out
 
     assistant.abort = (grpc.StatusCode.INVALID_ARGUMENT, "unknown voice 'x'")
     code, _, err = await voxline("talk", "--text", "hi", "-o", str(tmp_path / "r.wav"),
@@ -175,3 +197,20 @@ async def test_usage_errors(tmp_path: Path) -> None:
     code, _, err = await voxline("talk")
     assert code == 2
     assert "give an audio file or --text" in err
+
+
+async def test_a_stage_port_gets_a_hint_not_a_bare_unimplemented(tmp_path: Path) -> None:
+    from grpc_health.v1 import health, health_pb2_grpc
+
+    server = grpc.aio.server()  # a server without VoiceAssistant, as a stage's port is
+    health_pb2_grpc.add_HealthServicer_to_server(health.aio.HealthServicer(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        code, _, err = await voxline("talk", "--text", "hi", "--address", f"127.0.0.1:{port}",
+                                     "-o", str(tmp_path / "r.wav"))
+    finally:
+        await server.stop(0)
+    assert code == 1
+    assert f"127.0.0.1:{port} does not serve voxline.v1.VoiceAssistant (UNIMPLEMENTED" in err
+    assert "is it a stage's port?" in err and "127.0.0.1:50050" in err

@@ -78,13 +78,34 @@ def connection_security(ns: argparse.Namespace) -> tuple[grpc.ChannelCredentials
     return credentials, token
 
 
-def format_metrics(result: TurnResult) -> str:
-    """The turn's metrics as a small two-column table."""
+#: The stages' own figures: a turn with none of them never reached a stage.
+STAGE_METRICS = ("stt_ms", "llm_ttft_ms", "llm_total_ms", "tts_first_audio_ms")
+
+
+def _measured(value: object) -> float | None:
+    # proto3 reports a figure that was never measured as 0: that is "n/a", not "0.0 ms".
+    if isinstance(value, int | float) and not isinstance(value, bool) and value > 0 \
+            and not math.isnan(value):
+        return float(value)
+    return None
+
+
+def reached_a_stage(result: TurnResult) -> bool:
+    """Whether any stage produced a figure (a turn refused up front has none: no table to show)."""
+    return any(_measured(result.metrics.get(name)) is not None for name in STAGE_METRICS)
+
+
+def format_metrics(result: TurnResult, *, typed: bool = False) -> str:
+    """The turn's metrics as a small two-column table; ``typed``: the question was text, so STT
+    did not run."""
     m = result.metrics
     lines = ["turn metrics", "-" * 44]
     for name, label in METRIC_ROWS:
-        value = m.get(name)
-        shown = f"{value:8.1f} ms" if isinstance(value, float) and not math.isnan(value) else "       -"
+        value = _measured(m.get(name))
+        if value is not None:
+            shown = f"{value:8.1f} ms"
+        else:
+            shown = "     n/a (typed question)" if typed and name == "stt_ms" else "     n/a"
         lines.append(f"{label:<34}{shown}")
     lines.append("-" * 44)
     lines.append(f"{'LLM provider':<34}{m.get('llm_provider') or '-'}"
@@ -168,6 +189,11 @@ def run_talk(ns: argparse.Namespace) -> int:
         err.write(f"voxline talk: {exc}; is `voxline up` running? ({hint})\n")
         return 1
     except grpc.aio.AioRpcError as exc:
+        if exc.code() == grpc.StatusCode.UNIMPLEMENTED:
+            err.write(f"voxline talk: {ns.address} does not serve voxline.v1.VoiceAssistant "
+                      f"(UNIMPLEMENTED: {exc.details()}); is it a stage's port? talk speaks to the "
+                      f"orchestrator (default {DEFAULT_ADDRESS}; `voxline up` prints its address)\n")
+            return 1
         err.write(f"voxline talk: {describe_rpc_error(exc, ns.address)}\n")
         return 1
     except TimeoutError:
@@ -176,13 +202,21 @@ def run_talk(ns: argparse.Namespace) -> int:
     except ConverseError as exc:
         err.write(f"voxline talk: {exc}\n")
         return 1
+    failed = result.status != "COMPLETED"
+    if failed and not reached_a_stage(result):
+        # Refused before any stage ran (audio that does not decode, say): the error is the answer.
+        trace_id = result.metrics.get("trace_id")
+        err.write(f"voxline talk: the turn {result.status.lower()}"
+                  + (f": {result.metrics.get('error')}" if result.metrics.get("error") else "")
+                  + (f" (trace {trace_id})" if trace_id else "") + "\n")
+        return 1
     if result.pcm and result.sample_rate:
         write_wav(ns.output, result)
         out.write(f"reply audio: {ns.output} ({result.audio_seconds:.2f} s, {result.sample_rate} Hz)\n")
     else:
         out.write("reply audio: none\n")
-    out.write(format_metrics(result) + "\n")
-    if result.status != "COMPLETED":
+    out.write(format_metrics(result, typed=ns.text is not None) + "\n")
+    if failed:
         err.write(f"voxline talk: the turn {result.status.lower()}"
                   + (f": {result.metrics.get('error')}" if result.metrics.get("error") else "") + "\n")
         return 1
