@@ -17,7 +17,7 @@ def test_the_console_script_lists_the_commands() -> None:
     assert VOXLINE.exists(), "the voxline entry point is not installed (pip install -e services/orchestrator)"
     done = subprocess.run([str(VOXLINE), "--help"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
-    for command in ("up", "talk", "demo", "report"):
+    for command in ("up", "talk", "demo", "voices", "report"):
         assert f"\n    {command} " in done.stdout
 
 
@@ -27,6 +27,7 @@ def test_the_console_script_lists_the_commands() -> None:
     ("talk", ["--address", "127.0.0.1:50050", "--text", "--rate", "--channels", "-o OUTPUT"]),
     ("demo", ["--turns", "--target-ms", "--span-file", "time to first audio"]),
     ("report", ["SPANFILE", "--png", "--turn"]),
+    ("voices", ["--address", "127.0.0.1:50053", "--language", "--tls-ca"]),
 ])
 def test_each_command_has_help(command: str, expected: list[str], capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exited:

@@ -1,4 +1,4 @@
-"""The ``voxline`` command: up, talk, demo, report."""
+"""The ``voxline`` command: up, talk, demo, voices, report."""
 
 from __future__ import annotations
 
@@ -10,6 +10,7 @@ from voxline.cli.demo import add_demo_options, run_demo
 from voxline.cli.report import add_report_options, run_report
 from voxline.cli.talk import add_talk_options, run_talk
 from voxline.cli.up import add_stack_options, run_up
+from voxline.cli.voices import add_voices_options, run_voices
 
 Command = Callable[[argparse.Namespace], int]
 
@@ -44,6 +45,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_stack_options(demo, ports=False)
     add_demo_options(demo)
     demo.set_defaults(run=run_demo)
+
+    voices = commands.add_parser(
+        "voices", help="list the voices of a running TTS service",
+        description="Ask the TTS service (TextToSpeech.ListVoices) which voices it serves: name, "
+                    "language, engine and sample rate; the default voice first.")
+    add_voices_options(voices)
+    voices.set_defaults(run=run_voices)
 
     report = commands.add_parser(
         "report", help="latency table and waterfall picture from a span file",

@@ -52,7 +52,12 @@ def add_talk_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default="", help="system prompt (default: the orchestrator's)")
     parser.add_argument("--no-cache", action="store_true", help="bypass the LLM reply cache")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole turn")
-    security = parser.add_argument_group("security (for an orchestrator started with TLS / a token)")
+    add_security_options(parser, "an orchestrator")
+
+
+def add_security_options(parser: argparse.ArgumentParser, server: str) -> None:
+    """--tls, --tls-ca, --auth-token-file (read back by ``connection_security``)."""
+    security = parser.add_argument_group(f"security (for {server} started with TLS / a token)")
     tls = security.add_mutually_exclusive_group()
     tls.add_argument("--tls", action="store_true", help="connect over TLS, trusting the system's CAs")
     tls.add_argument("--tls-ca", type=Path, default=None, metavar="PATH",
