@@ -15,7 +15,7 @@ STT, for example, would be ``stream_transcribe(audio: AsyncIterator[bytes], fmt,
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol
 
 from voxline.common.errors import VoxlineError
@@ -92,6 +92,83 @@ class PcmFormat:
     channels: int
 
 
+# --- turn-taking: the STT service's Listen stream ----------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnDetection:
+    """How the STT service ends a turn ("" and 0: its defaults)."""
+
+    #: "smart_turn", "silero_vad", "energy_vad" or "" (the service's default).
+    detector: str = ""
+    complete_silence_ms: int = 0
+    incomplete_silence_ms: int = 0
+    silence_ms: int = 0
+
+
+@dataclasses.dataclass(frozen=True)
+class EndTurnSignal:
+    """To Listen: the client marked the end of the turn."""
+
+
+@dataclasses.dataclass(frozen=True)
+class ReplyStartedSignal:
+    """To Listen: the assistant started speaking; speech from now on is a new turn (barge-in)."""
+
+
+#: What the orchestrator sends on a Listen stream: raw PCM chunks and the two signals.
+ListenInput = bytes | EndTurnSignal | ReplyStartedSignal
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechStart:
+    """The user started (or resumed) speaking; times are seconds of stream audio."""
+
+    turn: int
+    at_s: float
+    #: Resumed speech of a turn that paused or ended with no reply started: the same turn.
+    continues_turn: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechPause:
+    """The user paused after speaking."""
+
+    turn: int
+    #: The last voiced frame: the real end of speech.
+    end_of_speech_s: float
+    #: P(turn complete) from Smart Turn; -1 for a VAD-only detector.
+    complete_probability: float
+    silence_limit_ms: int
+
+
+@dataclasses.dataclass(frozen=True)
+class InterimText:
+    """A transcript of the turn so far; ``at_pause``: all its speech, up to the current pause."""
+
+    turn: int
+    text: str
+    language: str
+    audio_end_s: float
+    at_pause: bool
+
+
+@dataclasses.dataclass(frozen=True)
+class TurnEnd:
+    """The turn ended (speech may still continue it until a reply starts)."""
+
+    turn: int
+    end_of_speech_s: float
+    ended_at_s: float
+    #: "complete", "silence", "client" or "stream_end".
+    reason: str
+    complete_probability: float
+    transcription: Transcription
+
+
+ListenEvent = SpeechStart | SpeechPause | InterimText | TurnEnd
+
+
 # --- failures ----------------------------------------------------------------------------------
 
 _WHAT = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline exceeded"}
@@ -135,4 +212,10 @@ class StageClients(Protocol):
 
     async def list_voices(self) -> list[str]:
         """Names of the TTS voices, the default first."""
+        ...
+
+    def listen(self, inputs: AsyncIterator[ListenInput], fmt: InputFormat, language: str,
+               detection: TurnDetection) -> AsyncGenerator[ListenEvent, None]:
+        """Turn-taking over a conversation's raw PCM (STT's Listen stream): voice activity, interim
+        transcripts and ends of turns, for as long as ``inputs`` goes on. Closing it ends the call."""
         ...

@@ -26,6 +26,12 @@ class SessionSettings:
     no_cache: bool = False
     server_vad: bool = False
     vad_silence_ms: int = 0
+    #: server_vad: "smart_turn", "silero_vad", "energy_vad" or "" (the STT service's default).
+    turn_detector: str = ""
+    turn_complete_silence_ms: int = 0
+    turn_incomplete_silence_ms: int = 0
+    #: server_vad: start the reply at each pause, holding its audio until the turn ends.
+    speculative_reply: bool = True
 
     @property
     def generate_options(self) -> GenerateOptions:
@@ -70,6 +76,15 @@ class TranscriptEvent:
 
 
 @dataclasses.dataclass(frozen=True)
+class InterimTranscriptEvent:
+    """server_vad: the user's words so far, while they speak (not final)."""
+
+    turn: int
+    text: str
+    language: str
+
+
+@dataclasses.dataclass(frozen=True)
 class TextDeltaEvent:
     turn: int
     delta: str
@@ -108,6 +123,15 @@ class TurnMetrics:
     reply_audio_seconds: float = 0.0
     tts_total_ms: float = 0.0
     error: str = ""
+    #: server_vad: the last voiced frame to the first reply audio sent (0: unknown).
+    end_of_speech_to_first_audio_ms: float = 0.0
+    #: server_vad: the last voiced frame to the end of the turn (the silence waited).
+    endpointing_ms: float = 0.0
+    speculative_starts: int = 0
+    speculative_hits: int = 0
+    speculative_misses: int = 0
+    #: LLM output (deltas, or tokens when the reply finished) of cancelled speculative replies.
+    speculative_tokens_wasted: int = 0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -116,4 +140,5 @@ class MetricsEvent:
     metrics: TurnMetrics
 
 
-Event = TranscriptEvent | TextDeltaEvent | AudioFormatEvent | AudioEvent | MetricsEvent
+Event = (TranscriptEvent | InterimTranscriptEvent | TextDeltaEvent | AudioFormatEvent | AudioEvent
+         | MetricsEvent)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,13 +24,21 @@ from voxline.common.config import read_config_file, read_token_file
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
 from voxline.orchestrator.domain import (
     ChatMessage,
+    EndTurnSignal,
     GenerateOptions,
     InputFormat,
+    InterimText,
+    ListenEvent,
+    ListenInput,
     LlmSummary,
     PcmFormat,
     Sampling,
+    SpeechPause,
+    SpeechStart,
     StageError,
     Transcription,
+    TurnDetection,
+    TurnEnd,
 )
 from voxline.v1 import audio_pb2, llm_pb2, llm_pb2_grpc, stt_pb2, stt_pb2_grpc, tts_pb2, tts_pb2_grpc
 
@@ -244,6 +252,69 @@ class GrpcStages:
         except grpc.aio.AioRpcError as exc:
             raise await self.tts.error(exc) from exc
         return [v.name for v in reply.voices]
+
+
+    async def listen(self, inputs: AsyncIterator[ListenInput], fmt: InputFormat, language: str,
+                     detection: TurnDetection) -> AsyncGenerator[ListenEvent, None]:
+        """The STT service's Listen stream (no deadline: it lasts the conversation)."""
+        config = stt_pb2.ListenConfig(
+            recognition=stt_pb2.RecognitionConfig(format=_audio_format(fmt), language=language),
+            turn=stt_pb2.TurnConfig(
+                detector=_DETECTORS[detection.detector],
+                complete_silence_ms=detection.complete_silence_ms,
+                incomplete_silence_ms=detection.incomplete_silence_ms,
+                silence_ms=detection.silence_ms))
+
+        async def requests() -> AsyncIterator[stt_pb2.ListenRequest]:
+            yield stt_pb2.ListenRequest(config=config)
+            async for item in inputs:
+                if isinstance(item, bytes):
+                    yield stt_pb2.ListenRequest(audio=item)
+                elif isinstance(item, EndTurnSignal):
+                    yield stt_pb2.ListenRequest(end_turn=stt_pb2.EndTurn())
+                else:
+                    yield stt_pb2.ListenRequest(reply_started=stt_pb2.ReplyStarted())
+
+        call = stt_pb2_grpc.SpeechToTextStub(self.stt.channel).Listen(
+            requests(), wait_for_ready=False, metadata=self.stt.metadata)
+        try:
+            async for reply in call:
+                event = _listen_event(reply)
+                if event is not None:
+                    yield event
+        except grpc.aio.AioRpcError as exc:
+            raise await self.stt.error(exc) from exc
+        finally:
+            call.cancel()
+
+
+_DETECTORS = {"": stt_pb2.TURN_DETECTOR_UNSPECIFIED, "smart_turn": stt_pb2.SMART_TURN,
+              "silero_vad": stt_pb2.SILERO_VAD, "energy_vad": stt_pb2.ENERGY_VAD}
+_END_REASONS = {stt_pb2.COMPLETE: "complete", stt_pb2.SILENCE: "silence", stt_pb2.CLIENT: "client",
+                stt_pb2.STREAM_END: "stream_end"}
+
+
+def _transcription(r: stt_pb2.TranscribeResponse) -> Transcription:
+    return Transcription(text=r.text.strip(), language=r.language, audio_seconds=r.audio_seconds,
+                         processing_ms=r.processing_ms)
+
+
+def _listen_event(reply: stt_pb2.ListenResponse) -> ListenEvent | None:
+    kind = reply.WhichOneof("event")
+    if kind == "speech_started":
+        e = reply.speech_started
+        return SpeechStart(e.turn, e.at_s, e.continues_turn)
+    if kind == "speech_paused":
+        p = reply.speech_paused
+        return SpeechPause(p.turn, p.end_of_speech_s, p.complete_probability, p.silence_limit_ms)
+    if kind == "interim":
+        i = reply.interim
+        return InterimText(i.turn, i.result.text.strip(), i.result.language, i.audio_end_s, i.at_pause)
+    if kind == "end_of_turn":
+        t = reply.end_of_turn
+        return TurnEnd(t.turn, t.end_of_speech_s, t.ended_at_s, _END_REASONS.get(t.reason, "silence"),
+                       t.complete_probability, _transcription(t.transcript))
+    return None  # a newer server's event this client does not know
 
 
 def _audio_format(fmt: InputFormat) -> audio_pb2.AudioFormat:

@@ -16,6 +16,7 @@ from voxline.orchestrator.events import (
     ConfigRequest,
     EndOfUtteranceRequest,
     Event,
+    InterimTranscriptEvent,
     MetricsEvent,
     Request,
     SessionSettings,
@@ -24,13 +25,15 @@ from voxline.orchestrator.events import (
     TranscriptEvent,
 )
 from voxline.orchestrator.session import ConverseSession
-from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
+from voxline.v1 import audio_pb2, stt_pb2, voice_pb2, voice_pb2_grpc
 
 _OUTPUT_ENCODINGS = {
     audio_pb2.AUDIO_ENCODING_UNSPECIFIED: "PCM_S16LE",
     audio_pb2.PCM_S16LE: "PCM_S16LE",
     audio_pb2.WAV: "WAV",
 }
+_DETECTORS = {stt_pb2.TURN_DETECTOR_UNSPECIFIED: "", stt_pb2.SMART_TURN: "smart_turn",
+              stt_pb2.SILERO_VAD: "silero_vad", stt_pb2.ENERGY_VAD: "energy_vad"}
 _STATUS = {"completed": voice_pb2.COMPLETED, "interrupted": voice_pb2.INTERRUPTED,
            "failed": voice_pb2.FAILED}
 
@@ -74,8 +77,10 @@ def _settings(c: voice_pb2.SessionConfig) -> SessionSettings:
         raise InvalidInput("sample_rate_hz must be >= 0")
     if out.channels > 1:
         raise InvalidInput("reply audio is mono: output_format.channels must be 0 or 1")
-    if c.vad_silence_ms < 0:
-        raise InvalidInput("vad_silence_ms must be >= 0")
+    if c.vad_silence_ms < 0 or c.turn_complete_silence_ms < 0 or c.turn_incomplete_silence_ms < 0:
+        raise InvalidInput("vad_silence_ms and turn_*_silence_ms must be >= 0")
+    if c.turn_detector not in _DETECTORS:
+        raise InvalidInput(f"unknown turn_detector {c.turn_detector} (not a TurnDetector value)")
     sampling = None
     if c.HasField("sampling"):
         s = c.sampling
@@ -92,6 +97,9 @@ def _settings(c: voice_pb2.SessionConfig) -> SessionSettings:
         output_encoding=_OUTPUT_ENCODINGS[out.encoding], output_sample_rate_hz=out.sample_rate_hz,
         system_prompt=c.system_prompt, llm_providers=tuple(c.llm_providers), sampling=sampling,
         no_cache=c.no_cache, server_vad=c.server_vad, vad_silence_ms=c.vad_silence_ms,
+        turn_detector=_DETECTORS[c.turn_detector], turn_complete_silence_ms=c.turn_complete_silence_ms,
+        turn_incomplete_silence_ms=c.turn_incomplete_silence_ms,
+        speculative_reply=c.speculative_reply if c.HasField("speculative_reply") else True,
     )
 
 
@@ -99,6 +107,9 @@ def _response(event: Event) -> voice_pb2.ConverseResponse:
     if isinstance(event, TranscriptEvent):
         return voice_pb2.ConverseResponse(
             turn=event.turn, transcript=voice_pb2.Transcript(text=event.text, language=event.language))
+    if isinstance(event, InterimTranscriptEvent):
+        return voice_pb2.ConverseResponse(turn=event.turn, interim_transcript=voice_pb2.Transcript(
+            text=event.text, language=event.language))
     if isinstance(event, TextDeltaEvent):
         return voice_pb2.ConverseResponse(
             turn=event.turn, assistant_text=voice_pb2.AssistantText(delta=event.delta))
@@ -116,4 +127,8 @@ def _response(event: Event) -> voice_pb2.ConverseResponse:
         total_ms=m.total_ms, trace_id=m.trace_id, llm_provider=m.llm_provider,
         cache_hit=m.cache_hit, status=_STATUS[m.status], sentences=m.sentences,
         reply_audio_seconds=m.reply_audio_seconds, tts_total_ms=m.tts_total_ms, error=m.error,
+        end_of_speech_to_first_audio_ms=m.end_of_speech_to_first_audio_ms,
+        endpointing_ms=m.endpointing_ms, speculative_starts=m.speculative_starts,
+        speculative_hits=m.speculative_hits, speculative_misses=m.speculative_misses,
+        speculative_tokens_wasted=m.speculative_tokens_wasted,
     ))

@@ -7,6 +7,10 @@ cancels it — its LLM and TTS calls are cancelled in the services — and its m
 emitted before anything of the next turn. When the client half-closes, the running turn finishes
 and the stream ends; when the client cancels, everything is cancelled and nothing more is sent.
 
+With server VAD, a ``TurnTaker`` forwards the audio to the STT service's Listen stream and starts
+the turns it ends (see ``turntaking``); its Listen loop is a task owned here, and a failure of it
+(STT down) ends the stream like bad input does.
+
 Stage failures do not end the stream: the turn ends with FAILED metrics naming the stage, and the
 next turn uses the stage again (it may be back by then). Only bad session input ends the stream,
 with INVALID_ARGUMENT / RESOURCE_EXHAUSTED / UNAVAILABLE (TTS down when the voice must be checked).
@@ -35,7 +39,7 @@ from voxline.orchestrator.events import (
     TextRequest,
 )
 from voxline.orchestrator.turn import History, TurnInput, TurnRunner
-from voxline.orchestrator.vad import EnergyVad
+from voxline.orchestrator.turntaking import TurnTaker
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +56,8 @@ class ConverseSession:
         self._history = History(config.max_history_turns)
         self._settings: SessionSettings | None = None
         self._runner: TurnRunner | None = None
-        self._vad: EnergyVad | None = None
+        self._taker: TurnTaker | None = None
+        self._listener: asyncio.Task[None] | None = None
         self._audio = bytearray()
         self._turns = 0
         self._turn_task: asyncio.Task[None] | None = None
@@ -75,9 +80,16 @@ class ConverseSession:
         try:
             async for request in requests:
                 await self._handle(request)
+                self._check_listener()
+            if self._taker is not None and self._listener is not None:  # STT ends the last turn
+                await self._taker.close()
+                await self._listener
             if self._turn_task is not None:  # half-close: let the last reply finish
                 await asyncio.wait([self._turn_task])
         finally:
+            if self._listener is not None:
+                self._listener.cancel()
+                await asyncio.wait([self._listener])
             await self._cancel_turn()
             self._out.put_nowait(_END)
 
@@ -98,9 +110,9 @@ class ConverseSession:
                 raise InvalidInput("text input is empty")
             # typed input replaces an utterance the client had started but not ended
             self._audio = bytearray()
-            if self._vad is not None:
-                self._vad.flush()
             await self._start_turn(TurnInput(self._turns + 1, time.perf_counter(), text=request.text))
+            if self._taker is not None:
+                self._taker.reply_started()  # speech after a typed turn is a new turn
 
     async def _configure(self, settings: SessionSettings) -> None:
         if settings.voice:
@@ -114,10 +126,6 @@ class ConverseSession:
         if settings.server_vad:
             if fmt.encoding != "PCM_S16LE":
                 raise InvalidInput("server_vad needs input_format PCM_S16LE (raw PCM)")
-            self._vad = EnergyVad(
-                fmt.sample_rate_hz, fmt.channels or 1, threshold=self._config.vad_threshold,
-                silence_ms=settings.vad_silence_ms or self._config.vad_silence_ms,
-                frame_ms=self._config.vad_frame_ms)
         settings = dataclasses.replace(
             settings,
             system_prompt=settings.system_prompt or self._config.system_prompt,
@@ -126,15 +134,21 @@ class ConverseSession:
         self._settings = settings
         self._runner = TurnRunner(self._stages, self._config, settings, self._history,
                                   self._out.put_nowait, self._session_span)
+        if settings.server_vad:
+            self._taker = TurnTaker(self._stages, settings, self._out.put_nowait,
+                                    start_turn=self._start_turn, cancel_turn=self._cancel_turn,
+                                    last_turn=lambda: self._turns,
+                                    default_silence_ms=self._config.vad_silence_ms)
+            self._listener = asyncio.create_task(self._taker.run(), name="converse-listener")
+
+    def _check_listener(self) -> None:
+        """Raise the Listen loop's failure (STT down, bad audio), which ends the stream."""
+        if self._listener is not None and self._listener.done() and not self._listener.cancelled():
+            self._listener.result()
 
     async def _on_audio(self, data: bytes) -> None:
-        if self._vad is not None:
-            step = self._vad.feed(data)
-            if step.speech_started:
-                await self._cancel_turn()  # barge-in on speech, not on every chunk of silence
-            for utterance in step.utterances:
-                await self._start_turn(TurnInput(self._turns + 1, time.perf_counter(), audio=utterance))
-            self._check_size(self._vad.buffered_bytes)
+        if self._taker is not None:
+            await self._taker.feed(data)  # barge-in and turns come from the Listen loop
             return
         if not self._audio:
             await self._cancel_turn()  # the first chunk of a new utterance interrupts the reply
@@ -143,14 +157,12 @@ class ConverseSession:
 
     async def _on_end_of_utterance(self) -> None:
         ended_at = time.perf_counter()
-        if self._vad is not None:
-            audio = self._vad.flush()
-            if audio is None:
-                return  # the VAD already ended the utterance (or heard nothing): nothing to do
-        else:
-            if not self._audio:
-                raise InvalidInput("end_of_utterance without any audio before it")
-            audio, self._audio = bytes(self._audio), bytearray()
+        if self._taker is not None:
+            await self._taker.end_turn()  # STT ends the turn, if there was speech
+            return
+        if not self._audio:
+            raise InvalidInput("end_of_utterance without any audio before it")
+        audio, self._audio = bytes(self._audio), bytearray()
         await self._start_turn(TurnInput(self._turns + 1, ended_at, audio=audio))
 
     def _check_size(self, size: int) -> None:
@@ -158,11 +170,12 @@ class ConverseSession:
             raise LimitExceeded(f"utterance is over {self._config.max_turn_audio_bytes} bytes of audio; "
                                 "send end_of_utterance sooner")
 
-    async def _start_turn(self, turn: TurnInput) -> None:
+    async def _start_turn(self, turn: TurnInput) -> asyncio.Task[None]:
         await self._cancel_turn()
         assert self._runner is not None
         self._turns = turn.number
         self._turn_task = asyncio.create_task(self._runner.run(turn), name=f"turn-{turn.number}")
+        return self._turn_task
 
     async def _cancel_turn(self) -> None:
         """Barge-in: cancel the running turn and wait until its metrics are out."""

@@ -10,10 +10,13 @@ the LLM task owns the ``_Reply`` it writes, the TTS task owns the ``_Speech`` it
 turn's metrics are built once, at the end, from those three records (so an interrupted or failed
 turn reports as far as each stage got). The stages are reached through ``StageClients`` only.
 
-STT is one unary ``Transcribe`` of the whole utterance, sent at end of utterance (the baseline's
-in-memory path); ``stt_ms`` runs from end of utterance to the transcript. ``StreamingTranscribe``
-would not shorten that: its final transcript decodes the whole clip after the half-close too, and
-its partials (best effort, raw PCM only) are not needed to start the LLM.
+When the client marks the end of the utterance, STT is one unary ``Transcribe`` of the whole
+utterance (the baseline's in-memory path); ``stt_ms`` runs from end of utterance to the transcript.
+With server VAD the turn arrives already transcribed by the STT service's Listen stream
+(``TurnInput.transcription``), and a ``ReplyControl`` ties the reply to the turn-taker: a
+speculative reply, started at a pause, holds every event (text, audio) until the turn is
+committed, and speaks only its first sentence ahead of that; cancelled before the commit, it leaves
+no trace with the client, in the history or in the metrics (the turn-taker counts it as a miss).
 
 Each turn is the root of its own trace (``voxline.turn``), linked to the Converse call's span:
 a conversation can last for hours, a turn is what a latency investigation looks at.
@@ -28,6 +31,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Callable
+from typing import Any
 
 from opentelemetry import trace
 from opentelemetry.context import Context
@@ -37,7 +41,14 @@ from voxline.common.audio import wav_header
 from voxline.common.errors import VoxlineError
 from voxline.common.sentences import SentenceChunker
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.domain import ChatMessage, LlmSummary, PcmFormat, StageClients, StageError
+from voxline.orchestrator.domain import (
+    ChatMessage,
+    LlmSummary,
+    PcmFormat,
+    StageClients,
+    StageError,
+    Transcription,
+)
 from voxline.orchestrator.events import (
     COMPLETED,
     FAILED,
@@ -65,12 +76,86 @@ def _ms(seconds: float) -> float:
 
 @dataclasses.dataclass(frozen=True)
 class TurnInput:
-    """A user turn: speech (audio) or typed text, and when the user finished (perf_counter)."""
+    """A user turn: speech (audio), typed text, or speech already transcribed (server VAD), and
+    when the user finished (perf_counter; with a ``control``, the control's commit time counts)."""
 
     number: int
     ended_at: float
     audio: bytes | None = None
     text: str = ""
+    transcription: Transcription | None = None
+    #: server VAD: the turn-taker's handle on this reply (None: a plain turn).
+    control: ReplyControl | None = None
+
+
+@dataclasses.dataclass
+class Speculation:
+    """Replies started before their turn ended, for one user turn."""
+
+    starts: int = 0
+    hits: int = 0
+    misses: int = 0
+    #: LLM output of the cancelled ones (deltas; output tokens when a reply had finished).
+    tokens_wasted: int = 0
+
+
+class ReplyControl:
+    """Between the turn-taker and one reply. The reply's events are held until the turn is committed
+    *and* its first audio is ready (so text and audio of a reply the user never hears never reach the
+    client); it knows when the user's speech really ended and when the first audio went out."""
+
+    def __init__(self, emit: Callable[[Event], None], *, committed: bool,
+                 on_first_audio: Callable[[], None] | None = None) -> None:
+        self._emit = emit
+        self._held: list[Event] = []
+        self._on_first_audio = on_first_audio
+        self.committed = asyncio.Event()
+        if committed:
+            self.committed.set()
+        #: Set by the turn-taker before cancelling a reply nobody heard: it leaves no trace.
+        self.discarded = False
+        #: perf_counter: the commit (end of utterance), the last voiced frame (None: unknown).
+        self.ended_at = 0.0
+        self.speech_ended_at: float | None = None
+        self.first_audio_at: float | None = None
+        #: The transcript's arrival after the commit, ms (0 when it came with the commit).
+        self.stt_ms = 0.0
+        self.speculation = Speculation()
+        #: LLM output so far: deltas, then the summary's output tokens (written by the reply).
+        self.output_units = 0
+
+    @property
+    def silent(self) -> bool:
+        """Nothing of this reply may reach the client (not committed, or dropped before audible)."""
+        return not self.committed.is_set() or (self.discarded and self.first_audio_at is None)
+
+    def emit(self, event: Event) -> None:
+        if self.first_audio_at is None:
+            if not (isinstance(event, AudioEvent) and self.committed.is_set()):
+                self._held.append(event)
+                return
+            self._audible()
+            self.flush()
+        self._emit(event)
+
+    def _audible(self) -> None:
+        self.first_audio_at = time.perf_counter()
+        if self._on_first_audio is not None:
+            self._on_first_audio()
+
+    def flush(self) -> None:
+        """Send what was held (the reply's audio starts, or it ends without audio)."""
+        held, self._held = self._held, []
+        for event in held:
+            self._emit(event)
+
+    def commit(self, ended_at: float, speech_ended_at: float | None) -> None:
+        """The turn is confirmed: held audio goes out at once."""
+        self.ended_at, self.speech_ended_at = ended_at, speech_ended_at
+        self.committed.set()
+        if any(isinstance(e, AudioEvent) for e in self._held):
+            self._audible()
+            self.flush()
 
 
 class History:
@@ -173,13 +258,24 @@ class TurnRunner:
             outcome.status = FAILED
             outcome.error = f"internal error ({type(exc).__name__}); see the orchestrator log"
         finally:
-            metrics = _metrics(turn, span, heard, reply, speech, outcome)
-            self._finish(turn, span, metrics, heard, reply)
+            if turn.control is not None and turn.control.silent:
+                # a speculative reply that never got its turn: nothing reached the client
+                span.set_attributes({"voxline.speculative": True, "voxline.turn.status": "discarded",
+                                     "voxline.speculative.output_units": turn.control.output_units})
+                span.end()
+            else:
+                if turn.control is not None:
+                    turn.control.flush()
+                metrics = _metrics(turn, span, heard, reply, speech, outcome)
+                self._finish(turn, span, metrics, heard, reply)
 
     async def _run(self, turn: TurnInput, ctx: Context, heard: _Heard, reply: _Reply, speech: _Speech,
                    outcome: _Outcome) -> None:
         language = self._settings.language
-        if turn.audio is not None:
+        if turn.transcription is not None:
+            heard.text, language = turn.transcription.text, turn.transcription.language or language
+            heard.stt_ms = turn.control.stt_ms if turn.control is not None else 0.0
+        elif turn.audio is not None:
             with self._tracer.start_as_current_span("stt", context=ctx) as span:
                 result = await self._stages.transcribe(
                     turn.audio, self._settings.input_format, self._settings.language)
@@ -188,7 +284,7 @@ class TurnRunner:
             heard.text, language = result.text, result.language
         else:
             heard.text = turn.text.strip()
-        self._emit(TranscriptEvent(turn.number, heard.text, language))
+        self._out(turn)(TranscriptEvent(turn.number, heard.text, language))
         if not heard.text:
             outcome.status, outcome.error = FAILED, EMPTY_TRANSCRIPT
             return
@@ -200,6 +296,12 @@ class TurnRunner:
                 group.create_task(self._speak(turn, ctx, sentences, speech))
         except ExceptionGroup as errors:
             raise _one_failure(errors) from None
+        if turn.control is not None:  # a speculative reply that is done ends with its turn
+            await turn.control.committed.wait()
+
+    def _out(self, turn: TurnInput) -> Callable[[Any], None]:
+        """Where the turn's events go: through its control (held until the commit), or straight out."""
+        return turn.control.emit if turn.control is not None else self._emit
 
     async def _write(self, turn: TurnInput, ctx: Context, messages: list[ChatMessage],
                      sentences: asyncio.Queue[str | None], reply: _Reply) -> None:
@@ -220,12 +322,16 @@ class TurnRunner:
                         reply.ttft_ms = _ms(time.perf_counter() - started)
                         span.set_attribute("voxline.llm.ttft_ms", reply.ttft_ms)
                     reply.parts.append(item)
-                    self._emit(TextDeltaEvent(turn.number, item))
+                    if turn.control is not None:
+                        turn.control.output_units += 1
+                    self._out(turn)(TextDeltaEvent(turn.number, item))
                     for sentence in chunker.feed(item):
                         await sentences.put(sentence)
             reply.total_ms = _ms(time.perf_counter() - started)
             if reply.summary is not None:
                 span.set_attributes(_llm_attributes(reply.summary))
+                if turn.control is not None and reply.summary.output_tokens:
+                    turn.control.output_units = reply.summary.output_tokens
             for sentence in chunker.flush():
                 await sentences.put(sentence)
         await sentences.put(None)
@@ -234,6 +340,8 @@ class TurnRunner:
                      speech: _Speech) -> None:
         """The TTS task: speak the queued sentences in order, streaming their audio out."""
         while (sentence := await sentences.get()) is not None:
+            if speech.sentences and turn.control is not None:
+                await turn.control.committed.wait()  # speculation speaks the first sentence only
             index = speech.sentences
             speech.sentences += 1
             with self._tracer.start_as_current_span("tts", context=ctx, attributes={
@@ -259,7 +367,7 @@ class TurnRunner:
         if speech.format is None:
             speech.format = fmt
             encoding = self._settings.output_encoding
-            self._emit(AudioFormatEvent(turn.number, encoding, fmt.sample_rate_hz, fmt.channels))
+            self._out(turn)(AudioFormatEvent(turn.number, encoding, fmt.sample_rate_hz, fmt.channels))
             if encoding == "WAV":  # one streaming WAV per turn; TTS itself always sends raw PCM
                 speech.pending_header = wav_header(fmt.sample_rate_hz, fmt.channels)
         elif fmt != speech.format:
@@ -272,7 +380,7 @@ class TurnRunner:
         if speech.first_sent_at is None:
             speech.first_sent_at = time.perf_counter()
         speech.audio_bytes += len(data)
-        self._emit(AudioEvent(turn.number, speech.pending_header + data))
+        self._out(turn)(AudioEvent(turn.number, speech.pending_header + data))
         speech.pending_header = b""
 
     def _finish(self, turn: TurnInput, span: trace.Span, m: TurnMetrics, heard: _Heard,
@@ -288,6 +396,12 @@ class TurnRunner:
             "voxline.llm.provider": m.llm_provider,
             "voxline.llm.cache_hit": m.cache_hit,
             "voxline.sentences": m.sentences,
+            "voxline.end_of_speech_to_first_audio_ms": m.end_of_speech_to_first_audio_ms,
+            "voxline.endpointing_ms": m.endpointing_ms,
+            "voxline.speculative.starts": m.speculative_starts,
+            "voxline.speculative.hits": m.speculative_hits,
+            "voxline.speculative.misses": m.speculative_misses,
+            "voxline.speculative.tokens_wasted": m.speculative_tokens_wasted,
         })
         if m.status == FAILED:
             span.set_status(Status(StatusCode.ERROR, m.error))
@@ -310,14 +424,28 @@ def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, sp
     if fmt is not None and fmt.sample_rate_hz:
         audio_seconds = round(speech.audio_bytes / (2 * fmt.channels * fmt.sample_rate_hz), 3)
     summary = reply.summary
+    control = turn.control
+    ended_at, first_sent = turn.ended_at, speech.first_sent_at
+    speech_ended_at: float | None = None
+    speculation = Speculation()
+    if control is not None:
+        ended_at, first_sent = control.ended_at, control.first_audio_at
+        speech_ended_at, speculation = control.speech_ended_at, control.speculation
     return TurnMetrics(
         stt_ms=heard.stt_ms,
         llm_ttft_ms=reply.ttft_ms,
         llm_total_ms=reply.total_ms,
         tts_first_audio_ms=speech.first_audio_ms,
-        time_to_first_audio_ms=(_ms(speech.first_sent_at - turn.ended_at)
-                                if speech.first_sent_at is not None else 0.0),
-        total_ms=_ms(ended - turn.ended_at),
+        time_to_first_audio_ms=_ms(first_sent - ended_at) if first_sent is not None else 0.0,
+        total_ms=_ms(ended - ended_at),
+        end_of_speech_to_first_audio_ms=(_ms(first_sent - speech_ended_at)
+                                         if first_sent is not None and speech_ended_at is not None
+                                         else 0.0),
+        endpointing_ms=_ms(ended_at - speech_ended_at) if speech_ended_at is not None else 0.0,
+        speculative_starts=speculation.starts,
+        speculative_hits=speculation.hits,
+        speculative_misses=speculation.misses,
+        speculative_tokens_wasted=speculation.tokens_wasted,
         trace_id=format(span.get_span_context().trace_id, "032x"),
         llm_provider=summary.provider if summary is not None else "",
         cache_hit=summary.cache_hit if summary is not None else False,

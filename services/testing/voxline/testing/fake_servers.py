@@ -116,6 +116,13 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
         self.transcript = transcript
         self.latency_s = latency_s
         self.requests: list[stt_pb2.TranscribeRequest] = []
+        #: Listen: the script (texts per speech segment, Smart Turn's answers), configs received,
+        #: ReplyStarted signals received.
+        from voxline.testing.fake_listen import ListenScript
+
+        self.listen_script = ListenScript()
+        self.listen_configs: list[stt_pb2.ListenConfig] = []
+        self.replies_started = 0
 
     def _register(self, server: grpc.aio.Server) -> None:
         stt_pb2_grpc.add_SpeechToTextServicer_to_server(self, server)
@@ -151,10 +158,47 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
         self._done(started)
         yield stt_pb2.StreamingTranscribeResponse(is_final=True, result=self._result(received, language))
 
-    async def Listen(self, request_iterator: AsyncIterator[Any], context: Any) -> AsyncIterator[Any]:
-        """Not scripted yet: UNIMPLEMENTED, as the generated base answers."""
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "the fake STT does not listen")
-        yield None  # never reached: makes this a streaming handler
+    async def Listen(self, request_iterator: AsyncIterator[stt_pb2.ListenRequest], context: Any
+                     ) -> AsyncIterator[stt_pb2.ListenResponse]:
+        """Real turn-taking decisions over a tone/silence detector, scripted texts (fake_listen)."""
+        from voxline.stt.servicer import listen_response
+        from voxline.testing.fake_listen import ScriptedListener
+
+        started = await self._enter(context)
+        listener: ScriptedListener | None = None
+        try:
+            async for request in request_iterator:
+                kind = request.WhichOneof("request")
+                if kind == "config":
+                    c = request.config
+                    fmt = c.recognition.format
+                    self.listen_configs.append(c)
+                    listener = ScriptedListener(
+                        self.listen_script, fmt.sample_rate_hz, fmt.channels or 1,
+                        detector=stt_pb2.TurnDetector.Name(c.turn.detector).lower().replace(
+                            "turn_detector_unspecified", ""),
+                        complete_silence_ms=c.turn.complete_silence_ms,
+                        incomplete_silence_ms=c.turn.incomplete_silence_ms, silence_ms=c.turn.silence_ms)
+                    continue
+                if listener is None:
+                    await context.abort(grpc.StatusCode.INVALID_ARGUMENT, "first message must be config")
+                    return
+                if kind == "audio":
+                    events = listener.audio(request.audio)
+                elif kind == "end_turn":
+                    events = listener.end_turn()
+                else:
+                    listener.reply_started()
+                    self.replies_started += 1
+                    events = []
+                for event in events:
+                    yield listen_response(event)
+            for event in listener.finish() if listener is not None else []:
+                yield listen_response(event)
+        except asyncio.CancelledError:
+            self._cancelled()
+            raise
+        self._done(started)
 
 
 class FakeLlm(FakeServer, llm_pb2_grpc.LanguageModelServicer):

@@ -10,17 +10,27 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 
 from voxline.orchestrator.domain import (
     ChatMessage,
+    EndTurnSignal,
     GenerateOptions,
     InputFormat,
+    InterimText,
+    ListenEvent,
+    ListenInput,
     LlmSummary,
     PcmFormat,
+    SpeechPause,
+    SpeechStart,
     StageError,
     Transcription,
+    TurnDetection,
+    TurnEnd,
 )
+from voxline.stt import endpoint, listen
+from voxline.testing.fake_listen import ListenScript, ScriptedListener
 from voxline.testing.fake_servers import CallLog, tone_pcm
 
 
@@ -56,6 +66,11 @@ class InMemoryStages:
         self.texts: list[str] = []
         #: TTS: what to announce as the format of a sentence (None: PCM at the asked or native rate).
         self.format_override: PcmFormat | None = None
+        #: STT Listen: texts per speech segment and Smart Turn's answers (see fake_listen); what
+        #: each stream was configured with, and how many ReplyStarted signals it got.
+        self.listen_script = ListenScript()
+        self.listens: list[tuple[InputFormat, str, TurnDetection]] = []
+        self.replies_started = 0
 
     @staticmethod
     def _enter(script: StageScript) -> None:
@@ -122,3 +137,45 @@ class InMemoryStages:
     async def list_voices(self) -> list[str]:
         self._enter(self.tts)
         return list(self.voices)
+
+    async def listen(self, inputs: AsyncIterator[ListenInput], fmt: InputFormat, language: str,
+                     detection: TurnDetection) -> AsyncGenerator[ListenEvent, None]:
+        self._enter(self.stt)
+        self.listens.append((fmt, language, detection))
+        listener = ScriptedListener(self.listen_script, fmt.sample_rate_hz, fmt.channels or 1,
+                                    detector=detection.detector,
+                                    complete_silence_ms=detection.complete_silence_ms,
+                                    incomplete_silence_ms=detection.incomplete_silence_ms,
+                                    silence_ms=detection.silence_ms)
+        try:
+            async for item in inputs:
+                if isinstance(item, bytes):
+                    found = listener.audio(item)
+                elif isinstance(item, EndTurnSignal):
+                    found = listener.end_turn()
+                else:
+                    self.replies_started += 1
+                    listener.reply_started()
+                    found = []
+                for event in found:
+                    yield domain_event(event)
+            for event in listener.finish():
+                yield domain_event(event)
+        except (asyncio.CancelledError, GeneratorExit):
+            self._cancelled(self.stt)
+            raise
+        self.stt.log.finished.set()
+
+
+def domain_event(event: listen.ListenEvent) -> ListenEvent:
+    """The STT service's Listen event as the orchestrator's domain sees it."""
+    if isinstance(event, endpoint.SpeechStarted):
+        return SpeechStart(event.turn, event.at_s, event.continues_turn)
+    if isinstance(event, endpoint.SpeechPaused):
+        return SpeechPause(event.turn, event.end_of_speech_s, event.probability, event.silence_limit_ms)
+    if isinstance(event, listen.Interim):
+        t = event.transcript
+        return InterimText(event.turn, t.text, t.language, event.audio_end_s, event.at_pause)
+    ended, t = event.ended, event.transcript
+    return TurnEnd(ended.turn, ended.end_of_speech_s, ended.ended_at_s, ended.reason.value,
+                   ended.probability, Transcription(t.text, t.language, t.audio_seconds, t.processing_ms))
