@@ -22,6 +22,8 @@ from voxline.common.config import (
 
 PROVIDER_NAMES = ("cerebras", "groq", "local")
 KEY_ENV = {"groq": "GROQ_API_KEY", "cerebras": "CEREBRAS_API_KEY"}
+#: The SDKs' own base-URL variables.
+BASE_URL_ENV = {"groq": "GROQ_BASE_URL", "cerebras": "CEREBRAS_BASE_URL"}
 _P = "VOXLINE_LLM_"
 
 
@@ -128,12 +130,16 @@ def add_llm_options(parser: argparse.ArgumentParser) -> None:
     option(g, "--providers", env=_P + "PROVIDERS", default="cerebras,groq,local",
            help="provider chain, in the order tried (those without a key are skipped)")
     option(g, "--groq-model", env=_P + "GROQ_MODEL", default=LlmConfig.groq_model, help="Groq model")
-    option(g, "--groq-base-url", env=_P + "GROQ_BASE_URL", default=LlmConfig.groq_base_url,
-           help="Groq API host (the SDK appends /openai/v1/...)")
+    # The SDKs' own variables (GROQ_BASE_URL, CEREBRAS_BASE_URL) are honoured, below the flag and
+    # the VOXLINE_ variable: they become the default.
+    option(g, "--groq-base-url", env=_P + "GROQ_BASE_URL",
+           default=os.environ.get(BASE_URL_ENV["groq"], "").strip() or LlmConfig.groq_base_url,
+           help="Groq API host (the SDK appends /openai/v1/...; GROQ_BASE_URL is read too)")
     option(g, "--cerebras-model", env=_P + "CEREBRAS_MODEL", default=LlmConfig.cerebras_model,
            help="Cerebras model")
-    option(g, "--cerebras-base-url", env=_P + "CEREBRAS_BASE_URL", default=LlmConfig.cerebras_base_url,
-           help="Cerebras API host (the SDK appends /v1/...)")
+    option(g, "--cerebras-base-url", env=_P + "CEREBRAS_BASE_URL",
+           default=os.environ.get(BASE_URL_ENV["cerebras"], "").strip() or LlmConfig.cerebras_base_url,
+           help="Cerebras API host (the SDK appends /v1/...; CEREBRAS_BASE_URL is read too)")
     option(g, "--request-timeout-s", env=_P + "REQUEST_TIMEOUT_S", default=30.0, type=float,
            help="HTTP read/write timeout of one provider request, seconds")
     option(g, "--first-token-timeout-ms", env=_P + "FIRST_TOKEN_TIMEOUT_MS", default="2000,local=20000",
