@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Sequence
 
 from voxline.common.config import (
@@ -63,6 +64,11 @@ class TtsConfig:
             )
         if not (self.vits_device == "cpu" or self.vits_device.startswith("cuda")):
             raise ConfigError(f"--vits-device must be cpu or cuda[:N], got {self.vits_device!r}")
+        for model in self.vits_models:
+            # A path (a hub id is "namespace/name"): say so now, not after loading every other voice.
+            if model.startswith(("/", "./", "../", "~")) and not os.path.isdir(os.path.expanduser(model)):
+                raise ConfigError(f"--vits-models {model!r}: directory not found (give a model "
+                                  "directory, or a hub id such as facebook/mms-tts-fra)")
         if self.max_text_chars < 1:
             raise ConfigError("--max-text-chars must be >= 1")
         too_big = self.chunk_bytes > self.server.max_message_bytes // 2
