@@ -185,15 +185,18 @@ def test_unknown_exporter_is_a_config_error_naming_it() -> None:
 
 
 def test_resource_attributes_keep_the_service_name() -> None:
-    assert resource_attributes("voxline-stt", {}) == {"service.name": "voxline-stt"}
+    project = "openinference.project.name"
+    assert resource_attributes("voxline-stt", {}) == {"service.name": "voxline-stt", project: "voxline"}
     assert resource_attributes("voxline-stt", {"OTEL_SERVICE_NAME": "voxline-stt"}) == {
-        "service.name": "voxline-stt"}  # compose sets each service's own name: no namespace
+        "service.name": "voxline-stt", project: "voxline"}  # compose: each service's own name
     assert resource_attributes("voxline-stt", {"OTEL_SERVICE_NAME": "myvoice"}) == {
-        "service.name": "voxline-stt", "service.namespace": "myvoice"}
+        "service.name": "voxline-stt", "service.namespace": "myvoice", project: "myvoice"}
     # A namespace given explicitly wins (the SDK reads it from OTEL_RESOURCE_ATTRIBUTES itself).
     assert resource_attributes("voxline-stt", {
         "OTEL_SERVICE_NAME": "myvoice", "OTEL_RESOURCE_ATTRIBUTES": "a=b, service.namespace=prod"}) == {
-        "service.name": "voxline-stt"}
+        "service.name": "voxline-stt", project: "prod"}
+    assert resource_attributes("voxline-stt", {
+        "OTEL_RESOURCE_ATTRIBUTES": "openinference.project.name=mine"}) == {"service.name": "voxline-stt"}
 
 
 def test_default_exporters() -> None:
@@ -207,3 +210,73 @@ def test_default_exporters() -> None:
     with pytest.raises(ConfigError, match="http/json"):
         default_trace_exporters({"OTEL_EXPORTER_OTLP_ENDPOINT": "http://c:4317",
                                  "OTEL_EXPORTER_OTLP_PROTOCOL": "http/json"})
+
+
+GRPC_SERVICE = """
+import asyncio, sys
+import grpc
+from voxline.common.telemetry import setup_telemetry, shutdown_telemetry
+setup_telemetry("voxline-tts")
+from voxline.v1 import tts_pb2, tts_pb2_grpc, voice_pb2, voice_pb2_grpc
+
+class Voices(tts_pb2_grpc.TextToSpeechServicer):
+    async def ListVoices(self, request, context):
+        return tts_pb2.ListVoicesResponse()
+
+class Assistant(voice_pb2_grpc.VoiceAssistantServicer):
+    async def Converse(self, request_iterator, context):
+        async for _ in request_iterator:
+            yield voice_pb2.ConverseResponse()
+
+async def main():
+    server = grpc.aio.server()
+    tts_pb2_grpc.add_TextToSpeechServicer_to_server(Voices(), server)
+    voice_pb2_grpc.add_VoiceAssistantServicer_to_server(Assistant(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        await tts_pb2_grpc.TextToSpeechStub(channel).ListVoices(tts_pb2.ListVoicesRequest())
+        call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
+        await call.write(voice_pb2.ConverseRequest(text="hi"))
+        await call.read()
+        await call.done_writing()
+        await call.code()
+    await server.stop(None)
+    shutdown_telemetry()
+
+asyncio.run(main())
+"""
+
+
+def test_grpc_spans_get_openinference_kinds_and_conversation_streams_no_span(tmp_path: Path) -> None:
+    span_file = tmp_path / "spans.jsonl"
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
+    done = subprocess.run([sys.executable, "-c", GRPC_SERVICE], capture_output=True, text=True,
+                          timeout=60, check=False, env={**clean, "VOXLINE_SPAN_FILE": str(span_file)})
+    assert done.returncode == 0, done.stderr
+    spans = [json.loads(line) for line in span_file.read_text().splitlines()]
+    assert sorted((s["name"], s["kind"]) for s in spans) == [
+        ("/voxline.v1.TextToSpeech/ListVoices", "CLIENT"), ("/voxline.v1.TextToSpeech/ListVoices", "SERVER")]
+    assert {s["attributes"]["openinference.span.kind"] for s in spans} == {"TOOL"}
+
+
+def test_openinference_kind_by_grpc_service_keeps_one_given_at_start() -> None:
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    from voxline.common.telemetry import OpenInferenceKinds
+
+    provider = TracerProvider()
+    provider.add_span_processor(OpenInferenceKinds())
+    exporter = InMemorySpanExporter()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracer = provider.get_tracer("test")
+    for name in ("/voxline.v1.LanguageModel/Generate", "/voxline.v1.SpeechToText/Transcribe",
+                 "/voxline.v1.VoiceAssistant/Converse", "something.else"):
+        tracer.start_span(name).end()
+    tracer.start_span("llm", attributes={"openinference.span.kind": "LLM"}).end()
+    kinds = {s.name: (s.attributes or {})["openinference.span.kind"] for s in exporter.get_finished_spans()}
+    assert kinds == {"/voxline.v1.LanguageModel/Generate": "LLM",
+                     "/voxline.v1.SpeechToText/Transcribe": "TOOL",
+                     "/voxline.v1.VoiceAssistant/Converse": "CHAIN", "something.else": "CHAIN", "llm": "LLM"}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import grpc
+import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
@@ -34,10 +35,13 @@ async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeS
 
     (root,) = by_name["voxline.turn"]
     assert root.parent is None and root.kind == SpanKind.INTERNAL
-    (link,) = root.links  # linked to the Converse call's server span
-    converse_spans = [s for s in spans.get_finished_spans()
-                if s.name == "/voxline.v1.VoiceAssistant/Converse" and s.kind == SpanKind.SERVER]
-    assert converse_spans and link.context.span_id == converse_spans[0].context.span_id
+    # The conversation is no trace of its own: its turns share a session id instead.
+    assert not [s for s in spans.get_finished_spans() if s.name.endswith("/Converse")]
+    (second_root,) = [s for s in spans.get_finished_spans() if s.name == "voxline.turn"
+                      and s.context.trace_id == int(second.metrics.trace_id, 16)]
+    session = root.attributes["session.id"]
+    assert len(session) == 32 and second_root.attributes["session.id"] == session
+    assert root.attributes["gen_ai.conversation.id"] == session
     attrs = root.attributes
     assert attrs["voxline.turn.number"] == 1 and attrs["voxline.turn.status"] == "completed"
     assert attrs["voxline.sentences"] == 2 and attrs["voxline.llm.provider"] == "fake"
@@ -63,6 +67,26 @@ async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeS
     assert [s.attributes["voxline.sentence.chars"] for s in tts] == [len("Hello there."),
                                                                    len("How can I help?")]
     assert all(s.attributes["voxline.tts.first_audio_ms"] > 0 for s in tts)
+
+    # What Phoenix reads: a kind on every span of the turn; the LLM's model and tokens.
+    kinds = {s.name: s.attributes["openinference.span.kind"] for s in turn_spans}
+    assert kinds == {"voxline.turn": "CHAIN", "stt": "TOOL", "llm": "LLM", "tts": "TOOL",
+                     "/voxline.v1.SpeechToText/Transcribe": "TOOL",
+                     "/voxline.v1.LanguageModel/Generate": "LLM",
+                     "/voxline.v1.TextToSpeech/Synthesize": "TOOL"}
+    assert llm.attributes["llm.model_name"] == "fake-model-1"
+    assert llm.attributes["llm.token_count.prompt"] == 12
+    # The milestones, in the order they happen: first token, first clause to TTS, first audio.
+    (first_token,) = [e for e in llm.events if e.name == "first_token"]
+    (first_clause,) = [e for e in llm.events if e.name == "first_clause_to_tts"]
+    (first_audio,) = [e for e in root.events if e.name == "first_audio_sent"]
+    assert llm.start_time <= first_token.timestamp <= first_clause.timestamp <= first_audio.timestamp
+    assert first_audio.timestamp <= root.end_time
+    assert first_clause.attributes["voxline.chars"] == len("Hello there.")
+    # Content is opt-in: not captured by default.
+    for span in turn_spans:
+        assert not [k for k in span.attributes if k.startswith(("input.", "output.", "llm.input_messages",
+                                                                "llm.output_messages"))], span.name
 
     # each stage span → its gRPC client span → the fake service's server span, same trace
     for parent, method in [(stt, "/voxline.v1.SpeechToText/Transcribe"),
@@ -98,3 +122,25 @@ async def test_failed_and_interrupted_turns_are_marked(channel: grpc.aio.Channel
     assert root_of(failed).attributes["voxline.turn.status"] == "failed"
     assert root_of(failed).status.description == (
         f"UNAVAILABLE: llm stage unavailable at {fakes.llm.address}: overloaded")
+
+
+async def test_transcript_and_reply_text_are_recorded_when_asked_for(
+        channel: grpc.aio.Channel, fakes: FakeStack, spans: InMemorySpanExporter,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT", "true")
+    conv = converse(channel)  # read when the session starts
+    await conv.send_config(settings(system_prompt="Be brief."))
+    await conv.send_text("What is the capital of France?")
+    turn = await read_turn(conv)
+    await conv.call.done_writing()
+    await conv.call.code()
+    trace_id = int(turn.metrics.trace_id, 16)
+    by_name = {s.name: s for s in spans.get_finished_spans() if s.context.trace_id == trace_id}
+    root, llm = by_name["voxline.turn"], by_name["llm"]
+    assert root.attributes["input.value"] == "What is the capital of France?"
+    assert root.attributes["output.value"] == "Hello there. How can I help?"
+    assert llm.attributes["llm.input_messages.0.message.role"] == "system"
+    assert llm.attributes["llm.input_messages.0.message.content"] == "Be brief."
+    assert llm.attributes["llm.input_messages.1.message.content"] == "What is the capital of France?"
+    assert llm.attributes["llm.output_messages.0.message.content"] == "Hello there. How can I help?"
+    assert by_name["tts"].attributes["input.value"] in ("Hello there.", "How can I help?")

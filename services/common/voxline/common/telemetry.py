@@ -32,10 +32,11 @@ import json
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from opentelemetry import metrics, trace
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, Span, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import (
     SimpleSpanProcessor,
     SpanExporter,
@@ -48,6 +49,17 @@ log = logging.getLogger(__name__)
 
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
+
+#: Long-lived streams (one per conversation) that get no span of their own: each turn is its own
+#: trace, grouped by its ``session.id`` attribute, so a conversation adds no hours-long trace
+#: beside its turns.
+SESSION_STREAMS = ("/voxline.v1.VoiceAssistant/Converse", "/voxline.v1.SpeechToText/Listen")
+
+#: OpenInference span kind (what Phoenix shows and filters on) of each gRPC service's calls; a
+#: span with no kind of its own, and no match here, is a CHAIN.
+OPENINFERENCE_KIND = "openinference.span.kind"
+_KIND_BY_SERVICE = {"/voxline.v1.LanguageModel/": "LLM", "/voxline.v1.SpeechToText/": "TOOL",
+                    "/voxline.v1.TextToSpeech/": "TOOL", "/voxline.v1.VoiceAssistant/": "CHAIN"}
 
 #: Variables that point OTLP export somewhere: one of them set means "export over OTLP" when
 #: OTEL_TRACES_EXPORTER is not set.
@@ -79,6 +91,19 @@ def span_to_dict(span: ReadableSpan) -> dict[str, object]:
     }
 
 
+class OpenInferenceKinds(SpanProcessor):
+    """Gives every span an OpenInference kind when it starts without one: by gRPC service for the
+    instrumented calls (LLM for the gateway, TOOL for speech, CHAIN for the assistant), CHAIN
+    otherwise. Trace viewers built on OpenInference (Arize Phoenix) show "unknown" otherwise."""
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        if span.attributes and OPENINFERENCE_KIND in span.attributes:
+            return
+        kind = next((k for prefix, k in _KIND_BY_SERVICE.items() if span.name.startswith(prefix)),
+                    "CHAIN")
+        span.set_attribute(OPENINFERENCE_KIND, kind)
+
+
 class JsonLinesSpanExporter(SpanExporter):
     """Appends each span as a JSON line to a file; safe across processes (O_APPEND, one write)."""
 
@@ -104,22 +129,26 @@ class JsonLinesSpanExporter(SpanExporter):
                 self._fd = None
 
 
-def resource_attributes(service_name: str, environ: dict[str, str] | None = None) -> dict[str, str]:
+def resource_attributes(service_name: str, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     """The attributes voxline sets on top of the SDK's resource detection (which reads
-    ``OTEL_RESOURCE_ATTRIBUTES``): its own ``service.name`` always, and ``service.namespace`` from
-    ``OTEL_SERVICE_NAME`` when that names something else and no namespace is given."""
+    ``OTEL_RESOURCE_ATTRIBUTES``): its own ``service.name`` always; ``service.namespace`` from
+    ``OTEL_SERVICE_NAME`` when that names something else and no namespace is given; and the
+    Phoenix project (``openinference.project.name``: the namespace, else "voxline") unless given,
+    so the four services' spans land in one project."""
     env = os.environ if environ is None else environ
     attributes = {"service.name": service_name}
     deployment = env.get("OTEL_SERVICE_NAME", "").strip()
-    given = env.get("OTEL_RESOURCE_ATTRIBUTES", "")
-    has_namespace = any(item.split("=", 1)[0].strip() == "service.namespace"
-                        for item in given.split(","))
-    if deployment and deployment != service_name and not has_namespace:
-        attributes["service.namespace"] = deployment
+    given = {item.split("=", 1)[0].strip(): item.split("=", 1)[-1].strip()
+             for item in env.get("OTEL_RESOURCE_ATTRIBUTES", "").split(",") if "=" in item}
+    namespace = given.get("service.namespace", "")
+    if deployment and deployment != service_name and not namespace:
+        attributes["service.namespace"] = namespace = deployment
+    if "openinference.project.name" not in given:
+        attributes["openinference.project.name"] = namespace or "voxline"
     return attributes
 
 
-def default_trace_exporters(environ: dict[str, str] | None = None) -> list[str]:
+def default_trace_exporters(environ: Mapping[str, str] | None = None) -> list[str]:
     """Exporter entry-point names to add when ``OTEL_TRACES_EXPORTER`` is not set: OTLP (in the
     protocol ``OTEL_EXPORTER_OTLP_[TRACES_]PROTOCOL`` asks for) when an endpoint is set, else none."""
     env = os.environ if environ is None else environ
@@ -183,6 +212,7 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             log.info("tracing", extra={"service_name": resource.get("service.name"),
                                        "service_namespace": resource.get("service.namespace", ""),
                                        "export": _describe_export()})
+        provider.add_span_processor(OpenInferenceKinds())
         span_file = os.environ.get("VOXLINE_SPAN_FILE")
         if span_file:
             # Simple (synchronous) processor: a span is on disk when it ends, so a file reader
@@ -197,9 +227,11 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             )
 
             # Health probes (voxline up, compose, tests poll every 100 ms) and reflection would
-            # bury the turns' spans; they are not traced.
+            # bury the turns' spans, and a conversation's own streams would each add a trace as
+            # long as the conversation: they are not traced.
             untraced = filters.negate(filters.any_of(
-                filters.health_check(), filters.service_prefix("grpc.reflection")))
+                filters.health_check(), filters.service_prefix("grpc.reflection"),
+                *(filters.full_method_name(name) for name in SESSION_STREAMS)))
             for instrumentor in (GrpcAioInstrumentorServer(filter_=untraced),  # type: ignore[no-untyped-call]
                                  GrpcAioInstrumentorClient(filter_=untraced)):  # type: ignore[no-untyped-call]
                 if not instrumentor.is_instrumented_by_opentelemetry:

@@ -22,6 +22,7 @@ import asyncio
 import dataclasses
 import logging
 import time
+import uuid
 from collections.abc import AsyncIterator
 
 from opentelemetry import trace
@@ -61,8 +62,10 @@ class ConverseSession:
         self._audio = bytearray()
         self._turns = 0
         self._turn_task: asyncio.Task[None] | None = None
-        # The Converse server span, linked from each turn's root span.
+        # The Converse server span, linked from each turn's root span when there is one (the
+        # stream itself is not traced: each turn is a trace, tied to the others by session.id).
         self._session_span = trace.get_current_span().get_span_context()
+        self._session_id = uuid.uuid4().hex
 
     async def events(self, requests: AsyncIterator[Request]) -> AsyncIterator[Event]:
         """Run the session; yield its events in order; raise the error that ends the stream."""
@@ -133,7 +136,7 @@ class ConverseSession:
         )
         self._settings = settings
         self._runner = TurnRunner(self._stages, self._config, settings, self._history,
-                                  self._out.put_nowait, self._session_span)
+                                  self._out.put_nowait, self._session_span, session_id=self._session_id)
         if settings.server_vad:
             self._taker = TurnTaker(self._stages, settings, self._out.put_nowait,
                                     start_turn=self._start_turn, cancel_turn=self._cancel_turn,

@@ -37,9 +37,11 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.trace import Status, StatusCode
 
+from voxline.common import turn_events
 from voxline.common.audio import wav_header
 from voxline.common.errors import VoxlineError
 from voxline.common.sentences import SentenceChunker
+from voxline.orchestrator import turn_spans
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.domain import (
     ChatMessage,
@@ -232,7 +234,7 @@ class TurnRunner:
 
     def __init__(self, stages: StageClients, config: OrchestratorConfig, settings: SessionSettings,
                  history: History, emit: Callable[[Event], None],
-                 session_span: trace.SpanContext | None = None) -> None:
+                 session_span: trace.SpanContext | None = None, *, session_id: str = "") -> None:
         self._stages = stages
         self._config = config
         self._settings = settings
@@ -240,12 +242,15 @@ class TurnRunner:
         self._emit = emit
         self._tracer = trace.get_tracer(TRACER_NAME)
         self._links = [trace.Link(session_span)] if session_span and session_span.is_valid else []
+        self._session = turn_spans.session_attributes(session_id)
+        self._capture = turn_spans.capture_content()
 
     async def run(self, turn: TurnInput) -> None:
         """Run one turn to its end; always emits the turn's metrics last (also when cancelled)."""
         heard, reply, speech, outcome = _Heard(), _Reply(), _Speech(), _Outcome()
         span = self._tracer.start_span("voxline.turn", context=_NEW_TRACE, links=self._links,
-                                       attributes={"voxline.turn.number": turn.number})
+                                       attributes={"voxline.turn.number": turn.number,
+                                                   **turn_spans.TURN_ATTRIBUTES, **self._session})
         try:
             await self._run(turn, trace.set_span_in_context(span), heard, reply, speech, outcome)
         except asyncio.CancelledError:
@@ -267,6 +272,11 @@ class TurnRunner:
                 if turn.control is not None:
                     turn.control.flush()
                 metrics = _metrics(turn, span, heard, reply, speech, outcome)
+                first_sent = turn.control.first_audio_at if turn.control is not None else speech.first_sent_at
+                if first_sent is not None:
+                    span.add_event(turn_events.FIRST_AUDIO_SENT, timestamp=turn_spans.epoch_ns(first_sent))
+                if self._capture:
+                    span.set_attributes(turn_spans.text_io(heard.text, reply.text))
                 self._finish(turn, span, metrics, heard, reply)
 
     async def _run(self, turn: TurnInput, ctx: Context, heard: _Heard, reply: _Reply, speech: _Speech,
@@ -276,10 +286,13 @@ class TurnRunner:
             heard.text, language = turn.transcription.text, turn.transcription.language or language
             heard.stt_ms = turn.control.stt_ms if turn.control is not None else 0.0
         elif turn.audio is not None:
-            with self._tracer.start_as_current_span("stt", context=ctx) as span:
+            with self._tracer.start_as_current_span(
+                    "stt", context=ctx, attributes=turn_spans.STT_ATTRIBUTES) as span:
                 result = await self._stages.transcribe(
                     turn.audio, self._settings.input_format, self._settings.language)
                 span.set_attribute("voxline.audio_seconds", result.audio_seconds)
+                if self._capture:
+                    span.set_attributes(turn_spans.text_io(output_text=result.text))
             heard.stt_ms = _ms(time.perf_counter() - turn.ended_at)
             heard.text, language = result.text, result.language
         else:
@@ -308,8 +321,11 @@ class TurnRunner:
         """The LLM task: stream the reply, emit its text, queue its sentences (None: the end)."""
         chunker = SentenceChunker(first_clause_chars=self._config.first_clause_chars)
         with self._tracer.start_as_current_span(
-                "llm", context=ctx, attributes={"gen_ai.operation.name": "chat"}) as span:
+                "llm", context=ctx, attributes={**turn_spans.LLM_ATTRIBUTES, **self._session}) as span:
+            if self._capture:
+                span.set_attributes(turn_spans.llm_input(messages))
             started = time.perf_counter()
+            handed = False
             stream = self._stages.generate(messages, self._settings.generate_options)
             async with contextlib.aclosing(stream):
                 async for item in stream:
@@ -321,18 +337,27 @@ class TurnRunner:
                     if not reply.parts:
                         reply.ttft_ms = _ms(time.perf_counter() - started)
                         span.set_attribute("voxline.llm.ttft_ms", reply.ttft_ms)
+                        span.add_event(turn_events.FIRST_TOKEN)
                     reply.parts.append(item)
                     if turn.control is not None:
                         turn.control.output_units += 1
                     self._out(turn)(TextDeltaEvent(turn.number, item))
                     for sentence in chunker.feed(item):
+                        if not handed:
+                            handed = True
+                            span.add_event(turn_events.FIRST_CLAUSE_TO_TTS, {"voxline.chars": len(sentence)})
                         await sentences.put(sentence)
             reply.total_ms = _ms(time.perf_counter() - started)
+            if self._capture:
+                span.set_attributes(turn_spans.llm_output(reply.text))
             if reply.summary is not None:
-                span.set_attributes(_llm_attributes(reply.summary))
+                span.set_attributes(turn_spans.llm_summary(reply.summary))
                 if turn.control is not None and reply.summary.output_tokens:
                     turn.control.output_units = reply.summary.output_tokens
             for sentence in chunker.flush():
+                if not handed:
+                    handed = True
+                    span.add_event(turn_events.FIRST_CLAUSE_TO_TTS, {"voxline.chars": len(sentence)})
                 await sentences.put(sentence)
         await sentences.put(None)
 
@@ -345,7 +370,9 @@ class TurnRunner:
             index = speech.sentences
             speech.sentences += 1
             with self._tracer.start_as_current_span("tts", context=ctx, attributes={
-                    "voxline.sentence.index": index, "voxline.sentence.chars": len(sentence)}) as span:
+                    "voxline.sentence.index": index, "voxline.sentence.chars": len(sentence),
+                    **turn_spans.TTS_ATTRIBUTES,
+                    **(turn_spans.text_io(input_text=sentence) if self._capture else {})}) as span:
                 started = time.perf_counter()
                 first_audio_ms: float | None = None
                 audio = self._stages.synthesize(sentence, self._settings.voice,
@@ -455,19 +482,6 @@ def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, sp
         tts_total_ms=speech.total_ms,
         error=outcome.error,
     )
-
-
-def _llm_attributes(summary: LlmSummary) -> dict[str, str | bool | int | list[str]]:
-    return {
-        "gen_ai.system": summary.provider,
-        "gen_ai.provider.name": summary.provider,
-        "gen_ai.request.model": summary.model,
-        "gen_ai.response.model": summary.model,
-        "gen_ai.usage.input_tokens": summary.input_tokens,
-        "gen_ai.usage.output_tokens": summary.output_tokens,
-        "gen_ai.response.finish_reasons": [summary.finish_reason or "stop"],
-        "voxline.llm.cache_hit": summary.cache_hit,
-    }
 
 
 class TurnFailed(VoxlineError):
