@@ -4,9 +4,10 @@ or step by step (the tests): the one Converse client helper."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from types import TracebackType
+from typing import Any, TypeVar, cast
 
 import grpc
 
@@ -15,6 +16,63 @@ from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
 #: Audio chunk size sent on the stream (a real client would send ~20-100 ms frames; the size only
 #: needs to stay well under the message limit).
 CHUNK_BYTES = 32 * 1024
+
+
+#: What grpc.aio reports when a write loses the race with the server ending the call
+#: (grpc/grpc#36066): the server's status arrives, then the failed write overwrites it with this.
+_LOST_STATUS = (grpc.StatusCode.INTERNAL, "Internal error from Core")
+#: How long a failed write or read waits for the server's own status, seconds.
+STATUS_WAIT_S = 5.0
+
+_T = TypeVar("_T")
+
+
+def _settled(coroutine: Coroutine[Any, Any, _T]) -> _T | None:
+    """The result of a coroutine that finishes without suspending (a finished call's status
+    getters do), else None: a done callback cannot await."""
+    try:
+        coroutine.send(None)
+    except StopIteration as stop:
+        return cast(_T, stop.value)
+    coroutine.close()
+    return None
+
+
+class _ServerStatus:
+    """The status the server ended the call with, caught the moment it arrives (a done callback),
+    before a racing write can replace it with INTERNAL "Internal error from Core"."""
+
+    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
+        self.error: grpc.aio.AioRpcError | None = None
+        self._arrived = asyncio.Event()
+        call.add_done_callback(self._on_done)
+
+    def _on_done(self, call: grpc.aio.Call) -> None:
+        code, details = _settled(call.code()), _settled(call.details())
+        if self.error is not None or code is None or (code, details) == _LOST_STATUS:
+            return
+        self.error = grpc.aio.AioRpcError(
+            code, _settled(call.initial_metadata()) or grpc.aio.Metadata(),
+            _settled(call.trailing_metadata()) or grpc.aio.Metadata(), details,
+            _settled(call.debug_error_string()))
+        self._arrived.set()
+
+    async def error_for(self, call: grpc.aio.StreamStreamCall,
+                        failure: grpc.aio.AioRpcError | None) -> grpc.aio.AioRpcError:
+        """The error to raise for a write or read that failed with ``failure`` (None: the call
+        had already ended): the server's own status, waiting briefly for it when gRPC lost it."""
+        if failure is not None and (failure.code(), failure.details()) != _LOST_STATUS:
+            return failure
+        try:
+            async with asyncio.timeout(STATUS_WAIT_S):
+                await self._arrived.wait()
+        except TimeoutError:
+            if failure is not None:
+                return failure  # a genuine internal error: nothing better will come
+            return grpc.aio.AioRpcError(await call.code(), await call.initial_metadata(),
+                                        await call.trailing_metadata(), await call.details())
+        assert self.error is not None
+        return self.error
 
 
 class ConverseError(RuntimeError):
@@ -101,15 +159,19 @@ class Conversation:
         self._read_timeout_s = read_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
+        self._status: _ServerStatus | None = None
 
     @classmethod
     def on_channel(cls, channel: grpc.aio.Channel, *, read_timeout_s: float | None = None,
                    token: str = "") -> Conversation:
         """A Converse call on ``channel`` (which the caller closes), nothing sent yet."""
         conversation = cls("", read_timeout_s=read_timeout_s, token=token)
-        conversation._call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse(
-            metadata=conversation._metadata)
+        conversation._open(channel)
         return conversation
+
+    def _open(self, channel: grpc.aio.Channel) -> None:
+        self._call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse(metadata=self._metadata)
+        self._status = _ServerStatus(self._call)
 
     @property
     def call(self) -> grpc.aio.StreamStreamCall:
@@ -134,21 +196,21 @@ class Conversation:
         except OrchestratorUnreachable:
             await self._channel.close()
             raise
-        stub = voice_pb2_grpc.VoiceAssistantStub(self._channel)
-        self._call = stub.Converse(metadata=self._metadata)
+        self._open(self._channel)
         if self._config is not None:
             await self.send_config(self._config)
         return self
 
-    @staticmethod
-    async def _write(call: grpc.aio.StreamStreamCall, request: voice_pb2.ConverseRequest) -> None:
+    async def _write(self, call: grpc.aio.StreamStreamCall, request: voice_pb2.ConverseRequest) -> None:
+        # The server may end the call while a request is being written (say INVALID_ARGUMENT for
+        # the config, or UNAUTHENTICATED): raise its status, never the write's.
+        assert self._status is not None
         try:
             await call.write(request)
         except asyncio.InvalidStateError:
-            # The server already ended the call (say UNAUTHENTICATED): raise its status instead.
-            raise grpc.aio.AioRpcError(
-                await call.code(), await call.initial_metadata(), await call.trailing_metadata(),
-                await call.details()) from None
+            raise await self._status.error_for(call, None) from None
+        except grpc.aio.AioRpcError as exc:
+            raise await self._status.error_for(call, exc) from None
 
     async def _connect(self) -> None:
         # Fail on the first failed attempt (connection refused, unknown host) instead of letting
@@ -194,8 +256,13 @@ class Conversation:
     async def read(self) -> voice_pb2.ConverseResponse | None:
         """The next event, or None when the stream ended; a failed call raises AioRpcError;
         TimeoutError after ``read_timeout_s``."""
-        async with asyncio.timeout(self._read_timeout_s):
-            response = await self.call.read()
+        call = self.call
+        try:
+            async with asyncio.timeout(self._read_timeout_s):
+                response = await call.read()
+        except grpc.aio.AioRpcError as exc:
+            assert self._status is not None
+            raise await self._status.error_for(call, exc) from None
         if response is grpc.aio.EOF:
             return None
         assert isinstance(response, voice_pb2.ConverseResponse)
