@@ -44,6 +44,7 @@ ACTIVE_REQUESTS = "voxline.server.active_requests"
 ACTIVE_SESSIONS = "voxline.sessions.active"
 RPC_SERVER_DURATION = "rpc.server.call.duration"
 TURNS = "voxline.turns"
+STAGE_RETRIES = "voxline.stage.retries"
 STT_DURATION = "voxline.stt.duration"
 LLM_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 LLM_DURATION = "gen_ai.client.operation.duration"
@@ -81,6 +82,8 @@ class _Instruments:
             ACTIVE_SESSIONS, unit="{session}", description="Converse sessions open")
         self.rpc_duration = seconds(RPC_SERVER_DURATION, "gRPC call duration on the server")
         self.turns = meter.create_counter(TURNS, unit="{turn}", description="turns ended, by status")
+        self.retries = meter.create_counter(
+            STAGE_RETRIES, unit="{call}", description="stage calls retried on another replica")
         self.stt = seconds(STT_DURATION, "end of utterance to transcript")
         self.llm_first_chunk = seconds(LLM_TIME_TO_FIRST_CHUNK, "LLM request to first text")
         self.llm_duration = seconds(LLM_DURATION, "LLM request to end of reply")
@@ -197,6 +200,11 @@ def record_turn(status: str, *, stt_ms: float = 0.0, llm_ttft_ms: float = 0.0, l
             (i.tts_first_audio, tts_first_audio_ms, {}), (i.turn_first_audio, time_to_first_audio_ms, {})):
         if value_ms > 0:
             histogram.record(value_ms / 1000.0, attributes)
+
+
+def record_stage_retry(stage: str) -> None:
+    """A stage call that failed before any output is being retried (orchestrator)."""
+    _instruments.retries.add(1, {"voxline.stage": stage})
 
 
 # --- the server side ----------------------------------------------------------------------------

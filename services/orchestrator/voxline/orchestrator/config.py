@@ -19,6 +19,7 @@ from voxline.common.config import (
     read_token_file,
     server_config_from_args,
 )
+from voxline.orchestrator.balancing import check_stage_address
 
 _ENV = "VOXLINE_ORCHESTRATOR_"
 
@@ -86,9 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_server_options(parser, "orchestrator")
     stages = parser.add_argument_group("stages")
     d = OrchestratorConfig()
-    option(stages, "--stt", env=_ENV + "STT", default=d.stt_address, help="STT service address")
-    option(stages, "--llm", env=_ENV + "LLM", default=d.llm_address, help="LLM service address")
-    option(stages, "--tts", env=_ENV + "TTS", default=d.tts_address, help="TTS service address")
+    replicas = ("; replicas: dns:///name:port (every address it resolves to) or a comma list "
+                "ip:port,ip:port, balanced round_robin")
+    option(stages, "--stt", env=_ENV + "STT", default=d.stt_address, help="STT service address" + replicas)
+    option(stages, "--llm", env=_ENV + "LLM", default=d.llm_address, help="LLM service address" + replicas)
+    option(stages, "--tts", env=_ENV + "TTS", default=d.tts_address, help="TTS service address" + replicas)
     option(stages, "--stage-tls-ca", env=_ENV + "STAGE_TLS_CA", default=d.stage_tls_ca,
            help="PEM CA bundle: reach the stages over TLS, trusting this CA (empty: plaintext)")
     option(stages, "--stage-auth-token-file", env=_ENV + "STAGE_AUTH_TOKEN_FILE",
@@ -132,10 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_address(flag: str, address: str) -> str:
-    host, sep, port = address.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ConfigError(f"{flag} must be host:port, got {address!r}")
-    return address
+    # host:port, dns:///name:port, or a comma list of replicas (see voxline.orchestrator.balancing)
+    return check_stage_address(flag, address)
 
 
 def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:

@@ -7,6 +7,13 @@ names the stage and its address ("UNAVAILABLE: llm stage unavailable at 127.0.0.
 Streaming calls are async generators that cancel their gRPC call when closed or cancelled, so a
 barge-in reaches the service (its handler sees the cancellation). Consume them with
 ``contextlib.aclosing``.
+
+A stage may have several replicas (``voxline.orchestrator.balancing``): each channel balances its
+calls ``round_robin``. A call that fails with UNAVAILABLE before it produced any output is tried
+once more, within the same deadline, on the next ready replica (a replica that is gone has left the
+rotation): STT of a whole utterance, an LLM reply before its first token, one sentence's TTS before
+its first audio, ListVoices. A half-streamed reply or sentence is never retried (the user would hear
+it twice), nor the Listen stream (its turn state lives in one replica).
 """
 
 from __future__ import annotations
@@ -21,6 +28,8 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from voxline.common.config import read_config_file, read_token_file
+from voxline.common.metrics import record_stage_retry
+from voxline.orchestrator.balancing import ROUND_ROBIN_SERVICE_CONFIG, channel_target
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
 from voxline.orchestrator.domain import (
     ChatMessage,
@@ -55,7 +64,13 @@ _CHANNEL_OPTIONS = [
     ("grpc.use_local_subchannel_pool", 1),
     ("grpc.max_receive_message_length", 32 * 1024 * 1024),
     ("grpc.max_send_message_length", 32 * 1024 * 1024),
+    # Balance over every replica the address names; ignore service configs published in DNS.
+    ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG),
+    ("grpc.service_config_disable_resolution", 1),
 ]
+
+#: Tries of a stage call that fails with UNAVAILABLE before producing output (one retry).
+ATTEMPTS = 2
 
 
 #: Codes a stage returns when it refuses the orchestrator itself (its TLS or token settings): the
@@ -85,10 +100,11 @@ class StageChannel:
         self._retired: Any = None
 
     def _new_channel(self) -> Any:
+        target = channel_target(self.address)
         if self._tls_ca is None:
-            return grpc.aio.insecure_channel(self.address, options=_CHANNEL_OPTIONS)
+            return grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         credentials = grpc.ssl_channel_credentials(root_certificates=self._tls_ca)
-        return grpc.aio.secure_channel(self.address, credentials, options=_CHANNEL_OPTIONS)
+        return grpc.aio.secure_channel(target, credentials, options=_CHANNEL_OPTIONS)
 
     @property
     def channel(self) -> Any:
@@ -103,6 +119,17 @@ class StageChannel:
         if self._retired is not None:
             await self._retired.close()
         self._retired, self._channel = self._channel, self._new_channel()
+
+    async def retry_after(self, exc: grpc.aio.AioRpcError, attempt: int) -> bool:
+        """Whether a call that failed with ``exc`` before producing any output is tried again: on
+        UNAVAILABLE (a replica gone or going), once. The channel is recovered first."""
+        if attempt >= ATTEMPTS or exc.code() != grpc.StatusCode.UNAVAILABLE:
+            return False
+        await self.recover()
+        record_stage_retry(self.stage)
+        log.warning("stage call retried", extra={"stage": self.stage, "address": self.address,
+                                                 "reason": exc.details() or "UNAVAILABLE"})
+        return True
 
     async def error(self, exc: grpc.aio.AioRpcError) -> StageError:
         """The StageError for a failed call (and channel recovery when it is needed)."""
@@ -174,12 +201,19 @@ class GrpcStages:
             config=stt_pb2.RecognitionConfig(format=_audio_format(fmt), language=language),
             audio=audio,
         )
-        stub = stt_pb2_grpc.SpeechToTextStub(self.stt.channel)
-        try:
-            reply = await stub.Transcribe(request, timeout=self.deadlines.stt_s, wait_for_ready=False,
-                                          metadata=self.stt.metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise await self.stt.error(exc) from exc
+        deadline = _Deadline(self.deadlines.stt_s)
+        attempt = 1
+        while True:
+            stub = stt_pb2_grpc.SpeechToTextStub(self.stt.channel)
+            try:
+                reply = await stub.Transcribe(request, timeout=deadline.left(), wait_for_ready=False,
+                                              metadata=self.stt.metadata)
+                break
+            except grpc.aio.AioRpcError as exc:
+                if await self.stt.retry_after(exc, attempt):
+                    attempt += 1
+                    continue
+                raise await self.stt.error(exc) from exc
         return Transcription(text=reply.text.strip(), language=reply.language,
                              audio_seconds=reply.audio_seconds, processing_ms=reply.processing_ms)
 
@@ -192,29 +226,37 @@ class GrpcStages:
         )
         if options.sampling is not None:
             request.sampling.CopyFrom(_sampling(options.sampling))
-        call = llm_pb2_grpc.LanguageModelStub(self.llm.channel).Generate(
-            request, timeout=self.deadlines.llm_total_s, wait_for_ready=False,
-            metadata=self.llm.metadata)
-        try:
-            replies = call.__aiter__()
+        total, first_token = _Deadline(self.deadlines.llm_total_s), _Deadline(self.deadlines.llm_ttft_s)
+        attempt = 1
+        while True:
+            call = llm_pb2_grpc.LanguageModelStub(self.llm.channel).Generate(
+                request, timeout=total.left(), wait_for_ready=False, metadata=self.llm.metadata)
+            produced = False
             try:
-                async with asyncio.timeout(self.deadlines.llm_ttft_s):
+                replies = call.__aiter__()
+                try:
+                    async with asyncio.timeout(first_token.left()):
+                        first = await anext(replies, None)
+                except TimeoutError:
+                    raise StageError("llm", "DEADLINE_EXCEEDED",
+                                     f"no first token within {self.deadlines.llm_ttft_s:g} s",
+                                     self.llm.address) from None
+                while first is not None:
+                    produced = True
+                    event = first.WhichOneof("event")
+                    if event == "text_delta":
+                        yield first.text_delta
+                    elif event == "summary":
+                        yield _summary(first.summary)
                     first = await anext(replies, None)
-            except TimeoutError:
-                raise StageError("llm", "DEADLINE_EXCEEDED",
-                                 f"no first token within {self.deadlines.llm_ttft_s:g} s",
-                                 self.llm.address) from None
-            while first is not None:
-                event = first.WhichOneof("event")
-                if event == "text_delta":
-                    yield first.text_delta
-                elif event == "summary":
-                    yield _summary(first.summary)
-                first = await anext(replies, None)
-        except grpc.aio.AioRpcError as exc:
-            raise await self.llm.error(exc) from exc
-        finally:
-            call.cancel()  # no-op when the call already ended
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not produced and await self.llm.retry_after(exc, attempt):
+                    attempt += 1
+                    continue
+                raise await self.llm.error(exc) from exc
+            finally:
+                call.cancel()  # no-op when the call already ended
 
     async def synthesize(self, text: str, voice: str, sample_rate_hz: int
                          ) -> AsyncGenerator[PcmFormat | bytes, None]:
@@ -224,34 +266,55 @@ class GrpcStages:
             output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE,
                                                 sample_rate_hz=sample_rate_hz, channels=1),
         )
-        call = tts_pb2_grpc.TextToSpeechStub(self.tts.channel).Synthesize(
-            request, timeout=self.deadlines.tts_s, wait_for_ready=False, metadata=self.tts.metadata)
-        try:
-            async for reply in call:
-                event = reply.WhichOneof("event")
-                if event == "format":
-                    if reply.format.encoding != audio_pb2.PCM_S16LE:
-                        raise StageError("tts", "INTERNAL", "asked for PCM_S16LE audio, got "
-                                         + audio_pb2.AudioEncoding.Name(reply.format.encoding),
-                                         self.tts.address)
-                    yield PcmFormat(reply.format.sample_rate_hz, reply.format.channels or 1)
-                elif event == "audio" and reply.audio.data:
-                    yield reply.audio.data
-        except grpc.aio.AioRpcError as exc:
-            raise await self.tts.error(exc) from exc
-        finally:
-            call.cancel()
+        deadline = _Deadline(self.deadlines.tts_s)
+        announced: PcmFormat | None = None
+        attempt = 1
+        while True:
+            call = tts_pb2_grpc.TextToSpeechStub(self.tts.channel).Synthesize(
+                request, timeout=deadline.left(), wait_for_ready=False, metadata=self.tts.metadata)
+            spoken = False
+            try:
+                async for reply in call:
+                    event = reply.WhichOneof("event")
+                    if event == "format":
+                        if reply.format.encoding != audio_pb2.PCM_S16LE:
+                            raise StageError("tts", "INTERNAL", "asked for PCM_S16LE audio, got "
+                                             + audio_pb2.AudioEncoding.Name(reply.format.encoding),
+                                             self.tts.address)
+                        fmt = PcmFormat(reply.format.sample_rate_hz, reply.format.channels or 1)
+                        if announced is None:
+                            announced = fmt
+                            yield fmt
+                        elif fmt != announced:  # a retry's replica answered differently
+                            raise StageError("tts", "INTERNAL", f"retried sentence came as {fmt}, "
+                                             f"first as {announced}", self.tts.address)
+                    elif event == "audio" and reply.audio.data:
+                        spoken = True
+                        yield reply.audio.data
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not spoken and await self.tts.retry_after(exc, attempt):
+                    attempt += 1
+                    continue
+                raise await self.tts.error(exc) from exc
+            finally:
+                call.cancel()
 
     async def list_voices(self) -> list[str]:
         """Names of the TTS server's voices, the default first."""
-        stub = tts_pb2_grpc.TextToSpeechStub(self.tts.channel)
-        try:
-            reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(),
-                                          timeout=self.deadlines.control_s, wait_for_ready=False,
-                                          metadata=self.tts.metadata)
-        except grpc.aio.AioRpcError as exc:
-            raise await self.tts.error(exc) from exc
-        return [v.name for v in reply.voices]
+        deadline = _Deadline(self.deadlines.control_s)
+        attempt = 1
+        while True:
+            stub = tts_pb2_grpc.TextToSpeechStub(self.tts.channel)
+            try:
+                reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=deadline.left(),
+                                              wait_for_ready=False, metadata=self.tts.metadata)
+                return [v.name for v in reply.voices]
+            except grpc.aio.AioRpcError as exc:
+                if await self.tts.retry_after(exc, attempt):
+                    attempt += 1
+                    continue
+                raise await self.tts.error(exc) from exc
 
 
     async def listen(self, inputs: AsyncIterator[ListenInput], fmt: InputFormat, language: str,
@@ -286,6 +349,17 @@ class GrpcStages:
             raise await self.stt.error(exc) from exc
         finally:
             call.cancel()
+
+
+class _Deadline:
+    """A time limit shared by a call and its retry: ``left()`` is what remains of it."""
+
+    def __init__(self, seconds: float) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._end = self._loop.time() + seconds
+
+    def left(self) -> float:
+        return max(0.001, self._end - self._loop.time())
 
 
 _DETECTORS = {"": stt_pb2.TURN_DETECTOR_UNSPECIFIED, "smart_turn": stt_pb2.SMART_TURN,

@@ -40,6 +40,7 @@ from opentelemetry.trace import Status, StatusCode
 from voxline.common import turn_events
 from voxline.common.audio import wav_header
 from voxline.common.errors import VoxlineError
+from voxline.common.metrics import record_turn
 from voxline.common.sentences import SentenceChunker
 from voxline.orchestrator import turn_spans
 from voxline.orchestrator.config import OrchestratorConfig
@@ -439,6 +440,9 @@ class TurnRunner:
         log.info("turn", extra={"turn": turn.number, "status": m.status, "trace_id": m.trace_id,
                                 "ttfa_ms": m.time_to_first_audio_ms, "total_ms": m.total_ms,
                                 "error": m.error})
+        record_turn(m.status, stt_ms=m.stt_ms, llm_ttft_ms=m.llm_ttft_ms, llm_total_ms=m.llm_total_ms,
+                    tts_first_audio_ms=m.tts_first_audio_ms,
+                    time_to_first_audio_ms=m.time_to_first_audio_ms, llm_provider=m.llm_provider)
         self._emit(MetricsEvent(turn.number, m))
 
 
