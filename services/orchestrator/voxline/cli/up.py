@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import signal
 import sys
@@ -14,9 +15,11 @@ from typing import TextIO
 
 from voxline.cli.progress import StartupDisplay
 from voxline.cli.stack import STAGES, ServiceFailed, Stack, StackConfig, StackError, StartCancelled
+from voxline.cli.viewer import Viewer, ViewerError, stack_env
 from voxline.common.config import DEFAULT_PORTS
 
 DEFAULT_LOG_DIR = Path(".voxline") / "logs"
+DEFAULT_VIEWER_DIR = Path(".voxline") / "phoenix"
 
 #: Where each pass-through option goes: (stage, flag). Flags, so a renamed option fails loudly.
 VOICE_FLAG = ("tts", "--default-voice")
@@ -49,6 +52,18 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
                              "(VOXLINE_SPAN_FILE; read it with `voxline report`)")
     parser.add_argument("--start-timeout", type=float, default=600.0,
                         help="seconds to wait for every service to be SERVING (default: %(default)s)")
+    if ports:
+        viewer = parser.add_argument_group("trace viewer (Arize Phoenix, no Docker)")
+        viewer.add_argument("--viewer", action="store_true",
+                            help="start Arize Phoenix too and send every service's traces to it "
+                                 "(records the transcript and reply text unless "
+                                 "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT says otherwise)")
+        viewer.add_argument("--viewer-port", type=int, default=6006,
+                            help="Phoenix UI port (default: %(default)s)")
+        viewer.add_argument("--viewer-otlp-port", type=int, default=4317,
+                            help="Phoenix OTLP/gRPC port the services export to (default: %(default)s)")
+        viewer.add_argument("--viewer-dir", type=Path, default=DEFAULT_VIEWER_DIR,
+                            help="Phoenix's data, kept across restarts (default: %(default)s)")
 
 
 def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
@@ -157,6 +172,26 @@ def run_up(ns: argparse.Namespace) -> int:
         err.write(f"voxline up: {exc}\n")
         return 2
     config = stack_config_from_args(ns, ports, ns.host)
+    viewer: Viewer | None = None
+    if ns.viewer:
+        try:
+            viewer = Viewer(data_dir=ns.viewer_dir.resolve(), log_path=config.log_dir / "viewer.log",
+                            ui_port=ns.viewer_port, otlp_port=ns.viewer_otlp_port)
+            err.write(f"voxline: starting the trace viewer (Arize Phoenix); log in {viewer.log_path}\n")
+            viewer.start()
+        except ViewerError as exc:
+            err.write(f"voxline up: {exc}\n")
+            return 2
+        config = dataclasses.replace(config, env={**config.env, **stack_env(viewer.otlp_port)})
+    try:
+        return _run_stack(config, ns, viewer, out, err)
+    finally:
+        if viewer is not None:
+            viewer.stop()
+
+
+def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | None, out: TextIO,
+               err: TextIO) -> int:
     err.write(f"voxline: starting stt, llm, tts, orchestrator; logs in {config.log_dir}\n")
     if ns.span_file is not None:
         err.write(f"voxline: spans go to {config.env['VOXLINE_SPAN_FILE']}\n")
@@ -170,6 +205,8 @@ def run_up(ns: argparse.Namespace) -> int:
             out.write(f"  {stage:<13} {address}\n")
         out.write(f"talk to it:   voxline talk question.wav -o reply.wav "
                   f"--address {stack.address('orchestrator')}\n")
+        if viewer is not None:
+            out.write(f"traces:       {viewer.url} (Arize Phoenix; one trace per turn)\n")
         out.write(f"stop:         Ctrl-C or kill -TERM {os.getpid()}\n")
         out.flush()
         failure = stack.wait(cancel)
