@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
+from bench import turn_taking
 from bench.suite import baseline, borrowed, scaling
 from bench.suite.core import Context, SectionResult, md_table
 
@@ -207,6 +208,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("overhead", borrowed.OVERHEAD_TITLE, _overhead),
     Section("scaling", scaling.TITLE, scaling.run, ("fake", "real")),
     Section("gpu", borrowed.GPU_TITLE, borrowed.run_gpu),
+    Section("turns", turn_taking.TITLE, turn_taking.run_section),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
 

@@ -176,11 +176,16 @@ async def test_speech_after_an_ended_turn_continues_it_until_the_reply_starts(
 async def test_the_client_may_end_the_turn_and_the_stream_end_ends_it_too(
         stub: stt_pb2_grpc.SpeechToTextStub) -> None:
     listener = Listener(stub)
-    await listener.call.write(config())
+    first = config()
+    first.config.recognition.partial_interval_s = 0.5  # interims while speaking (default: at pauses)
+    await listener.call.write(first)
     await listener.send(pcm(np.concatenate([silence(0.3), spoken(PHRASE)])))
     await listener.call.write(stt_pb2.ListenRequest(end_turn=stt_pb2.EndTurn()))
     ended = (await listener.wait_for("end_of_turn"))[0].end_of_turn
     assert ended.reason == stt_pb2.CLIENT and words(ended.transcript.text) == words(PHRASE)
+    while_speaking = [e.interim for e in listener.events if e.HasField("interim")]
+    assert while_speaking and not any(i.at_pause for i in while_speaking)
+    assert words(while_speaking[0].result.text)[:2] == words(PHRASE)[:2]
     await listener.call.write(stt_pb2.ListenRequest(reply_started=stt_pb2.ReplyStarted()))
     await listener.send(pcm(np.concatenate([silence(0.3), spoken(PHRASE_2)])))
     events = await listener.close()  # half-close in mid-speech: the turn ends with what was said

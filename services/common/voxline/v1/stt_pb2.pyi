@@ -338,8 +338,9 @@ class ListenConfig(_message.Message):
     TURN_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def recognition(self) -> Global___RecognitionConfig:
-        """Recognition settings. format must be PCM_S16LE with sample_rate_hz; partial_interval_s sets
-        the interval of interim transcripts while the user speaks.
+        """Recognition settings. format must be PCM_S16LE with sample_rate_hz. partial_interval_s: seconds
+        of speech between interim transcripts while the user speaks (0: the server's default, which
+        is only at pauses; negative: only at pauses).
         """
 
     @_builtins.property

@@ -32,6 +32,8 @@ METRIC_ROWS = (
     ("tts_first_audio_ms", "TTS time to first audio"),
     ("tts_total_ms", "TTS, all sentences"),
     ("time_to_first_audio_ms", "time to first audio"),
+    ("end_of_speech_to_first_audio_ms", "end of speech -> first audio (felt)"),
+    ("endpointing_ms", "endpointing (silence waited)"),
     ("total_ms", "total turn"),
 )
 
@@ -52,6 +54,17 @@ def add_talk_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system-prompt", default="", help="system prompt (default: the orchestrator's)")
     parser.add_argument("--no-cache", action="store_true", help="bypass the LLM reply cache")
     parser.add_argument("--timeout", type=float, default=120.0, help="seconds for the whole turn")
+    live = parser.add_argument_group("microphone-paced (--realtime)")
+    live.add_argument("--realtime", action="store_true",
+                      help="stream the audio file like a microphone: 20 ms PCM chunks at real-time pace, "
+                           "then silence, with server VAD (the server ends the turn); prints end of speech "
+                           "to first audio as this client sees it (the reply audio is not saved)")
+    live.add_argument("--trailing-silence", type=float, default=3.0,
+                      help="--realtime: seconds of silence sent after the audio (default: %(default)s)")
+    live.add_argument("--turn-detector", choices=("smart_turn", "silero_vad", "energy_vad"), default=None,
+                      help="--realtime: how the server ends the turn (default: the server's, smart_turn)")
+    live.add_argument("--no-speculation", action="store_true",
+                      help="--realtime: do not start the reply before the turn has ended")
     add_security_options(parser, "an orchestrator")
 
 
@@ -186,6 +199,11 @@ def run_talk(ns: argparse.Namespace) -> int:
     except ConfigError as exc:
         err.write(f"voxline talk: {exc}\n")
         return 2
+    if ns.realtime:
+        if audio is None:
+            err.write("voxline talk: --realtime streams an audio file; --text has nothing to stream\n")
+            return 2
+        return run_realtime(ns, audio, out, err, credentials, token)
     try:
         result = asyncio.run(_talk(ns, audio, out, credentials, token))
     except OrchestratorUnreachable as exc:
@@ -225,4 +243,57 @@ def run_talk(ns: argparse.Namespace) -> int:
         err.write(f"voxline talk: the turn {result.status.lower()}"
                   + (f": {result.metrics.get('error')}" if result.metrics.get("error") else "") + "\n")
         return 1
+    return 0
+
+
+def run_realtime(ns: argparse.Namespace, audio: bytes, out: TextIO, err: TextIO,
+                 credentials: grpc.ChannelCredentials | None, token: str) -> int:
+    """``voxline talk --realtime``: the file as a microphone would send it, then silence."""
+    from voxline.cli.realtime import (
+        describe_run,
+        last_voiced_s,
+        microphone_schedule,
+        realtime_pcm,
+        run_paced,
+    )
+    from voxline.common.errors import VoxlineError
+    from voxline.v1 import stt_pb2
+
+    try:
+        pcm = realtime_pcm(audio, ns.rate, ns.channels)
+    except VoxlineError as exc:
+        err.write(f"voxline talk: cannot read {ns.input}: {exc}\n")
+        return 2
+    end_of_speech_s = last_voiced_s(pcm, 16_000)
+    pcm += bytes(2 * int(ns.trailing_silence * 16_000))
+    providers = [p.strip() for p in ns.llm_providers.split(",") if p.strip()]
+    config = session_config(language=ns.language, voice=ns.voice, llm_providers=providers,
+                            system_prompt=ns.system_prompt, no_cache=ns.no_cache,
+                            input_rate=16_000, input_channels=1)
+    config.server_vad = True
+    config.speculative_reply = not ns.no_speculation
+    if ns.turn_detector:
+        config.turn_detector = stt_pb2.TurnDetector.Value(ns.turn_detector.upper())
+
+    async def session() -> list[str]:
+        async with asyncio.timeout(ns.timeout), Conversation(
+                ns.address, None, credentials=credentials, token=token, read_timeout_s=ns.timeout) as conv:
+            run = await run_paced(conv, config, microphone_schedule(pcm, 16_000), end_of_speech_s)
+        return describe_run(run)
+
+    out.write(f"streaming {len(pcm) / 32_000:.1f} s at real-time pace (speech ends at "
+              f"{end_of_speech_s:.2f} s)...\n")
+    out.flush()
+    try:
+        lines = asyncio.run(session())
+    except OrchestratorUnreachable as exc:
+        err.write(f"voxline talk: {exc}; is `voxline up` running?\n")
+        return 1
+    except grpc.aio.AioRpcError as exc:
+        err.write(f"voxline talk: {describe_rpc_error(exc, ns.address)}\n")
+        return 1
+    except TimeoutError:
+        err.write(f"voxline talk: the session did not end within {ns.timeout:g} s\n")
+        return 1
+    out.write("\n".join(lines) + "\n")
     return 0

@@ -105,6 +105,10 @@ class SttConfig:
     partial_interval_s: float = 1.0
     #: Turn-taking (the Listen stream).
     turns: TurnSettings = dataclasses.field(default_factory=TurnSettings)
+    #: Listen: seconds of speech between interim transcripts while the user speaks; 0: only at
+    #: pauses. Each is a whole Whisper pass that the end-of-turn transcript may have to wait for
+    #: (a worker runs one at a time), so on a CPU it costs latency: 0 by default.
+    listen_interim_interval_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < 1024:
@@ -160,6 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
            help="silero_vad / energy_vad: silence that ends a turn, ms")
     option(turns, "--pause-ms", env="VOXLINE_STT_PAUSE_MS", default=96, type=int,
            help="silence after speech that makes a pause (turn judgement, pause transcript), ms")
+    option(turns, "--listen-interim-interval-s", env="VOXLINE_STT_LISTEN_INTERIM_INTERVAL_S", default=0.0,
+           type=float, help="Listen: seconds of speech between interim transcripts while the user "
+           "speaks (0: at pauses only; on a CPU each one can delay the end-of-turn transcript)")
     option(turns, "--energy-threshold", env="VOXLINE_STT_ENERGY_THRESHOLD", default=0.015, type=float,
            help="energy_vad: RMS (of full scale) over which a frame is speech")
     return parser
@@ -187,6 +194,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
         engine=engine,
         max_stream_bytes=ns.max_stream_bytes,
         partial_interval_s=ns.partial_interval_s,
+        listen_interim_interval_s=ns.listen_interim_interval_s,
         turns=TurnSettings(
             detector=ns.turn_detector,
             complete_silence_ms=ns.complete_silence_ms,

@@ -108,11 +108,12 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     """voxline.v1.SpeechToText over a Transcriber."""
 
     def __init__(self, engine: Transcriber, *, partial_interval_s: float, max_stream_bytes: int,
-                 turns: TurnDetectors | None = None) -> None:
+                 turns: TurnDetectors | None = None, listen_interim_interval_s: float = 0.0) -> None:
         self._engine = engine
         self._partial_interval_s = partial_interval_s
         self._max_stream_bytes = max_stream_bytes
         self._turns = turns
+        self._listen_interim_interval_s = listen_interim_interval_s
 
     @translate_errors
     async def Transcribe(self, request: stt_pb2.TranscribeRequest, context: grpc.aio.ServicerContext
@@ -175,7 +176,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         fmt = stream_format(recognition.format)
         options = recognition_options(recognition)
         endpointer = self._turns.endpointer(turn_options(first.config.turn))
-        interval = recognition.partial_interval_s or self._partial_interval_s
+        interval = recognition.partial_interval_s or self._listen_interim_interval_s
 
         async def messages() -> AsyncIterator[ListenRequest]:
             async for message in requests:
