@@ -28,8 +28,9 @@ from collections.abc import AsyncIterator
 from opentelemetry import trace
 
 from voxline.common.errors import InvalidInput, LimitExceeded
+from voxline.orchestrator import languages
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.domain import StageClients
+from voxline.orchestrator.domain import StageClients, StageError
 from voxline.orchestrator.events import (
     AudioRequest,
     ConfigRequest,
@@ -129,10 +130,20 @@ class ConverseSession:
         if settings.server_vad:
             if fmt.encoding != "PCM_S16LE":
                 raise InvalidInput("server_vad needs input_format PCM_S16LE (raw PCM)")
+        language = settings.language or self._config.language
+        voice = settings.voice
+        if not voice and languages.picks_a_voice(language):
+            # --language fr: a French voice and prompt unless the session or the flags chose them
+            try:
+                voice = languages.default_voice(language, await self._stages.list_voices()) or ""
+            except StageError as exc:  # TTS down: its default voice speaks, the turn says why
+                log.warning("no voice list for the session's language", extra={"error": str(exc)})
         settings = dataclasses.replace(
             settings,
-            system_prompt=settings.system_prompt or self._config.system_prompt,
-            language=settings.language or self._config.language,
+            system_prompt=settings.system_prompt or languages.default_prompt(
+                language, self._config.system_prompt),
+            language=language,
+            voice=voice,
         )
         self._settings = settings
         self._runner = TurnRunner(self._stages, self._config, settings, self._history,

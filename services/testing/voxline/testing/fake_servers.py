@@ -275,6 +275,8 @@ class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
         self.chunks = chunks
         self.gate: asyncio.Event | None = None
         self.texts: list[str] = []
+        #: The voice each Synthesize asked for.
+        self.voices_used: list[str] = []
 
     def _register(self, server: grpc.aio.Server) -> None:
         tts_pb2_grpc.add_TextToSpeechServicer_to_server(self, server)
@@ -289,6 +291,7 @@ class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
                          ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         started = await self._enter(context)
         self.texts.append(request.text)
+        self.voices_used.append(request.voice)
         gate = self.gate
         rate = request.output_format.sample_rate_hz or self.sample_rate
         try:
