@@ -4,6 +4,7 @@ than the cap however large the input it quotes."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -115,3 +116,50 @@ async def test_bearer_scheme_is_case_insensitive(tmp_path: Path, header: str, al
     finally:
         await running.stop(0)
     assert code == (grpc.StatusCode.OK if allowed else grpc.StatusCode.UNAUTHENTICATED)
+
+
+async def test_a_bad_message_inside_a_request_stream_ends_the_call_promptly() -> None:
+    """The servicer reads its requests in a task of its own (as a session does): the call must
+    still end, with INVALID_ARGUMENT, right after the good messages are handled."""
+    from google.protobuf import empty_pb2
+
+    async def chat(requests: AsyncIterator[empty_pb2.Empty], context: grpc.aio.ServicerContext
+                   ) -> AsyncIterator[empty_pb2.Empty]:
+        queue: asyncio.Queue[empty_pb2.Empty | None] = asyncio.Queue()
+
+        async def reader() -> None:
+            try:
+                async for request in requests:
+                    await queue.put(request)
+            finally:
+                await queue.put(None)
+
+        task = asyncio.create_task(reader())
+        try:
+            while (item := await queue.get()) is not None:
+                yield item
+        finally:
+            task.cancel()
+
+    async def warm_up() -> None:
+        return None
+
+    def register(server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("voxline.test.Chat", {
+            "Talk": grpc.stream_stream_rpc_method_handler(
+                chat, request_deserializer=empty_pb2.Empty.FromString,
+                response_serializer=empty_pb2.Empty.SerializeToString)})])
+
+    running = await start_server(ServiceSpec(name="voxline-chat", grpc_services=[],
+                                             register=register, warm_up=warm_up), ServerConfig(port=0))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            replies = 0
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                async for _ in channel.stream_stream("/voxline.test.Chat/Talk")(
+                        iter([b"", b"", b"\x0a\x05ab", b""]), timeout=10):
+                    replies += 1
+    finally:
+        await running.stop(0)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    assert replies == 2  # the good messages before it were served

@@ -3,8 +3,9 @@
 grpc decodes a request with the handler's ``request_deserializer`` before any servicer code runs;
 when that raises, grpc answers UNKNOWN with the parser's exception text. This interceptor swaps in
 a deserializer that returns a marker instead of raising, and a behaviour that answers the marker
-with INVALID_ARGUMENT naming the expected message type (for streamed requests: when the bad
-message is read). Every method of every service gets it, health and reflection included.
+with INVALID_ARGUMENT naming the expected message type. In a request stream a bad message ends
+the stream there (as a half-close would) and the call ends with INVALID_ARGUMENT once the servicer
+has finished with what came before it. Every method of every service gets it, health and reflection included.
 """
 
 from __future__ import annotations
@@ -62,11 +63,15 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             log.info("undecodable request", extra={"method": method, "bytes": bad.size})
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, message)
 
-        async def checked(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
+        async def checked(requests: AsyncIterator[Any], bad: list[_Undecodable]
                           ) -> AsyncIterator[Any]:
+            # A bad message ends the request stream, as a half-close would; the call's status is
+            # set once the servicer has finished (it may read its requests in a task of its own,
+            # where an abort would end only that task and leave the call hanging).
             async for request in requests:
                 if isinstance(request, _Undecodable):
-                    await refuse(request, context)
+                    bad.append(request)
+                    return
                 yield request
 
         decode = _safe(handler.request_deserializer)
@@ -76,8 +81,11 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
             async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                                     ) -> AsyncIterator[Any]:
-                async for reply in _as_stream(inner_ss(checked(requests, context), context)):
+                bad: list[_Undecodable] = []
+                async for reply in _as_stream(inner_ss(checked(requests, bad), context)):
                     yield reply
+                if bad:
+                    await refuse(bad[0], context)
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, decode, serialize)
         if handler.request_streaming:
@@ -85,7 +93,11 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
             async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                                    ) -> Any:
-                return await inner_su(checked(requests, context), context)
+                bad: list[_Undecodable] = []
+                reply = await inner_su(checked(requests, bad), context)
+                if bad:
+                    await refuse(bad[0], context)
+                return reply
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, decode, serialize)
         if handler.response_streaming:
