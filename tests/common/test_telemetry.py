@@ -260,15 +260,16 @@ def test_grpc_spans_get_openinference_kinds_and_conversation_streams_no_span(tmp
     assert {s["attributes"]["openinference.span.kind"] for s in spans} == {"TOOL"}
 
 
-def test_openinference_kind_by_grpc_service_keeps_one_given_at_start() -> None:
+def test_spans_carry_an_openinference_kind_and_their_service() -> None:
+    from opentelemetry.sdk.resources import Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import SimpleSpanProcessor
     from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-    from voxline.common.telemetry import OpenInferenceKinds
+    from voxline.common.telemetry import ViewerAttributes
 
-    provider = TracerProvider()
-    provider.add_span_processor(OpenInferenceKinds())
+    provider = TracerProvider(resource=Resource.create({"service.name": "voxline-llm"}))
+    provider.add_span_processor(ViewerAttributes())
     exporter = InMemorySpanExporter()
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     tracer = provider.get_tracer("test")
@@ -276,7 +277,9 @@ def test_openinference_kind_by_grpc_service_keeps_one_given_at_start() -> None:
                  "/voxline.v1.VoiceAssistant/Converse", "something.else"):
         tracer.start_span(name).end()
     tracer.start_span("llm", attributes={"openinference.span.kind": "LLM"}).end()
-    kinds = {s.name: (s.attributes or {})["openinference.span.kind"] for s in exporter.get_finished_spans()}
+    finished = exporter.get_finished_spans()
+    assert {(s.attributes or {})["service.name"] for s in finished} == {"voxline-llm"}
+    kinds = {s.name: (s.attributes or {})["openinference.span.kind"] for s in finished}
     assert kinds == {"/voxline.v1.LanguageModel/Generate": "LLM",
                      "/voxline.v1.SpeechToText/Transcribe": "TOOL",
                      "/voxline.v1.VoiceAssistant/Converse": "CHAIN", "something.else": "CHAIN", "llm": "LLM"}

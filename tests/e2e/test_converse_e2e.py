@@ -69,8 +69,10 @@ async def _converse(address: str) -> list[list[voice_pb2.ConverseResponse]]:
 @pytest.fixture(scope="module")
 def outcome(tmp_path_factory: pytest.TempPathFactory) -> Outcome:
     span_file = tmp_path_factory.mktemp("spans") / "spans.jsonl"
+    # One environment for all four, as under `voxline up`: OTEL_SERVICE_NAME names the deployment
+    # (service.namespace); every service keeps its own service.name.
     env = {"VOXLINE_SPAN_FILE": str(span_file), "OTEL_TRACES_EXPORTER": "none",
-           "GROQ_API_KEY": "", "CEREBRAS_API_KEY": ""}
+           "OTEL_SERVICE_NAME": "myvoice", "GROQ_API_KEY": "", "CEREBRAS_API_KEY": ""}
     # all four start at once: the engines' model loads overlap, and the orchestrator needs only
     # their ports (logged before loading), not the engines being up
     engines = {
@@ -163,6 +165,14 @@ def test_one_trace_across_all_four_processes(outcome: Outcome) -> None:
         assert llm["gen_ai.usage.output_tokens"] > 0
         tts = [s["attributes"] for s in spans if s["name"] == "tts"]
         assert sorted(a["voxline.sentence.index"] for a in tts) == list(range(len(tts)))
+        # What a trace viewer (Arize Phoenix) reads: a kind and the service on every span, the
+        # milestones as events.
+        assert all(s["attributes"]["openinference.span.kind"] in ("CHAIN", "LLM", "TOOL") for s in spans)
+        assert {s["attributes"]["service.name"] for s in spans} == expected
+        llm_span = next(s for s in spans if s["name"] == "llm")
+        assert llm_span["attributes"]["openinference.span.kind"] == "LLM"
+        assert [e["name"] for e in llm_span["events"]] == ["first_token", "first_clause_to_tts"]
+        assert [e["name"] for e in root["events"]] == ["first_audio_sent"]
 
 
 def test_services_stop_cleanly(outcome: Outcome) -> None:

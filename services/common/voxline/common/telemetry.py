@@ -91,17 +91,24 @@ def span_to_dict(span: ReadableSpan) -> dict[str, object]:
     }
 
 
-class OpenInferenceKinds(SpanProcessor):
-    """Gives every span an OpenInference kind when it starts without one: by gRPC service for the
-    instrumented calls (LLM for the gateway, TOOL for speech, CHAIN for the assistant), CHAIN
-    otherwise. Trace viewers built on OpenInference (Arize Phoenix) show "unknown" otherwise."""
+class ViewerAttributes(SpanProcessor):
+    """What trace viewers built on OpenInference (Arize Phoenix) need on the span itself:
+
+    - an OpenInference kind when the span starts without one: by gRPC service for the instrumented
+      calls (LLM for the gateway, TOOL for speech, CHAIN for the assistant), CHAIN otherwise
+      (Phoenix shows "unknown");
+    - the service's name (Phoenix shows span attributes only, not the resource's), so every span
+      of a turn's trace says which of the four services it comes from.
+    """
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        if span.attributes and OPENINFERENCE_KIND in span.attributes:
-            return
-        kind = next((k for prefix, k in _KIND_BY_SERVICE.items() if span.name.startswith(prefix)),
-                    "CHAIN")
-        span.set_attribute(OPENINFERENCE_KIND, kind)
+        if not (span.attributes and OPENINFERENCE_KIND in span.attributes):
+            kind = next((k for prefix, k in _KIND_BY_SERVICE.items() if span.name.startswith(prefix)),
+                        "CHAIN")
+            span.set_attribute(OPENINFERENCE_KIND, kind)
+        service = span.resource.attributes.get("service.name")
+        if isinstance(service, str):
+            span.set_attribute("service.name", service)
 
 
 class JsonLinesSpanExporter(SpanExporter):
@@ -212,7 +219,7 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             log.info("tracing", extra={"service_name": resource.get("service.name"),
                                        "service_namespace": resource.get("service.namespace", ""),
                                        "export": _describe_export()})
-        provider.add_span_processor(OpenInferenceKinds())
+        provider.add_span_processor(ViewerAttributes())
         span_file = os.environ.get("VOXLINE_SPAN_FILE")
         if span_file:
             # Simple (synchronous) processor: a span is on disk when it ends, so a file reader
