@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
 from bench import turn_taking
-from bench.suite import baseline, borrowed, scaling
+from bench.suite import baseline, borrowed, reliability, scaling
 from bench.suite.core import Context, SectionResult, md_table
 
 TTS_TITLE = "2b. TTS: time to first audio vs whole reply, real-time factor"
@@ -209,6 +209,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("scaling", scaling.TITLE, scaling.run, ("fake", "real")),
     Section("gpu", borrowed.GPU_TITLE, borrowed.run_gpu),
     Section("turns", turn_taking.TITLE, turn_taking.run_section),
+    Section("reliability", reliability.TITLE, reliability.run),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
 
