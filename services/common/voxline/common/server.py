@@ -31,7 +31,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from voxline.common.config import ServerConfig, describe, read_config_file, read_token_file
+from voxline.common.config import ConfigError, ServerConfig, describe, read_config_file, read_token_file
 from voxline.common.decode_guard import MalformedRequestInterceptor
 from voxline.common.logs import setup_logging
 from voxline.common.metrics import ActiveRequestsInterceptor, setup_metrics, shutdown_metrics
@@ -204,10 +204,14 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
         [*spec.grpc_services, health.SERVICE_NAME, reflection.SERVICE_NAME], server
     )
     address = f"{config.host}:{config.port}"
-    port = (server.add_insecure_port(address) if credentials is None
-            else server.add_secure_port(address, credentials))
+    try:
+        port = (server.add_insecure_port(address) if credentials is None
+                else server.add_secure_port(address, credentials))
+    except RuntimeError:  # grpc's "Failed to bind to address ..."
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind {config.host}:{config.port}")
+        raise ConfigError(f"cannot listen on {address}: the port is in use (another voxline?) or the "
+                          "host is not this machine's; choose another with --port N (0: a free port)")
     if config.port_file:
         write_port_file(config.port_file, port)
     running = RunningServer(server, port, health_servicer, spec, config)
@@ -311,6 +315,9 @@ def run(spec_factory: Callable[[], ServiceSpec], config: ServerConfig) -> int:
 
     try:
         asyncio.run(main())
+    except ConfigError as exc:  # a setting that cannot work (port in use, model missing): no traceback
+        log.error("cannot start: %s", exc)
+        return 2
     except Exception:
         log.exception("service failed")
         return 1

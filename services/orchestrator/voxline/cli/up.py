@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 import os
 import signal
+import socket
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -77,6 +78,21 @@ def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
             raise StackError(f"port for {stage} out of range: {port}")
         ports[stage] = port
     return ports
+
+
+def busy_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
+    """The (stage, port) pairs that cannot be bound on ``host`` now (0 means a free port: never busy)."""
+    busy = []
+    for stage, port in ports.items():
+        if not port:
+            continue
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC binds
+            try:
+                sock.bind((host, port))
+            except OSError:
+                busy.append((stage, port))
+    return busy
 
 
 def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: str,
@@ -170,6 +186,15 @@ def run_up(ns: argparse.Namespace) -> int:
         ports = ports_from_args(ns)
     except StackError as exc:
         err.write(f"voxline up: {exc}\n")
+        return 2
+    busy = busy_ports(ns.host, ports)
+    if busy:
+        # Say so before starting anything, rather than let one service die and stop the others.
+        stage, port = busy[0]
+        taken = ", ".join(f"{p} ({s})" for s, p in busy)
+        err.write(f"voxline up: already in use on {ns.host}: port {taken}; is another `voxline up` "
+                  f"running? Stop it, or choose ports: --base-port N, --{stage}-port {port + 10}, or "
+                  f"--base-port 0 for free ones\n")
         return 2
     config = stack_config_from_args(ns, ports, ns.host)
     viewer: Viewer | None = None
