@@ -80,6 +80,17 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z0-9']+", text.lower())
 
 
+def word_errors(heard: str, expected: str) -> int:
+    """Words substituted, dropped or added between two transcripts (word-level edit distance)."""
+    a, b = words(heard), words(expected)
+    row = list(range(len(b) + 1))
+    for i, word in enumerate(a, 1):
+        prev, row[0] = row[0], i
+        for j, other in enumerate(b, 1):
+            prev, row[j] = row[j], min(row[j] + 1, row[j - 1] + 1, prev + (word != other))
+    return row[-1]
+
+
 #: A sentence with a natural place to pause mid-sentence (after "ask her"): Smart Turn judges the
 #: first part incomplete and the whole sentence complete (checked with this voice).
 PAUSE_PHRASE = PHRASE_2
