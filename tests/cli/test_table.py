@@ -110,3 +110,12 @@ def test_baseline_figures() -> None:
     text = render_baseline()
     for figure in ("STT 25 ms", "LLM 442 ms", "TTS 115 ms", "total 658 ms", "4/10 (40%)"):
         assert figure in text
+
+
+def test_a_turn_that_did_not_complete_never_passes() -> None:
+    failed = LatencyRow.from_metrics("2 (failed)", {"voxline.turn.status": "failed", "voxline.total_ms": 5.0})
+    assert not failed.completed and failed.total_ms == 5.0
+    assert LatencyRow.from_metrics("1", {"status": 1, "total_ms": 400.0}).completed  # TurnMetrics
+    assert not LatencyRow.from_metrics("3", {"status": 3, "total_ms": 1.0}).completed
+    table = LatencyTable(rows=[row("1", 20.0, 300.0, 450.0), failed], target_ms=500.0)
+    assert str(table.pass_rate("total_ms")) == "1/2 (50%)"  # the 5 ms failure does not pass

@@ -26,6 +26,8 @@ class LatencyRow:
     tts_ms: float
     time_to_first_audio_ms: float
     total_ms: float
+    #: The turn completed (a failed or interrupted one never passes, however fast it ended).
+    completed: bool = True
 
     @classmethod
     def from_metrics(cls, label: str, metrics: Mapping[str, object]) -> LatencyRow:
@@ -38,8 +40,10 @@ class LatencyRow:
                     return float(value)
             return math.nan
 
+        status = metrics.get("status", metrics.get("voxline.turn.status"))
         return cls(
             label=label,
+            completed=status in (None, 1, "completed", "COMPLETED"),  # TurnStatus COMPLETED is 1
             stt_ms=get("stt_ms", "voxline.stt_ms"),
             llm_ttft_ms=get("llm_ttft_ms", "voxline.llm.ttft_ms"),
             llm_total_ms=get("llm_total_ms", "voxline.llm.total_ms"),
@@ -133,9 +137,11 @@ class LatencyTable:
         return percentile(self.column(name), 95.0)
 
     def pass_rate(self, name: str = "time_to_first_audio_ms") -> PassRate:
-        """Runs whose ``name`` figure is below ``target_ms``; a run without the figure fails."""
+        """Runs whose ``name`` figure is below ``target_ms``; a run without the figure, or that did
+        not complete, fails."""
         values = self.column(name)
-        passed = sum(1 for v in values if not math.isnan(v) and v < self.target_ms)
+        passed = sum(1 for row, v in zip(self.rows, values, strict=True)
+                     if row.completed and not math.isnan(v) and v < self.target_ms)
         return PassRate(passed, len(values))
 
     def render(self, title: str = "") -> str:
