@@ -173,15 +173,39 @@ async def test_other_failures_are_not_retried() -> None:
     assert a.log.calls + b.log.calls == 1
 
 
+async def test_a_replica_not_serving_gets_no_calls() -> None:
+    """Client-side health checking: a replica still loading, or draining before it stops, is
+    skipped by round_robin."""
+    draining, serving = FakeStt(), FakeStt()
+    async with replicas(draining, serving) as fakes, stages(stt_address=joined(fakes)) as clients:
+        await until_all_reached(fakes, lambda: clients.transcribe(silence_pcm(0.1), PCM, "en"))
+        assert draining._running is not None
+        await draining._running.set_serving(False)
+        for _ in range(200):  # bounded: until the channel has seen the health change
+            before = draining.log.calls
+            await clients.transcribe(silence_pcm(0.1), PCM, "en")
+            if draining.log.calls == before:
+                break
+        draining.log.calls = serving.log.calls = 0
+        for _ in range(20):
+            await clients.transcribe(silence_pcm(0.1), PCM, "en")
+        assert (draining.log.calls, serving.log.calls) == (0, 20)
+        await draining._running.set_serving(True)
+        for _ in range(200):  # back in the rotation once SERVING again
+            await clients.transcribe(silence_pcm(0.1), PCM, "en")
+            if draining.log.calls:
+                break
+        assert draining.log.calls > 0
+
+
 async def test_a_replica_that_is_gone_leaves_the_rotation() -> None:
     a, b = FakeStt(), FakeStt()
     async with replicas(a, b) as fakes, stages(stt_address=joined(fakes)) as clients:
-        await clients.transcribe(silence_pcm(0.1), PCM, "en")
-        await clients.transcribe(silence_pcm(0.1), PCM, "en")
+        await until_all_reached(fakes, lambda: clients.transcribe(silence_pcm(0.1), PCM, "en"))
         await a.stop()
         results = [await clients.transcribe(silence_pcm(0.1), PCM, "en") for _ in range(10)]
-    assert len(results) == 10
-    assert b.log.calls >= 11
+    assert [r.text for r in results] == ["What time is it?"] * 10
+    assert b.log.calls == 10
 
 
 async def test_llm_unavailable_before_the_first_token_is_retried() -> None:

@@ -42,6 +42,9 @@ log = logging.getLogger(__name__)
 #: Logged once the port is bound (for people; programs read ``--port-file``).
 LISTENING_MESSAGE = "listening"
 
+#: On a graceful stop, seconds between NOT_SERVING and refusing new calls.
+DRAIN_NOTICE_S = 0.5
+
 #: Services callable without a token, so health probes and ``grpcurl list`` keep working.
 _OPEN_SERVICES = ("/grpc.health.v1.Health/", "/grpc.reflection.v1alpha.ServerReflection/",
                   "/grpc.reflection.v1.ServerReflection/")
@@ -171,6 +174,11 @@ class RunningServer:
         grace = self._config.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         log.info("stopping", extra={"service": self._spec.name, "grace_s": grace})
+        if grace > 0:
+            # Clients that watch health (the orchestrator's stage channels) move their new calls to
+            # other replicas before the server stops taking them: a call that reaches a stopping
+            # gRPC server can hang until the grace ends (https://github.com/grpc/grpc/issues/41785).
+            await asyncio.sleep(min(DRAIN_NOTICE_S, grace))
         await self.server.stop(grace)
         if self._spec.close is not None:
             await self._spec.close()

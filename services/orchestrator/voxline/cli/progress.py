@@ -18,7 +18,10 @@ class StartupDisplay:
 
     def __call__(self, progress: Progress) -> None:
         parts = []
-        for stage in STAGES:
+        # replicas (stt-2, ...) next to their stage
+        names = [n for s in STAGES
+                 for n in (s, *sorted(k for k in progress.states if k.startswith(f"{s}-")))]
+        for stage in names:
             state = progress.states.get(stage, "waiting")
             since = progress.since_s.get(stage)
             if state in ("starting", "loading") and since is not None:

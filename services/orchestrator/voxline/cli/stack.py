@@ -2,8 +2,10 @@
 
 Start order: stt, llm and tts at once; as soon as each has written its bound port to its
 ``--port-file`` (so port 0 works), the orchestrator starts wired to their addresses while the models
-are still loading. ``start()`` returns once every service's gRPC health check says SERVING. ``stop()``
-sends SIGTERM to every service (each drains its calls and exits 0), waits, then kills stragglers.
+are still loading. A stage may run as several replicas (``StackConfig.replicas``; ``stt``, ``stt-2``,
+...): the orchestrator gets their addresses as one comma list and balances over them.
+``start()`` returns once every service's gRPC health check says SERVING. ``stop()`` sends SIGTERM
+to every service (each drains its calls and exits 0), waits, then kills stragglers.
 
 Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the supervisor,
 which then stops the children in order instead of every process racing to die at once. On Linux each
@@ -68,6 +70,13 @@ class StackConfig:
     stop_timeout_s: float = 20.0
     #: The command that runs a stage (tests swap in a fake service).
     command: Callable[[str], list[str]] = default_command
+    #: Processes per backend stage (default 1); the first takes the stage's port, the others free ones.
+    replicas: Mapping[str, int] = field(default_factory=dict)
+
+    def instances(self, stage: str) -> list[str]:
+        """The process names of ``stage``: ``stt``, then ``stt-2``, ``stt-3``... for replicas."""
+        count = self.replicas.get(stage, 1) if stage in BACKENDS else 1
+        return [stage, *(f"{stage}-{i}" for i in range(2, count + 1))]
 
 
 @dataclass(frozen=True)
@@ -99,20 +108,28 @@ class Stack:
             host = "127.0.0.1"
         return f"{host}:{port}"
 
+    def stage_address(self, stage: str) -> str:
+        """What the orchestrator dials for ``stage``: one address, or its replicas' as a list."""
+        return ",".join(self.address(name) for name in self.config.instances(stage))
+
     def endpoints(self) -> dict[str, str]:
-        return {stage: self.address(stage) for stage in STAGES if stage in self.services}
+        """Every process's address, replicas included (``stt``, ``stt-2``, ...), stage by stage."""
+        return {name: self.address(name) for stage in STAGES for name in self.config.instances(stage)
+                if name in self.services}
 
     # -- start -----------------------------------------------------------------------------
-    def _spawn(self, stage: str, extra_args: Sequence[str] = ()) -> None:
+    def _spawn(self, stage: str, extra_args: Sequence[str] = (), name: str = "") -> None:
         cfg = self.config
+        name = name or stage
+        port = cfg.ports.get(stage, 0) if name == stage else 0  # replicas: free ports
         # VOXLINE_PARENT_PID: the service asks Linux to SIGTERM it if this supervisor dies (see
         # voxline.common.server.exit_with_parent). Done in the child after exec, not in a
         # preexec_fn: Python code between fork and exec in a process running gRPC threads made
         # children abort in gRPC's poller ("epoll_wait error: Bad file descriptor").
         env = {"VOXLINE_PARENT_PID": str(os.getpid()), **cfg.env, **cfg.stage_env.get(stage, {})}
-        argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(cfg.ports.get(stage, 0)),
+        argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(port),
                 *extra_args, *cfg.stage_args.get(stage, ())]
-        self.services[stage] = ServiceProcess(stage, argv, env, log_path=cfg.log_dir / f"{stage}.log")
+        self.services[name] = ServiceProcess(name, argv, env, log_path=cfg.log_dir / f"{name}.log")
 
     def progress(self) -> Progress:
         now = time.monotonic()
@@ -168,13 +185,15 @@ class Stack:
                 on_progress(self.progress())
 
         try:
+            backends = [name for stage in BACKENDS for name in self.config.instances(stage)]
             for stage in BACKENDS:
-                self._spawn(stage)
+                for name in self.config.instances(stage):
+                    self._spawn(stage, name=name)
             # No gRPC channel exists before the last spawn: forking next to gRPC threads is avoided.
-            self._wait_ports(BACKENDS, deadline, cancel, tick)
-            wiring = [arg for s in BACKENDS for arg in (ADDRESS_FLAGS[s], self.address(s))]
+            self._wait_ports(backends, deadline, cancel, tick)
+            wiring = [arg for s in BACKENDS for arg in (ADDRESS_FLAGS[s], self.stage_address(s))]
             self._spawn("orchestrator", wiring)
-            self._wait_ports(STAGES, deadline, cancel, tick)
+            self._wait_ports([*backends, "orchestrator"], deadline, cancel, tick)
             while True:
                 self._check_exits()
                 for stage, service in self.services.items():
@@ -221,7 +240,8 @@ class Stack:
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
-        ordered = [self.services[s] for s in reversed(STAGES) if s in self.services]
+        ordered = [self.services[name] for s in reversed(STAGES) for name in self.config.instances(s)
+                   if name in self.services]
         for service in ordered:
             service.signal(signal.SIGTERM)
         deadline = time.monotonic() + self.config.stop_timeout_s

@@ -15,7 +15,15 @@ from pathlib import Path
 from typing import TextIO
 
 from voxline.cli.progress import StartupDisplay
-from voxline.cli.stack import STAGES, ServiceFailed, Stack, StackConfig, StackError, StartCancelled
+from voxline.cli.stack import (
+    BACKENDS,
+    STAGES,
+    ServiceFailed,
+    Stack,
+    StackConfig,
+    StackError,
+    StartCancelled,
+)
 from voxline.cli.viewer import Viewer, ViewerError, stack_env
 from voxline.common.config import DEFAULT_PORTS
 
@@ -53,6 +61,10 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
                              "(VOXLINE_SPAN_FILE; read it with `voxline report`)")
     parser.add_argument("--start-timeout", type=float, default=600.0,
                         help="seconds to wait for every service to be SERVING (default: %(default)s)")
+    parser.add_argument("--replicas", type=parse_replicas, default={}, metavar="STAGE=N,...",
+                        help="run several processes of a stage, e.g. stt=2,tts=2; the orchestrator "
+                             "balances calls over them (round_robin) and retries a call that failed "
+                             "before any output on another one (default: one of each)")
     if ports:
         viewer = parser.add_argument_group("trace viewer (Arize Phoenix, no Docker)")
         viewer.add_argument("--viewer", action="store_true",
@@ -78,6 +90,25 @@ def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
             raise StackError(f"port for {stage} out of range: {port}")
         ports[stage] = port
     return ports
+
+
+#: Most processes of one stage ``--replicas`` starts on one machine.
+MAX_REPLICAS = 8
+
+
+def parse_replicas(text: str) -> dict[str, int]:
+    """``stt=2,tts=2`` as {"stt": 2, "tts": 2}; the stages are stt, llm and tts."""
+    replicas: dict[str, int] = {}
+    for item in filter(None, (part.strip() for part in text.split(","))):
+        stage, sep, count = item.partition("=")
+        stage = stage.strip()
+        if not sep or stage not in BACKENDS or not count.strip().isdigit():
+            raise argparse.ArgumentTypeError(
+                f"expected STAGE=N with STAGE one of {', '.join(BACKENDS)}, got {item!r}")
+        if not 1 <= int(count) <= MAX_REPLICAS:
+            raise argparse.ArgumentTypeError(f"{stage}: 1 to {MAX_REPLICAS} replicas, got {count.strip()}")
+        replicas[stage] = int(count)
+    return replicas
 
 
 def busy_ports(host: str, ports: dict[str, int]) -> list[tuple[str, int]]:
@@ -107,7 +138,8 @@ def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: 
         if value:
             stage_args.setdefault(stage, []).extend([flag, value])
     return StackConfig(log_dir=ns.log_dir.resolve(), ports=ports, host=host, env=env,
-                       stage_args=stage_args, start_timeout_s=ns.start_timeout)
+                       stage_args=stage_args, start_timeout_s=ns.start_timeout,
+                       replicas=getattr(ns, "replicas", {}))
 
 
 def print_failure(failure: ServiceFailed, out: TextIO) -> None:

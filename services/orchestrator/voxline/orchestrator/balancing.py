@@ -20,8 +20,11 @@ import json
 
 from voxline.common.config import ConfigError
 
-#: gRPC service config of every stage channel.
-ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})
+#: gRPC service config of every stage channel: round_robin over the replicas that are SERVING
+#: (client-side health checking: each connection watches the standard health service, so a replica
+#: still loading or starting to drain gets no new calls).
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps({"loadBalancingConfig": [{"round_robin": {}}],
+                                         "healthCheckConfig": {"serviceName": ""}})
 
 _SCHEMES = ("dns:///", "ipv4:", "ipv6:")
 

@@ -71,6 +71,14 @@ _CHANNEL_OPTIONS = [
 
 #: Tries of a stage call that fails with UNAVAILABLE before producing output (one retry).
 ATTEMPTS = 2
+#: Failures that mean "this replica is gone or going", not "this request is wrong": UNAVAILABLE,
+#: and CANCELLED sent by the server (our own cancellation raises CancelledError instead): a
+#: replica shutting down cancels the calls it had received but not yet started
+#: (https://github.com/grpc/grpc/issues/41785).
+RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
+#: Pause before the retry (gRPC's own retry policy backs off too): when a replica dies, its calls
+#: fail the moment its socket closes, a little before round_robin has dropped it from the rotation.
+RETRY_BACKOFF_S = 0.05
 
 
 #: Codes a stage returns when it refuses the orchestrator itself (its TLS or token settings): the
@@ -123,12 +131,13 @@ class StageChannel:
     async def retry_after(self, exc: grpc.aio.AioRpcError, attempt: int) -> bool:
         """Whether a call that failed with ``exc`` before producing any output is tried again: on
         UNAVAILABLE (a replica gone or going), once. The channel is recovered first."""
-        if attempt >= ATTEMPTS or exc.code() != grpc.StatusCode.UNAVAILABLE:
+        if attempt >= ATTEMPTS or exc.code() not in RETRYABLE:
             return False
         await self.recover()
         record_stage_retry(self.stage)
+        await asyncio.sleep(RETRY_BACKOFF_S)
         log.warning("stage call retried", extra={"stage": self.stage, "address": self.address,
-                                                 "reason": exc.details() or "UNAVAILABLE"})
+                                                 "code": exc.code().name, "reason": exc.details()})
         return True
 
     async def error(self, exc: grpc.aio.AioRpcError) -> StageError:
