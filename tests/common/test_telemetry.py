@@ -223,6 +223,9 @@ class Voices(tts_pb2_grpc.TextToSpeechServicer):
     async def ListVoices(self, request, context):
         return tts_pb2.ListVoicesResponse()
 
+    async def Synthesize(self, request, context):
+        yield tts_pb2.SynthesizeResponse()
+
 class Assistant(voice_pb2_grpc.VoiceAssistantServicer):
     async def Converse(self, request_iterator, context):
         async for _ in request_iterator:
@@ -235,7 +238,10 @@ async def main():
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        await tts_pb2_grpc.TextToSpeechStub(channel).ListVoices(tts_pb2.ListVoicesRequest())
+        stub = tts_pb2_grpc.TextToSpeechStub(channel)
+        await stub.ListVoices(tts_pb2.ListVoicesRequest())
+        async for _ in stub.Synthesize(tts_pb2.SynthesizeRequest(text="hi")):
+            pass
         call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
         await call.write(voice_pb2.ConverseRequest(text="hi"))
         await call.read()
@@ -248,15 +254,16 @@ asyncio.run(main())
 """
 
 
-def test_grpc_spans_get_openinference_kinds_and_conversation_streams_no_span(tmp_path: Path) -> None:
+def test_grpc_spans_get_openinference_kinds_conversation_and_control_calls_none(tmp_path: Path) -> None:
     span_file = tmp_path / "spans.jsonl"
     clean = {k: v for k, v in os.environ.items() if not k.startswith("OTEL_")}
     done = subprocess.run([sys.executable, "-c", GRPC_SERVICE], capture_output=True, text=True,
                           timeout=60, check=False, env={**clean, "VOXLINE_SPAN_FILE": str(span_file)})
     assert done.returncode == 0, done.stderr
     spans = [json.loads(line) for line in span_file.read_text().splitlines()]
+    # Synthesize is traced; Converse (a conversation's stream) and ListVoices (a control call) not.
     assert sorted((s["name"], s["kind"]) for s in spans) == [
-        ("/voxline.v1.TextToSpeech/ListVoices", "CLIENT"), ("/voxline.v1.TextToSpeech/ListVoices", "SERVER")]
+        ("/voxline.v1.TextToSpeech/Synthesize", "CLIENT"), ("/voxline.v1.TextToSpeech/Synthesize", "SERVER")]
     assert {s["attributes"]["openinference.span.kind"] for s in spans} == {"TOOL"}
 
 

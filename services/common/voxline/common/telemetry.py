@@ -50,10 +50,12 @@ log = logging.getLogger(__name__)
 _lock = threading.Lock()
 _provider: TracerProvider | None = None
 
-#: Long-lived streams (one per conversation) that get no span of their own: each turn is its own
-#: trace, grouped by its ``session.id`` attribute, so a conversation adds no hours-long trace
-#: beside its turns.
-SESSION_STREAMS = ("/voxline.v1.VoiceAssistant/Converse", "/voxline.v1.SpeechToText/Listen")
+#: Calls that get no span: the long-lived streams of a conversation (each turn is its own trace,
+#: grouped by its ``session.id`` attribute, so a conversation adds no hours-long trace beside its
+#: turns) and the control calls a session makes outside any turn (checking a voice), which would
+#: each add a one-span trace beside the turns.
+UNTRACED_METHODS = ("/voxline.v1.VoiceAssistant/Converse", "/voxline.v1.SpeechToText/Listen",
+                    "/voxline.v1.TextToSpeech/ListVoices", "/voxline.v1.LanguageModel/ListProviders")
 
 #: OpenInference span kind (what Phoenix shows and filters on) of each gRPC service's calls; a
 #: span with no kind of its own, and no match here, is a CHAIN.
@@ -234,11 +236,11 @@ def setup_telemetry(service_name: str, *, instrument_grpc: bool = True) -> Trace
             )
 
             # Health probes (voxline up, compose, tests poll every 100 ms) and reflection would
-            # bury the turns' spans, and a conversation's own streams would each add a trace as
-            # long as the conversation: they are not traced.
+            # bury the turns' spans, and a conversation's own streams and control calls would each
+            # add a trace beside the turns: they are not traced.
             untraced = filters.negate(filters.any_of(
                 filters.health_check(), filters.service_prefix("grpc.reflection"),
-                *(filters.full_method_name(name) for name in SESSION_STREAMS)))
+                *(filters.full_method_name(name) for name in UNTRACED_METHODS)))
             for instrumentor in (GrpcAioInstrumentorServer(filter_=untraced),  # type: ignore[no-untyped-call]
                                  GrpcAioInstrumentorClient(filter_=untraced)):  # type: ignore[no-untyped-call]
                 if not instrumentor.is_instrumented_by_opentelemetry:
