@@ -16,6 +16,12 @@ Paths:
   (c) turn-taking + speculation: (b) with the reply started at each pause.
   (d) oracle: the client marks the end of the utterance at the exact end of speech.
 
+Two STT engines (``--stt``): ``whisper``, the packaged Whisper base on this CPU (about a second per
+transcription here, so every path is STT-bound), and ``baseline``, the same servicer, Silero VAD and
+Smart Turn with Whisper replaced by a transcriber of the baseline's in-memory STT cost (25 ms on its
+GPU; the "transcript" names the seconds of voiced audio, so the same audio gives the same text):
+what the turn-taking changes when the recogniser is as fast as the baseline's.
+
 Per path: mean and p95, turns split (a sentence answered as more than one turn), replies spoken
 early (reply audio before the user finished), speculation starts/hits/misses and tokens wasted.
 """
@@ -45,6 +51,8 @@ LLM_DELTA_S = 0.02
 TTS_FIRST_AUDIO_S = 0.115
 REPLY = ["Sure, ", "here is ", "what I ", "found for you. ", "It should ", "help."]
 LEAD_S, TRAIL_S, PAUSE_S, SNR_DB = 0.5, 2.5, 0.7, 30.0
+#: The baseline's STT cost (in memory, RTX 4090), for ``--stt baseline``.
+BASELINE_STT_S = 0.025
 #: (sentence, where its pause goes, seconds into the speech): both judged incomplete there.
 SENTENCES = (
     ("Please call Stella and ask her to bring these things with her from the store.", 1.4),
@@ -154,7 +162,37 @@ def config_for(path: str) -> Any:
     return config
 
 
-async def _serve_stt(smoke: bool) -> tuple[Any, Any]:
+class BaselineCostTranscriber:
+    """A ``Transcriber`` that costs what the baseline's STT did and "transcribes" the seconds of voiced
+    audio it got (deterministic: the same audio, the same text)."""
+
+    max_audio_seconds = 120.0
+
+    async def warm_up(self) -> None:
+        return None
+
+    def check_options(self, options: Any) -> None:
+        return None
+
+    async def transcribe(self, audio: Any, options: Any) -> Any:
+        from voxline.stt.engine import Transcript
+
+        await asyncio.sleep(BASELINE_STT_S)
+        x = np.frombuffer(audio.data, dtype="<i2").astype(np.float32) / 32768.0
+        frames = x[:len(x) // 160 * 160].reshape(-1, 160)
+        voiced = float(np.sum(np.sqrt(np.mean(frames * frames, axis=1)) > 0.01)) * 0.01
+        return Transcript(text=f"{voiced:.2f} seconds of speech", language="en", language_probability=1.0,
+                          segments=(), audio_seconds=len(x) / 16_000, processing_ms=BASELINE_STT_S * 1000,
+                          decode_ms=0.0)
+
+    async def transcribe_if_idle(self, audio: Any, options: Any) -> Any:
+        return await self.transcribe(audio, options)
+
+    async def close(self) -> None:
+        return None
+
+
+async def _serve_stt(smoke: bool, stt: str = "whisper") -> tuple[Any, Any]:
     """The STT stage: the real servicer and models (smoke: the fake, figures meaningless)."""
     from voxline.testing.fake_servers import FakeStt
 
@@ -169,7 +207,8 @@ async def _serve_stt(smoke: bool) -> tuple[Any, Any]:
     from voxline.stt.servicer import SERVICE_NAME, SpeechToTextServicer
     from voxline.v1 import stt_pb2_grpc
 
-    engine = WhisperTranscriber(EngineSettings(language="en"))
+    engine: Any = (WhisperTranscriber(EngineSettings(language="en")) if stt == "whisper"
+                   else BaselineCostTranscriber())
     turns = TurnDetectors(TurnSettings())
     servicer = SpeechToTextServicer(engine, partial_interval_s=1.0, max_stream_bytes=1 << 26, turns=turns)
 
@@ -194,7 +233,8 @@ async def _serve_stt(smoke: bool) -> tuple[Any, Any]:
     return Address(), stop
 
 
-async def measure(runs: int = 1, smoke: bool = False, echo: Any = print) -> dict[str, Any]:
+async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper"
+                  ) -> dict[str, Any]:
     """Run every path over every clip ``runs`` times (paths interleaved); the figures per path.
     ``smoke``: the fake STT, one clip, paced 4x faster than real time (seconds; figures meaningless)."""
     from voxline.cli.client import Conversation
@@ -209,11 +249,12 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print) -> dict
     speed = 1.0
     if smoke:
         clips, speed = [c for c in clips if c.name == "s1-pause"], 4.0
-    stt, stop_stt = await _serve_stt(smoke)
+    stt_stage, stop_stt = await _serve_stt(smoke, stt)
     llm = await FakeLlm(REPLY, delta_delay_s=LLM_DELTA_S, first_delay_s=LLM_FIRST_TOKEN_S).start()
     tts = await FakeTts(first_audio_s=TTS_FIRST_AUDIO_S).start()
     orchestrator = await start_server(build_spec(OrchestratorConfig(
-        stt_address=stt.address, llm_address=llm.address, tts_address=tts.address)), ServerConfig(port=0))
+        stt_address=stt_stage.address, llm_address=llm.address, tts_address=tts.address)),
+        ServerConfig(port=0))
     await orchestrator.warm_up()
     figures = {p: PathFigures(p) for p in PATHS}
     try:
@@ -256,7 +297,11 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print) -> dict
         "paths": out,
         "c_over_a": c / a if a else float("nan"),
         "c_minus_d_ms": c - d,
-        "setup": (f"real STT servicer (Whisper base int8 CPU, Silero VAD, Smart Turn v3.2), real "
+        "stt": stt,
+        "setup": ("real STT servicer ("
+                  + ("Whisper base int8 on this CPU" if stt == "whisper" else
+                     f"a transcriber of the baseline's {BASELINE_STT_S * 1000:.0f} ms cost, not Whisper")
+                  + f", Silero VAD, Smart Turn v3.2), real "
                   f"orchestrator, fake LLM (first token {LLM_FIRST_TOKEN_S * 1000:.0f} ms, then "
                   f"{len(REPLY) - 1} deltas {LLM_DELTA_S * 1000:.0f} ms apart) and fake TTS (first audio "
                   f"{TTS_FIRST_AUDIO_S * 1000:.0f} ms), one process; {len(clips)} clips (2 sentences, whole "
@@ -311,8 +356,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=1, help="runs per clip and path [default: 1]")
     parser.add_argument("--smoke", action="store_true", help="fake STT (seconds; figures meaningless)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
+    parser.add_argument("--stt", choices=("whisper", "baseline"), default="whisper",
+                        help="whisper: Whisper base on this CPU; baseline: a transcriber of the baseline's "
+                             "25 ms cost (VAD and Smart Turn stay real) [default: whisper]")
     ns = parser.parse_args(argv)
-    result = asyncio.run(measure(ns.runs, ns.smoke))
+    result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt))
     print(result["setup"])
     print("\n".join(render(result)))
     if ns.json is not None:

@@ -22,6 +22,7 @@ from voxline.stt.endpoint import (
     Endpointer,
     EndpointSettings,
     EndReason,
+    PauseDetected,
     SpeechPaused,
     SpeechStarted,
     TurnEnded,
@@ -157,7 +158,7 @@ def tone(seconds: float) -> np.ndarray:
 def test_speech_after_an_ended_turn_continues_it_until_a_reply_starts() -> None:
     ep = Endpointer(ScriptedVad(), EndpointSettings(silence_ms=300, pause_ms=100))
     first = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(0.4)]))
-    assert [type(e) for e in first] == [SpeechStarted, SpeechPaused, TurnEnded]
+    assert [type(e) for e in first] == [SpeechStarted, PauseDetected, SpeechPaused, TurnEnded]
     again = feed_all(ep, np.concatenate([tone(0.3), silence(0.4)]))
     assert isinstance(again[0], SpeechStarted) and again[0].continues_turn and again[0].turn == 1
     assert isinstance(again[-1], TurnEnded) and again[-1].turn == 1
@@ -169,3 +170,18 @@ def test_speech_after_an_ended_turn_continues_it_until_a_reply_starts() -> None:
     (ended,) = ep.end_turn()
     assert isinstance(ended, TurnEnded) and ended.reason is EndReason.CLIENT and ended.turn == 2
     assert ep.end_turn() == [] and ep.finish() == []  # nothing open any more
+
+
+def test_a_deferred_judgement_lets_the_caller_act_before_the_turn_detector_runs() -> None:
+    judged: list[int] = []
+    ep = Endpointer(ScriptedVad(), EndpointSettings(pause_ms=100, complete_silence_ms=200),
+                    lambda audio: judged.append(len(audio)) or 0.9, defer_judgement=True)
+    events = ep.feed(np.concatenate([silence(0.2), tone(0.5), silence(0.5)]))
+    # feed stopped at the pause: nothing judged yet, the rest of the audio held back
+    assert [type(e) for e in events] == [SpeechStarted, PauseDetected] and ep.judgement_due
+    assert not judged and ep.now_s == pytest.approx(0.8, abs=0.021)
+    after = ep.judge()
+    assert judged and not ep.judgement_due
+    assert [type(e) for e in after] == [SpeechPaused, TurnEnded]
+    assert isinstance(after[0], SpeechPaused) and after[0].silence_limit_ms == 200
+    assert isinstance(after[1], TurnEnded) and after[1].ended_at_s == pytest.approx(0.9, abs=0.021)

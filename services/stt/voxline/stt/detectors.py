@@ -87,5 +87,6 @@ class TurnDetectors:
         if detector == "smart_turn":
             if self._smart_turn is None:
                 raise NotConfigured(self._smart_turn_error or "Smart Turn is not loaded")
-            return Endpointer(SileroVad(self._silero), settings, self._smart_turn.probability)
+            return Endpointer(SileroVad(self._silero), settings, self._smart_turn.probability,
+                              defer_judgement=True)
         raise InvalidInput(f"unknown turn detector {detector!r}")

@@ -9,7 +9,9 @@ of speech. After ``pause_ms`` of silence the speech has *paused*: the turn detec
 Speech that resumes before that continues the turn; so does speech after the turn ended, until
 ``reply_started()`` says the assistant began to answer (from then on, speech is a new turn).
 
-Blocking (VAD ~0.1 ms per 32 ms frame, Smart Turn ~20 ms per pause): call from a worker thread.
+Blocking (VAD ~0.1 ms per 32 ms frame, Smart Turn ~20 ms per pause, more on a busy CPU): call from
+a worker thread. With ``defer_judgement`` a pause stops ``feed`` (``PauseDetected``) so that the
+transcription of what was said starts before the turn detector runs (``judge``).
 """
 
 from __future__ import annotations
@@ -46,6 +48,16 @@ class SpeechStarted:
 
 
 @dataclasses.dataclass(frozen=True)
+class PauseDetected:
+    """Speech paused (the judgement, if any, comes next as ``SpeechPaused``): the moment to start
+    transcribing what was said, without waiting for the turn detector."""
+
+    turn: int
+    end_of_speech_s: float
+    epoch: int
+
+
+@dataclasses.dataclass(frozen=True)
 class SpeechPaused:
     turn: int
     end_of_speech_s: float
@@ -65,7 +77,7 @@ class TurnEnded:
     epoch: int
 
 
-EndpointEvent = SpeechStarted | SpeechPaused | TurnEnded
+EndpointEvent = SpeechStarted | PauseDetected | SpeechPaused | TurnEnded
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,8 +109,12 @@ class Endpointer:
     """VAD events and end-of-turn decisions for one stream (not thread-safe: one caller at a time)."""
 
     def __init__(self, vad: VoiceActivity, settings: EndpointSettings, judge: TurnJudge | None = None,
-                 *, context_seconds: float = 8.0) -> None:
+                 *, context_seconds: float = 8.0, defer_judgement: bool = False) -> None:
+        """``defer_judgement``: ``feed`` stops at a pause (``judgement_due``) so the caller can start
+        work on the audio so far before it calls ``judge`` (which then goes on with the audio)."""
         self._vad = vad
+        self._defer = defer_judgement
+        self.judgement_due = False
         self._s = settings
         self._judge = judge
         self._frame = vad.frame_samples
@@ -146,15 +162,26 @@ class Endpointer:
     # ---- inputs --------------------------------------------------------------------------------
     def feed(self, samples: np.ndarray) -> list[EndpointEvent]:
         """Judge new audio; the events it caused, in order."""
+        events: list[EndpointEvent] = []
+        if self.judgement_due:
+            events += self._judge_pause()
         data = np.concatenate([self._pending, np.asarray(samples, dtype=np.float32).reshape(-1)])
         whole = len(data) - len(data) % self._frame
         self._pending = data[whole:]
-        events: list[EndpointEvent] = []
         for start in range(0, whole, self._frame):
             frame = data[start:start + self._frame]
             self._recent.append(frame)
             self._step(frame, events)
+            if self.judgement_due:  # the rest waits for judge()
+                self._pending = data[start + self._frame:]
+                break
         return events
+
+    def judge(self) -> list[EndpointEvent]:
+        """The due judgement of a pause (deferred mode), then the audio held back behind it."""
+        if not self.judgement_due:
+            return []
+        return self._judge_pause() + self.feed(np.zeros(0, dtype=np.float32))
 
     def end_turn(self) -> list[EndpointEvent]:
         """The client marked the end of the turn (nothing happens without speech)."""
@@ -210,6 +237,14 @@ class Endpointer:
 
     def _pause(self, events: list[EndpointEvent]) -> None:
         self._speaking = False
+        self.epoch += 1
+        events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch))
+        self.judgement_due = True
+        if not (self._defer and self._judge is not None):
+            events += self._judge_pause()
+
+    def _judge_pause(self) -> list[EndpointEvent]:
+        self.judgement_due = False
         if self._judge is not None:
             start = max(0, len(self._recent) - (self._pos - self._turn_start) // self._frame)
             self._probability = float(self._judge(np.concatenate(list(self._recent)[start:])))
@@ -217,11 +252,11 @@ class Endpointer:
             self._limit_ms = self._s.complete_silence_ms if complete else self._s.incomplete_silence_ms
         else:
             self._probability, self._limit_ms = -1.0, self._s.silence_ms
-        self.epoch += 1
-        events.append(SpeechPaused(self._turn, self._last_voiced_end / RATE, self._probability,
-                                   self._limit_ms, self.epoch))
+        events: list[EndpointEvent] = [SpeechPaused(self._turn, self._last_voiced_end / RATE,
+                                                    self._probability, self._limit_ms, self.epoch)]
         if self._silence_ms() >= self._limit_ms:  # a limit shorter than the pause itself
             events.append(self._ended(self._silence_reason()))
+        return events
 
     def _end(self, reason: EndReason) -> list[EndpointEvent]:
         if not self._turn_open:

@@ -31,6 +31,7 @@ from voxline.stt.endpoint import (
     RATE,
     Endpointer,
     EndpointEvent,
+    PauseDetected,
     SpeechPaused,
     SpeechStarted,
     TurnEnded,
@@ -151,12 +152,13 @@ async def listen_stream(
             if isinstance(event, SpeechStarted):
                 out.append(event)
                 last_interim_s = received_s
-            elif isinstance(event, SpeechPaused):
-                out.append(event)
+            elif isinstance(event, PauseDetected):  # transcribe at once; the judgement comes next
                 for task, job in jobs.items():  # an older pause's transcript is not wanted any more
                     if job.kind == "pause":
                         task.cancel()
                 start_job(_Job("pause", event.turn, event.epoch, received_s))
+            elif isinstance(event, SpeechPaused):
+                out.append(event)
             elif pause_result is not None and pause_result[0] == event.epoch:
                 out.append(Final(event, pause_result[1]))
             else:
@@ -224,7 +226,10 @@ async def listen_stream(
                 audio += request
                 received_s += len(request) / bytes_per_s
                 events = await run_blocking(endpointer.feed, to_model(request))
-            for event in on_endpoint(events):
+            ready = on_endpoint(events)  # starts the pause transcript before the judgement runs
+            if endpointer.judgement_due:
+                ready += on_endpoint(await run_blocking(endpointer.judge))
+            for event in ready:
                 yield event
             # keep the turn's audio (from its start, pre-roll included); otherwise only the last second
             keep_from = endpointer.turn_start_s if endpointer.holds_turn else received_s - 1.0

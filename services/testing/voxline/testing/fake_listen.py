@@ -16,10 +16,11 @@ import numpy as np
 
 from voxline.stt.endpoint import (
     Endpointer,
+    EndpointEvent,
     EndpointSettings,
+    PauseDetected,
     SpeechPaused,
     SpeechStarted,
-    TurnEnded,
 )
 from voxline.stt.engine import Transcript
 from voxline.stt.listen import Final, Interim, ListenEvent, PcmToModelRate
@@ -74,9 +75,11 @@ class ScriptedListener:
         return Transcript(text=text, language="en", language_probability=1.0, segments=(),
                           audio_seconds=0.0, processing_ms=0.0, decode_ms=0.0)
 
-    def _events(self, found: list[SpeechStarted | SpeechPaused | TurnEnded]) -> list[ListenEvent]:
+    def _events(self, found: list[EndpointEvent]) -> list[ListenEvent]:
         out: list[ListenEvent] = []
         for event in found:
+            if isinstance(event, PauseDetected):
+                continue
             if isinstance(event, SpeechStarted):
                 segments = self._script.segments
                 self._texts.setdefault(event.turn, []).append(
