@@ -213,7 +213,7 @@ async def test_stage_client_uses_tls_and_token(certs: Certs, token_file: Path,
             await no_token.list_voices()
         # The Converse client did nothing wrong: UNAVAILABLE naming the stage; the cause is logged.
         assert err.value.code_name == "UNAVAILABLE" and err.value.stage == "tts"
-        assert str(err.value) == (f"UNAVAILABLE: tts stage unavailable at {address}: it refused the "
+        assert str(err.value) == ("UNAVAILABLE: tts stage unavailable: it refused the "
                                   "orchestrator (UNAUTHENTICATED); see the orchestrator log")
         (refused,) = [r for r in caplog.records if r.getMessage() == "stage refused the orchestrator"]
         assert refused.__dict__["code"] == "UNAUTHENTICATED"

@@ -99,7 +99,8 @@ async def test_stage_down_fails_the_turn_and_the_session_survives(channel: grpc.
     failed = await read_turn(conv)
     assert failed.kinds == ["transcript", "metrics"]
     assert failed.metrics.status == voice_pb2.FAILED
-    assert failed.metrics.error.startswith(f"UNAVAILABLE: llm stage unavailable at {llm_address}")
+    assert failed.metrics.error.startswith("UNAVAILABLE: llm stage unavailable: ")
+    assert llm_address not in failed.metrics.error  # the address stays in the log
 
     await fakes.llm.start(port=fakes.llm.port)  # back on the same port
     await conv.send_text("And now?")
@@ -120,7 +121,7 @@ async def test_stt_or_tts_down_names_the_stage(channel: grpc.aio.Channel, fakes:
     await conv.send_end_of_utterance()
     failed = await read_turn(conv)
     assert failed.metrics.status == voice_pb2.FAILED
-    assert failed.metrics.error.startswith(f"UNAVAILABLE: {stage} stage unavailable at {fake.address}")
+    assert failed.metrics.error.startswith(f"UNAVAILABLE: {stage} stage unavailable: ")
     await fake.start(port=fake.port)
     await conv.send_audio(tone_pcm(0.2))
     await conv.send_end_of_utterance()
@@ -149,7 +150,7 @@ async def test_stage_errors_and_deadlines_are_reported(fakes: FakeStack) -> None
             fakes.tts.fail = (grpc.StatusCode.INVALID_ARGUMENT, "text is too long")
             await conv.send_text("Broken voice?")
             bad = await read_turn(conv)
-            assert bad.metrics.error == (f"INVALID_ARGUMENT: tts stage failed at {fakes.tts.address}: "
+            assert bad.metrics.error == ("INVALID_ARGUMENT: tts stage failed: "
                                          "text is too long")
 
             fakes.tts.fail = None
@@ -193,7 +194,7 @@ async def test_voice_check_with_tts_down_is_unavailable(channel: grpc.aio.Channe
     await conv.send_config(settings(voice="fake:en"))
     err = await conv.error()
     assert err.code() == grpc.StatusCode.UNAVAILABLE
-    assert err.details().startswith(f"UNAVAILABLE: tts stage unavailable at {fakes.tts.address}")
+    assert err.details().startswith("UNAVAILABLE: tts stage unavailable: ")
 
 
 async def test_bad_session_input(channel: grpc.aio.Channel) -> None:
@@ -245,6 +246,6 @@ async def test_orchestrator_serves_with_every_stage_down() -> None:
             await conv.send_config(settings())
             await conv.send_text("Anyone?")
             turn = await read_turn(conv)
-            assert "llm stage unavailable at 127.0.0.1:1" in turn.metrics.error
+            assert "llm stage unavailable: " in turn.metrics.error and "127.0.0.1:1" not in turn.metrics.error
     finally:
         await running.stop(0)

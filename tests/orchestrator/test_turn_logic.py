@@ -232,7 +232,7 @@ async def test_a_failing_stage_fails_the_turn_and_the_session_goes_on(stages: In
     failed = await session.turn()
     assert kinds(failed) == ["Transcript", "Metrics"]
     assert metrics(failed).status == FAILED
-    assert metrics(failed).error == "UNAVAILABLE: llm stage unavailable at 10.0.0.1:1: connection refused"
+    assert metrics(failed).error == "UNAVAILABLE: llm stage unavailable: connection refused"
 
     stages.llm.fail = None
     session.send(TextRequest("And now?"))
@@ -249,7 +249,7 @@ async def test_tts_failing_mid_reply_cancels_the_llm(stages: InMemoryStages) -> 
     session = Session(stages)
     session.send(ConfigRequest(SessionSettings()), TextRequest("Hi"))
     m = metrics(await session.turn())
-    assert m.status == FAILED and m.error == "INVALID_ARGUMENT: tts stage failed at tts:1: text is too long"
+    assert m.status == FAILED and m.error == "INVALID_ARGUMENT: tts stage failed: text is too long"
     assert stages.llm.log.cancellations == 1 and not stages.llm.log.finished.is_set()
 
 

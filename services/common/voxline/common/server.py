@@ -133,6 +133,9 @@ class ServiceSpec:
     warm_up: Callable[[], Awaitable[None]]
     #: Releases the engine after the server has stopped (optional).
     close: Callable[[], Awaitable[None]] | None = None
+    #: Called once a graceful stop begins, before the grace period: long streams finish what they
+    #: are doing and end cleanly instead of being held to the end of the grace (optional).
+    drain: Callable[[], None] | None = None
     #: Extra server interceptors (optional).
     interceptors: Sequence[grpc.aio.ServerInterceptor] = field(default_factory=list)
 
@@ -174,6 +177,8 @@ class RunningServer:
         grace = self._config.grace_seconds if grace is None else grace
         await self.health.enter_graceful_shutdown()
         log.info("stopping", extra={"service": self._spec.name, "grace_s": grace})
+        if self._spec.drain is not None:
+            self._spec.drain()
         if grace > 0:
             # Clients that watch health (the orchestrator's stage channels) move their new calls to
             # other replicas before the server stops taking them: a call that reaches a stopping

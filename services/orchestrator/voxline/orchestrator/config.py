@@ -64,6 +64,15 @@ class OrchestratorConfig:
     max_turn_audio_bytes: int = 16 * 1024 * 1024
     #: Turns of history (user + assistant pairs) kept per stream and sent to the LLM.
     max_history_turns: int = 20
+    #: Characters of history sent to the LLM; older turns are dropped first (keep it under the
+    #: gateway's --max-input-chars, 32,000, less the system prompt and one user message).
+    max_history_chars: int = 24_000
+    #: Reply events waiting for a client that reads slowly, bytes (the TTS stream is paused beyond
+    #: that), and how long a full buffer may go unread before the stream ends (RESOURCE_EXHAUSTED).
+    max_unread_bytes: int = 1024 * 1024
+    unread_timeout_s: float = 30.0
+    #: At start-up, wait this long for every stage to report SERVING before turning SERVING.
+    stage_wait_s: float = 30.0
     #: Sentences waiting for TTS while the LLM keeps writing (backpressure beyond that).
     sentence_queue: int = 8
     #: The first piece of a reply may end at a clause (, ; :) once it has this many characters, so
@@ -107,6 +116,15 @@ def build_parser() -> argparse.ArgumentParser:
            help="largest utterance accepted, MiB")
     option(turn, "--max-history-turns", env=_ENV + "MAX_HISTORY_TURNS", default=d.max_history_turns,
            type=int, help="previous turns sent to the LLM")
+    option(turn, "--max-history-chars", env=_ENV + "MAX_HISTORY_CHARS", default=d.max_history_chars,
+           type=int, help="characters of history sent to the LLM (oldest turns dropped first)")
+    option(turn, "--max-unread-kb", env=_ENV + "MAX_UNREAD_KB", default=d.max_unread_bytes // 1024,
+           type=int, help="reply audio buffered per stream for a client that reads slowly, KiB; "
+           "beyond it TTS is paused")
+    option(turn, "--unread-timeout-s", env=_ENV + "UNREAD_TIMEOUT_S", default=d.unread_timeout_s,
+           type=float, help="a stream whose buffer stays full this long ends (RESOURCE_EXHAUSTED)")
+    option(turn, "--stage-wait-s", env=_ENV + "STAGE_WAIT_S", default=d.stage_wait_s, type=float,
+           help="at start-up, wait up to this long for the stages to be SERVING")
     option(turn, "--sentence-queue", env=_ENV + "SENTENCE_QUEUE", default=d.sentence_queue, type=int,
            help="sentences buffered between the LLM and TTS")
     option(turn, "--first-clause-chars", env=_ENV + "FIRST_CLAUSE_CHARS", default=d.first_clause_chars,
@@ -153,6 +171,10 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         raise ConfigError("--max-turn-audio-mb must be > 0")
     if ns.max_history_turns < 0:
         raise ConfigError("--max-history-turns must be >= 0")
+    if ns.max_history_chars < 0 or ns.max_unread_kb < 64 or ns.unread_timeout_s <= 0 \
+            or ns.stage_wait_s < 0:
+        raise ConfigError("--max-history-chars must be >= 0, --max-unread-kb >= 64, "
+                          "--unread-timeout-s > 0 and --stage-wait-s >= 0")
     if ns.sentence_queue < 1:
         raise ConfigError("--sentence-queue must be >= 1")
     if ns.first_clause_chars < 0:
@@ -178,6 +200,10 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         deadlines=deadlines,
         max_turn_audio_bytes=int(ns.max_turn_audio_mb * 1024 * 1024),
         max_history_turns=ns.max_history_turns,
+        max_history_chars=ns.max_history_chars,
+        max_unread_bytes=ns.max_unread_kb * 1024,
+        unread_timeout_s=ns.unread_timeout_s,
+        stage_wait_s=ns.stage_wait_s,
         sentence_queue=ns.sentence_queue,
         first_clause_chars=ns.first_clause_chars,
         vad_silence_ms=ns.vad_silence_ms,

@@ -15,6 +15,7 @@ STT, for example, would be ``stream_transcribe(audio: AsyncIterator[bytes], fmt,
 from __future__ import annotations
 
 import dataclasses
+import re
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from typing import Protocol
 
@@ -177,8 +178,9 @@ _WHAT = {"UNAVAILABLE": "unavailable", "DEADLINE_EXCEEDED": "deadline exceeded"}
 class StageError(VoxlineError):
     """A stage call failed; ``code_name`` is the gRPC status the failure maps to for the client.
 
-    The message names the stage and, when known, where it was called
-    ("UNAVAILABLE: llm stage unavailable at 127.0.0.1:50052: ...").
+    The message, which the client sees, names the stage but not where it runs: ``address`` (and
+    the transport's own text, which quotes addresses) stays in the orchestrator's log
+    ("UNAVAILABLE: llm stage unavailable: ...").
     """
 
     def __init__(self, stage: str, code_name: str, detail: str, address: str = "") -> None:
@@ -186,8 +188,13 @@ class StageError(VoxlineError):
         self.code_name = code_name
         self.detail = detail
         self.address = address
-        where = f" at {address}" if address else ""
-        super().__init__(f"{code_name}: {stage} stage {_WHAT.get(code_name, 'failed')}{where}: {detail}")
+        shown = _ADDRESS.sub("(address)", detail)
+        super().__init__(f"{code_name}: {stage} stage {_WHAT.get(code_name, 'failed')}: {shown}")
+
+
+#: Socket addresses in gRPC's own error texts: ipv4:1.2.3.4:5, ipv6:[::1]:5, unix:/path, host:port.
+_ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract|dns):\S+?(?=[,;]?(?:\s|$))"
+                      r"|\[[0-9A-Fa-f:.]+\]:\d+|\b\d{1,3}(?:\.\d{1,3}){3}:\d+\b")
 
 
 # --- the seam ----------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -34,6 +35,9 @@ _OUTPUT_ENCODINGS = {
 }
 _DETECTORS = {stt_pb2.TURN_DETECTOR_UNSPECIFIED: "", stt_pb2.SMART_TURN: "smart_turn",
               stt_pb2.SILERO_VAD: "silero_vad", stt_pb2.ENERGY_VAD: "energy_vad"}
+#: Raw PCM input: sample rates and channel counts a session may declare.
+MIN_INPUT_RATE, MAX_INPUT_RATE = 8_000, 48_000
+MAX_INPUT_CHANNELS = 8
 _STATUS = {"completed": voice_pb2.COMPLETED, "interrupted": voice_pb2.INTERRUPTED,
            "failed": voice_pb2.FAILED}
 
@@ -44,11 +48,22 @@ class VoiceAssistantServicer(voice_pb2_grpc.VoiceAssistantServicer):
     def __init__(self, stages: StageClients, config: OrchestratorConfig) -> None:
         self._stages = stages
         self._config = config
+        self._sessions: weakref.WeakSet[ConverseSession] = weakref.WeakSet()
+        self._draining = False
+
+    def drain(self) -> None:
+        """Server shutdown: every stream finishes its turn and ends cleanly; new ones end at once."""
+        self._draining = True
+        for session in list(self._sessions):
+            session.drain()
 
     @translate_errors
     async def Converse(self, request_iterator: AsyncIterator[voice_pb2.ConverseRequest],
                        context: Any) -> AsyncIterator[voice_pb2.ConverseResponse]:
         session = ConverseSession(self._stages, self._config)
+        self._sessions.add(session)
+        if self._draining:
+            session.drain()
         async for event in session.events(_requests(request_iterator)):
             yield _response(event)
 
@@ -68,15 +83,31 @@ async def _requests(requests: AsyncIterator[voice_pb2.ConverseRequest]) -> Async
             raise InvalidInput("empty ConverseRequest: set one of config, audio, end_of_utterance, text")
 
 
+def _encoding_name(value: int, field: str) -> str:
+    """The AudioEncoding name of ``value``; INVALID_ARGUMENT for a number the enum does not have."""
+    try:
+        return audio_pb2.AudioEncoding.Name(value)  # type: ignore[arg-type]
+    except ValueError:
+        raise InvalidInput(f"{field}.encoding {value} is not an AudioEncoding value") from None
+
+
 def _settings(c: voice_pb2.SessionConfig) -> SessionSettings:
-    out = c.output_format
+    out, fmt = c.output_format, c.input_format
+    input_encoding = _encoding_name(fmt.encoding, "input_format")
     if out.encoding not in _OUTPUT_ENCODINGS:
         raise InvalidInput("output_format.encoding must be PCM_S16LE or WAV, got "
-                           + audio_pb2.AudioEncoding.Name(out.encoding))
-    if out.sample_rate_hz < 0 or c.input_format.sample_rate_hz < 0:
+                           + _encoding_name(out.encoding, "output_format"))
+    if out.sample_rate_hz < 0 or fmt.sample_rate_hz < 0:
         raise InvalidInput("sample_rate_hz must be >= 0")
-    if out.channels > 1:
+    if out.channels < 0 or out.channels > 1:
         raise InvalidInput("reply audio is mono: output_format.channels must be 0 or 1")
+    # Raw PCM is sized from its declared rate and channels: keep them sane (2e9 Hz × 8 channels
+    # once made a 120 MiB buffer look like a few seconds of speech).
+    if fmt.sample_rate_hz and not MIN_INPUT_RATE <= fmt.sample_rate_hz <= MAX_INPUT_RATE:
+        raise InvalidInput(f"input_format.sample_rate_hz {fmt.sample_rate_hz} is outside "
+                           f"{MIN_INPUT_RATE}..{MAX_INPUT_RATE}")
+    if not 0 <= fmt.channels <= MAX_INPUT_CHANNELS:
+        raise InvalidInput(f"input_format.channels {fmt.channels} is outside 0..{MAX_INPUT_CHANNELS}")
     if c.vad_silence_ms < 0 or c.turn_complete_silence_ms < 0 or c.turn_incomplete_silence_ms < 0:
         raise InvalidInput("vad_silence_ms and turn_*_silence_ms must be >= 0")
     if c.turn_detector not in _DETECTORS:
@@ -91,8 +122,7 @@ def _settings(c: voice_pb2.SessionConfig) -> SessionSettings:
             seed=s.seed if s.HasField("seed") else None,
         )
     return SessionSettings(
-        input_format=InputFormat(audio_pb2.AudioEncoding.Name(c.input_format.encoding),
-                                 c.input_format.sample_rate_hz, c.input_format.channels),
+        input_format=InputFormat(input_encoding, fmt.sample_rate_hz, fmt.channels),
         language=c.language, voice=c.voice,
         output_encoding=_OUTPUT_ENCODINGS[out.encoding], output_sample_rate_hz=out.sample_rate_hz,
         system_prompt=c.system_prompt, llm_providers=tuple(c.llm_providers), sampling=sampling,

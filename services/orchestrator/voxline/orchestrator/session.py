@@ -14,6 +14,11 @@ the turns it ends (see ``turntaking``); its Listen loop is a task owned here, an
 Stage failures do not end the stream: the turn ends with FAILED metrics naming the stage, and the
 next turn uses the stage again (it may be back by then). Only bad session input ends the stream,
 with INVALID_ARGUMENT / RESOURCE_EXHAUSTED / UNAVAILABLE (TTS down when the voice must be checked).
+
+Output is bounded (``Outbox``): a client that reads slowly holds the TTS stream back, and one that
+leaves a full buffer unread for ``--unread-timeout-s`` has its stream ended (RESOURCE_EXHAUSTED).
+On server shutdown (``drain``) the running turn finishes, no new one starts, and the stream ends
+with OK as soon as nothing is left to do, instead of being held to the end of the grace period.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from voxline.orchestrator.events import (
     SessionSettings,
     TextRequest,
 )
+from voxline.orchestrator.outbox import ClientNotReading, Outbox
 from voxline.orchestrator.turn import History, TurnInput, TurnRunner
 from voxline.orchestrator.turntaking import TurnTaker
 
@@ -54,8 +60,11 @@ class ConverseSession:
     def __init__(self, stages: StageClients, config: OrchestratorConfig) -> None:
         self._stages = stages
         self._config = config
-        self._out: asyncio.Queue[Event | object] = asyncio.Queue()
-        self._history = History(config.max_history_turns)
+        self._out = Outbox(config.max_unread_bytes, config.unread_timeout_s)
+        self._history = History(config.max_history_turns, config.max_history_chars)
+        self._reader: asyncio.Task[None] | None = None
+        self._error: ClientNotReading | None = None
+        self._draining = False
         self._settings: SessionSettings | None = None
         self._runner: TurnRunner | None = None
         self._taker: TurnTaker | None = None
@@ -70,10 +79,14 @@ class ConverseSession:
 
     async def events(self, requests: AsyncIterator[Request]) -> AsyncIterator[Event]:
         """Run the session; yield its events in order; raise the error that ends the stream."""
-        reader = asyncio.create_task(self._read(requests), name="converse-reader")
+        reader = self._reader = asyncio.create_task(self._read(requests), name="converse-reader")
         try:
             while (event := await self._out.get()) is not _END:
                 yield event  # type: ignore[misc]
+            if self._error is not None:
+                raise self._error
+            if reader.cancelled():  # drained: the stream ends cleanly
+                return
             await reader  # re-raises the reader's error (bad input) after the events before it
         finally:
             if not reader.done():
@@ -147,7 +160,8 @@ class ConverseSession:
         )
         self._settings = settings
         self._runner = TurnRunner(self._stages, self._config, settings, self._history,
-                                  self._out.put_nowait, self._session_span, session_id=self._session_id)
+                                  self._out.put_nowait, self._session_span, session_id=self._session_id,
+                                  room=self._room)
         if settings.server_vad:
             self._taker = TurnTaker(self._stages, settings, self._out.put_nowait,
                                     start_turn=self._start_turn, cancel_turn=self._cancel_turn,
@@ -189,7 +203,30 @@ class ConverseSession:
         assert self._runner is not None
         self._turns = turn.number
         self._turn_task = asyncio.create_task(self._runner.run(turn), name=f"turn-{turn.number}")
+        self._turn_task.add_done_callback(lambda _: self._end_if_drained())
+        if self._draining:  # a turn that had started reaching us: it is the last one
+            self._end_if_drained()
         return self._turn_task
+
+    async def _room(self) -> None:
+        """Awaited by the turn after each audio chunk: backpressure, and the slow-client policy."""
+        try:
+            await self._out.room()
+        except ClientNotReading as exc:
+            self._error = exc
+            if self._reader is not None:
+                self._reader.cancel()  # no new turn for a client that does not read
+            raise
+
+    def drain(self) -> None:
+        """The server is stopping: let the running turn finish, then end the stream cleanly."""
+        self._draining = True
+        self._end_if_drained()
+
+    def _end_if_drained(self) -> None:
+        running = self._turn_task is not None and not self._turn_task.done()
+        if self._draining and not running and self._reader is not None:
+            self._reader.cancel()
 
     async def _cancel_turn(self) -> None:
         """Barge-in: cancel the running turn and wait until its metrics are out."""

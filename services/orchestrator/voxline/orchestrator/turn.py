@@ -30,7 +30,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from opentelemetry import trace
@@ -162,13 +162,23 @@ class ReplyControl:
 
 
 class History:
-    """The conversation so far (user/assistant pairs), bounded, kept per Converse stream."""
+    """The conversation so far (user/assistant pairs), bounded, kept per Converse stream.
 
-    def __init__(self, max_turns: int) -> None:
+    Bounded in turns and in characters: the oldest turns are dropped first, so a long
+    conversation stays under the LLM's input limit and lives on (it once failed every turn for
+    good once past 32,000 characters)."""
+
+    def __init__(self, max_turns: int, max_chars: int = 0) -> None:
         self._turns: collections.deque[tuple[str, str]] = collections.deque(maxlen=max_turns)
+        self._max_chars = max_chars
 
     def messages(self, system_prompt: str, user_text: str) -> list[ChatMessage]:
-        """System prompt, previous turns, then the new user message."""
+        """System prompt, previous turns (the newest that fit ``max_chars``), the new message."""
+        if self._max_chars:
+            size = sum(len(u) + len(a) for u, a in self._turns)
+            while self._turns and size > self._max_chars:
+                user, assistant = self._turns.popleft()
+                size -= len(user) + len(assistant)
         out = [ChatMessage("system", system_prompt)] if system_prompt else []
         for user, assistant in self._turns:
             out += [ChatMessage("user", user), ChatMessage("assistant", assistant)]
@@ -235,12 +245,15 @@ class TurnRunner:
 
     def __init__(self, stages: StageClients, config: OrchestratorConfig, settings: SessionSettings,
                  history: History, emit: Callable[[Event], None],
-                 session_span: trace.SpanContext | None = None, *, session_id: str = "") -> None:
+                 session_span: trace.SpanContext | None = None, *, session_id: str = "",
+                 room: Callable[[], Awaitable[None]] | None = None) -> None:
         self._stages = stages
         self._config = config
         self._settings = settings
         self._history = history
         self._emit = emit
+        # awaited after each audio chunk: waits while the client is behind (backpressure to TTS)
+        self._room = room
         self._tracer = trace.get_tracer(TRACER_NAME)
         self._links = [trace.Link(session_span)] if session_span and session_span.is_valid else []
         self._session = turn_spans.session_attributes(session_id)
@@ -389,6 +402,8 @@ class TurnRunner:
                             if index == 0:
                                 speech.first_audio_ms = first_audio_ms
                         self._send_audio(turn, item, speech)
+                        if self._room is not None:
+                            await self._room()
                 speech.total_ms = round(speech.total_ms + _ms(time.perf_counter() - started), 3)
 
     def _announce_format(self, turn: TurnInput, index: int, fmt: PcmFormat, speech: _Speech) -> None:
