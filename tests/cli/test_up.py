@@ -60,7 +60,9 @@ def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Up]:
     proc = subprocess.Popen(
         [sys.executable, "-m", "voxline.cli", "up", "--base-port", "0", "--log-dir", str(work / "logs"),
          "--span-file", str(work / "spans.jsonl"), "--start-timeout", str(START_TIMEOUT_S)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, **RELAXED})
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # OTEL_SERVICE_NAME names the deployment: the four services keep their own names
+        env={**os.environ, **RELAXED, "OTEL_SERVICE_NAME": "myvoice"})
     handle = Up(proc, work / "spans.jsonl")
     assert proc.stderr is not None and proc.stdout is not None
     err_reader = threading.Thread(target=_drain, args=(proc.stderr, handle.stderr), daemon=True)
@@ -118,7 +120,7 @@ def test_report_reads_the_spans_the_stack_wrote(up: Up, tmp_path: Path) -> None:
         capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert "1 turn(s)" in done.stdout
-    assert re.search(r"spans from .*voxline-orchestrator.*voxline-stt", done.stdout)
+    assert "spans from voxline-llm, voxline-orchestrator, voxline-stt, voxline-tts" in done.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
