@@ -18,8 +18,9 @@ speculative reply, started at a pause, holds every event (text, audio) until the
 committed, and speaks only its first sentence ahead of that; cancelled before the commit, it leaves
 no trace with the client, in the history or in the metrics (the turn-taker counts it as a miss).
 
-Each turn is the root of its own trace (``voxline.turn``), linked to the Converse call's span:
-a conversation can last for hours, a turn is what a latency investigation looks at.
+Each turn is the root of its own trace (``voxline.turn``): a conversation can last for hours, a
+turn is what a latency investigation looks at. The conversation's turns share a ``session.id``
+(the Converse stream itself is not traced); ``turn_spans`` says what else the spans carry.
 """
 
 from __future__ import annotations
