@@ -116,3 +116,15 @@ async def test_request_audio_is_capped_before_the_extra_audio_is_sent() -> None:
             sent += len(piece.data)
     assert sent == 2 * 5 * 8000 * 2  # two sentences of 5 s went out, the third was held back
     assert len(voice.sentences) == 3  # and nothing after it was synthesised
+
+
+def test_cost_limits_are_flags() -> None:
+    from voxline.common.config import ConfigError
+    from voxline.tts.config import parse
+
+    config = parse(["--max-sentence-chars", "80", "--max-audio-seconds", "30",
+                    "--max-sentence-phonemes", "600", "--max-phonemes-per-call", "100"])
+    assert (config.max_sentence_chars, config.max_audio_seconds) == (80, 30.0)
+    assert (config.max_sentence_phonemes, config.max_phonemes_per_call) == (600, 100)
+    with pytest.raises(ConfigError, match="max-phonemes-per-call"):
+        parse(["--max-sentence-phonemes", "50", "--max-phonemes-per-call", "100"])

@@ -47,6 +47,13 @@ class TtsConfig:
     #: Streams synthesising at once, and streams allowed to wait for a slot.
     max_active: int = 2
     max_queued: int = 16
+    #: Longest sentence synthesised in one piece (longer ones are cut at a space), characters.
+    max_sentence_chars: int = 200
+    #: Most audio one request may produce, seconds (RESOURCE_EXHAUSTED beyond).
+    max_audio_seconds: float = 180.0
+    #: Piper: phonemes per sentence (RESOURCE_EXHAUSTED beyond) and per model call.
+    max_sentence_phonemes: int = 1200
+    max_phonemes_per_call: int = 120
 
     def voice_names(self) -> list[str]:
         """The names of every configured voice, in load order."""
@@ -74,6 +81,10 @@ class TtsConfig:
         too_big = self.chunk_bytes > self.server.max_message_bytes // 2
         if self.chunk_bytes < 1024 or self.chunk_bytes % 2 or too_big:
             raise ConfigError("--chunk-bytes must be even, >= 1024 and well under the message size limit")
+        if self.max_sentence_chars < 20 or self.max_audio_seconds <= 0:
+            raise ConfigError("--max-sentence-chars must be >= 20 and --max-audio-seconds > 0")
+        if not 16 <= self.max_phonemes_per_call <= self.max_sentence_phonemes:
+            raise ConfigError("--max-phonemes-per-call must be >= 16 and <= --max-sentence-phonemes")
         if self.max_active < 1 or self.max_queued < 0:
             raise ConfigError("--max-active must be >= 1 and --max-queued >= 0")
 
@@ -108,6 +119,14 @@ def build_parser() -> argparse.ArgumentParser:
            help="streams synthesising at once")
     option(limits, "--max-queued", env="VOXLINE_TTS_MAX_QUEUED", default=16, type=int,
            help="streams waiting for a slot before RESOURCE_EXHAUSTED")
+    option(limits, "--max-sentence-chars", env="VOXLINE_TTS_MAX_SENTENCE_CHARS", default=200, type=int,
+           help="longest sentence synthesised in one piece; longer ones are cut at a space")
+    option(limits, "--max-audio-seconds", env="VOXLINE_TTS_MAX_AUDIO_SECONDS", default=180.0,
+           type=float, help="most audio one request may produce (RESOURCE_EXHAUSTED beyond)")
+    option(limits, "--max-sentence-phonemes", env="VOXLINE_TTS_MAX_SENTENCE_PHONEMES", default=1200,
+           type=int, help="Piper: phonemes in one sentence (RESOURCE_EXHAUSTED beyond)")
+    option(limits, "--max-phonemes-per-call", env="VOXLINE_TTS_MAX_PHONEMES_PER_CALL", default=120,
+           type=int, help="Piper: phonemes per model call (bounds its memory)")
     return parser
 
 
@@ -126,4 +145,8 @@ def parse(argv: Sequence[str] | None = None) -> TtsConfig:
         chunk_bytes=ns.chunk_bytes,
         max_active=ns.max_active,
         max_queued=ns.max_queued,
+        max_sentence_chars=ns.max_sentence_chars,
+        max_audio_seconds=ns.max_audio_seconds,
+        max_sentence_phonemes=ns.max_sentence_phonemes,
+        max_phonemes_per_call=ns.max_phonemes_per_call,
     )

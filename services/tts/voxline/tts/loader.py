@@ -30,7 +30,9 @@ def load_voices(config: TtsConfig) -> VoiceBook:
         builders.append((f"vits:{model}", functools.partial(
             VitsVoice.load, model, device=config.vits_device, allow_download=config.allow_downloads)))
     for name in config.piper_voices:
-        builders.append((f"piper:{name}", functools.partial(PiperVoice.load, name)))
+        builders.append((f"piper:{name}", functools.partial(
+            PiperVoice.load, name, max_phonemes_per_call=config.max_phonemes_per_call,
+            max_sentence_phonemes=config.max_sentence_phonemes)))
     voices: list[Voice] = []
     for label, build in builders:
         try:

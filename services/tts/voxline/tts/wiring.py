@@ -29,6 +29,8 @@ def build_spec(
         chunk_bytes=config.chunk_bytes,
         max_active=config.max_active,
         max_queued=config.max_queued,
+        max_sentence_chars=config.max_sentence_chars,
+        max_audio_seconds=config.max_audio_seconds,
         on_finished=on_finished,
     )
     servicer = TextToSpeechServicer(synthesizer)
