@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, is_dataclass
 from typing import Any
 
-from bench import turn_taking
+from bench import replicas, turn_taking
 from bench.suite import baseline, borrowed, reliability, scaling
 from bench.suite.core import Context, SectionResult, md_table
 
@@ -210,6 +210,7 @@ SECTIONS: tuple[Section, ...] = (
     Section("gpu", borrowed.GPU_TITLE, borrowed.run_gpu),
     Section("turns", turn_taking.TITLE, turn_taking.run_section),
     Section("reliability", reliability.TITLE, reliability.run),
+    Section("replicas", replicas.TITLE, replicas.run),
 )
 BY_KEY = {s.key: s for s in SECTIONS}
 
