@@ -7,10 +7,12 @@ asserts the difference.
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import urllib.request
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import pytest
@@ -210,3 +212,49 @@ async def test_max_connection_age_moves_clients_to_a_new_connection_without_fail
     finally:
         gate.open.set()
         await running.stop(0)
+
+
+async def test_otlp_export_reaches_a_collector_named_by_the_environment(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The OTLP reader setup_metrics adds when OTEL_EXPORTER_OTLP_ENDPOINT is set delivers the
+    instruments to a collector (a gRPC OTLP metrics receiver on 127.0.0.1, written here)."""
+    from opentelemetry.proto.collector.metrics.v1 import metrics_service_pb2, metrics_service_pb2_grpc
+    from opentelemetry.sdk.metrics import MeterProvider
+
+    received: list[str] = []
+
+    class Collector(metrics_service_pb2_grpc.MetricsServiceServicer):  # type: ignore[misc]
+        async def Export(self, request: Any, context: Any) -> Any:
+            received.extend(m.name for rm in request.resource_metrics for sm in rm.scope_metrics
+                            for m in sm.metrics)
+            return metrics_service_pb2.ExportMetricsServiceResponse()
+
+    server = grpc.aio.server()
+    metrics_service_pb2_grpc.add_MetricsServiceServicer_to_server(Collector(), server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", f"http://127.0.0.1:{port}")
+        monkeypatch.setenv("OTEL_EXPORTER_OTLP_INSECURE", "true")
+        reader = metrics._otlp_reader(os.environ)
+        assert reader is not None
+        provider = MeterProvider(metric_readers=[reader])
+        instruments = metrics._Instruments(provider.get_meter("voxline"))
+        instruments.turns.add(1, {"status": "completed"})
+        instruments.turn_first_audio.record(0.3)
+        await asyncio.to_thread(provider.force_flush, 10_000)
+        await asyncio.to_thread(provider.shutdown)
+    finally:
+        await server.stop(0)
+    assert {metrics.TURNS, metrics.TURN_TIME_TO_FIRST_AUDIO} <= set(received)
+
+
+def test_otlp_export_follows_the_standard_variables() -> None:
+    assert metrics._otlp_reader({}) is None  # no endpoint: no export (and no connection errors)
+    endpoint = {"OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4317"}
+    assert metrics._otlp_reader({**endpoint, "OTEL_METRICS_EXPORTER": "none"}) is None
+    assert metrics._otlp_reader({"OTEL_EXPORTER_OTLP_METRICS_ENDPOINT": "http://127.0.0.1:4317"}) is not None
+    http = metrics._otlp_reader({**endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf"})
+    assert http is not None and "http" in type(http._exporter).__module__
+    with pytest.raises(ValueError, match="grpc or http/protobuf"):
+        metrics._otlp_reader({**endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"})
