@@ -299,3 +299,24 @@ def test_check_script_renders_and_validates_every_overlay() -> None:
     assert result.returncode == 0, result.stderr
     for overlay in OVERLAYS:
         assert f"deploy/k8s/overlays/{overlay}: " in result.stdout
+
+
+def test_every_voxline_variable_set_is_a_real_option() -> None:
+    """A misspelt VOXLINE_* variable would be ignored silently: each one the manifests set (any
+    overlay, ConfigMap included) must be in that service's --help."""
+    wanted: dict[str, set[str]] = {s: set() for s in SERVICES}
+    for overlay in OVERLAYS:
+        docs = render(overlay)
+        for service in SERVICES:
+            deployment = of_kind(docs, "Deployment")[f"voxline-{service}"]
+            names = set(env(deployment, docs)) | {e["name"] for e in container(deployment).get("env", [])}
+            wanted[service] |= {n for n in names if n.startswith("VOXLINE_")}
+    helps = {s: subprocess.Popen([sys.executable, "-m", f"voxline.{s}", "--help"], stdout=subprocess.PIPE,
+                                 stderr=subprocess.PIPE, text=True) for s in SERVICES}
+    for service, proc in helps.items():
+        out, err = proc.communicate(timeout=120)
+        assert proc.returncode == 0, err
+        text = " ".join(out.split())  # argparse wraps lines
+        for name in sorted(wanted[service]):
+            assert f"env {name};" in text, f"{name} is not an option of voxline.{service}"
+    assert "VOXLINE_METRICS_PORT" in wanted["stt"] and "VOXLINE_STT_DEVICE" in wanted["stt"]
