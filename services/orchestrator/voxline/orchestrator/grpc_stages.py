@@ -2,7 +2,8 @@
 
 Every call uses ``wait_for_ready=False``: a stage that is down fails the call at once with
 UNAVAILABLE instead of hanging until a deadline. Failures become ``StageError``, whose message
-names the stage and its address ("UNAVAILABLE: llm stage unavailable at 127.0.0.1:50052: ...").
+names the stage but not its address ("UNAVAILABLE: llm stage unavailable: ..."); the address is
+logged.
 
 Streaming calls are async generators that cancel their gRPC call when closed or cancelled, so a
 barge-in reaches the service (its handler sees the cancellation). Consume them with
