@@ -320,3 +320,16 @@ def test_every_voxline_variable_set_is_a_real_option() -> None:
         for name in sorted(wanted[service]):
             assert f"env {name};" in text, f"{name} is not an option of voxline.{service}"
     assert "VOXLINE_METRICS_PORT" in wanted["stt"] and "VOXLINE_STT_DEVICE" in wanted["stt"]
+
+
+def test_the_metrics_adapter_serves_every_metric_an_hpa_reads() -> None:
+    values = yaml.safe_load((K8S / "prometheus-adapter-values.yaml").read_text())
+    served = {rule["name"]["as"]: rule for rule in values["rules"]["custom"]}
+    read = {hpa["spec"]["metrics"][0]["pods"]["metric"]["name"]
+            for hpa in of_kind(render("cpu"), "HorizontalPodAutoscaler").values()}
+    assert read == {metrics.PROMETHEUS_ACTIVE_REQUESTS, metrics.PROMETHEUS_ACTIVE_SESSIONS}
+    assert read <= set(served)
+    for name in read:
+        rule = served[name]
+        assert rule["seriesQuery"].startswith(f"{name}{{")
+        assert rule["resources"]["overrides"]["pod"] == {"resource": "pod"}
