@@ -24,6 +24,7 @@ def served_series() -> set[str]:
         pass
     metrics.record_turn("completed", stt_ms=1, llm_ttft_ms=1, llm_total_ms=1, tts_first_audio_ms=1,
                         time_to_first_audio_ms=1, llm_provider="local")
+    metrics.record_stage_retry("tts")
     text = generate_latest(REGISTRY).decode()
     return {s.name for family in text_string_to_metric_families(text) for s in family.samples}
 
