@@ -115,6 +115,7 @@ async def custom_server(name: str, handlers: dict[str, grpc.RpcMethodHandler]
 async def test_calls_spread_evenly_over_the_replicas() -> None:
     async with replicas(FakeStt(), FakeStt()) as fakes, stages(stt_address=joined(fakes)) as clients:
         audio = silence_pcm(0.1)
+        await until_all_reached(fakes, lambda: clients.transcribe(audio, PCM, "en"))
         for _ in range(100):
             result = await clients.transcribe(audio, PCM, "en")
             assert result.text == "What time is it?"
