@@ -132,7 +132,7 @@ async def test_a_sentence_with_a_pause_is_one_turn_with_the_whole_transcript(
     # the user is silent: the first part is judged, transcribed, and the turn is NOT ended
     paused = (await listener.wait_for("speech_paused"))[0].speech_paused
     interim = (await listener.wait_for("interim", at_pause=True))[0].interim
-    assert paused.complete_probability < 0.5 and paused.silence_limit_ms == 1500
+    assert paused.complete_probability < 0.5 and paused.silence_limit_ms > 1000
     assert interim.at_pause and interim.turn == 1
     heard = words(interim.result.text)  # the words before the pause (a name may come out misspelt)
     assert heard[:2] == ["please", "call"] and 4 <= len(heard) <= 7 and "store" not in heard

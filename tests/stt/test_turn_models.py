@@ -26,6 +26,7 @@ from voxline.stt.endpoint import (
     SpeechPaused,
     SpeechStarted,
     TurnEnded,
+    silence_limit_ms,
 )
 from voxline.stt.smart_turn import SmartTurn, model_path, whisper_features
 from voxline.stt.vad import EnergyVad, SileroVad
@@ -127,7 +128,7 @@ def test_a_mid_sentence_pause_continues_the_turn(smart_turn: SmartTurn, snr_db: 
     assert {e.turn for e in events if hasattr(e, "turn")} == {1}
     assert len(ends) == 1, events  # one turn: the pause did not end it
     assert pauses[0].end_of_speech_s == pytest.approx(LEAD_S + cut_s, abs=0.3)
-    assert pauses[0].probability < 0.5 and pauses[0].silence_limit_ms == 1500
+    assert pauses[0].probability < 0.2 and pauses[0].silence_limit_ms > 1000  # waits past the 700 ms
     assert pauses[-1].probability >= 0.5 and pauses[-1].silence_limit_ms == 200
     end = ends[0]
     assert end.reason is EndReason.COMPLETE
@@ -185,3 +186,9 @@ def test_a_deferred_judgement_lets_the_caller_act_before_the_turn_detector_runs(
     assert [type(e) for e in after] == [SpeechPaused, TurnEnded]
     assert isinstance(after[0], SpeechPaused) and after[0].silence_limit_ms == 200
     assert isinstance(after[1], TurnEnded) and after[1].ended_at_s == pytest.approx(0.9, abs=0.021)
+
+
+def test_the_wait_shrinks_as_the_judgement_nears_complete() -> None:
+    s = EndpointSettings(complete_silence_ms=200, incomplete_silence_ms=1500, complete_threshold=0.5)
+    assert [silence_limit_ms(p, s) for p in (0.0, 0.1, 0.25, 0.45, 0.5, 0.9, -1.0)] == [
+        1500, 1240, 850, 330, 200, 200, 1500]

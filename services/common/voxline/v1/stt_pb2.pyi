@@ -30,8 +30,8 @@ class _TurnDetectorEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_TurnDete
     """The server's default (SMART_TURN)."""
     SMART_TURN: _TurnDetector.ValueType  # 1
     """Silero VAD finds pauses; Smart Turn v3 judges at each pause whether the sentence is complete:
-    a complete one ends after complete_silence_ms of silence, an incomplete one after
-    incomplete_silence_ms.
+    a complete one ends after complete_silence_ms of silence, an incomplete one after up to
+    incomplete_silence_ms (the full wait when P(complete) is near 0, less as it nears 0.5).
     """
     SILERO_VAD: _TurnDetector.ValueType  # 2
     """Silero VAD only: the turn ends after silence_ms of silence."""
@@ -45,8 +45,8 @@ TURN_DETECTOR_UNSPECIFIED: TurnDetector.ValueType  # 0
 """The server's default (SMART_TURN)."""
 SMART_TURN: TurnDetector.ValueType  # 1
 """Silero VAD finds pauses; Smart Turn v3 judges at each pause whether the sentence is complete:
-a complete one ends after complete_silence_ms of silence, an incomplete one after
-incomplete_silence_ms.
+a complete one ends after complete_silence_ms of silence, an incomplete one after up to
+incomplete_silence_ms (the full wait when P(complete) is near 0, less as it nears 0.5).
 """
 SILERO_VAD: TurnDetector.ValueType  # 2
 """Silero VAD only: the turn ends after silence_ms of silence."""
@@ -309,7 +309,9 @@ class TurnConfig(_message.Message):
     complete_silence_ms: _builtins.int
     """SMART_TURN: silence after a complete sentence that ends the turn, ms (default 200)."""
     incomplete_silence_ms: _builtins.int
-    """SMART_TURN: silence after an incomplete sentence that ends the turn, ms (default 1500)."""
+    """SMART_TURN: silence after a clearly incomplete sentence (P(complete) near 0) that ends the turn,
+    ms (default 1500); between 0 and 0.5 the wait shrinks linearly to complete_silence_ms.
+    """
     silence_ms: _builtins.int
     """SILERO_VAD / ENERGY_VAD: silence that ends the turn, ms (default 600)."""
     def __init__(

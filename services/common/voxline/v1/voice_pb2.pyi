@@ -89,7 +89,9 @@ class SessionConfig(_message.Message):
     turn_complete_silence_ms: _builtins.int
     """SMART_TURN: silence that ends a complete sentence, ms; 0: the server's default (200)."""
     turn_incomplete_silence_ms: _builtins.int
-    """SMART_TURN: silence that ends an incomplete sentence, ms; 0: the server's default (1500)."""
+    """SMART_TURN: silence that ends a clearly incomplete sentence, ms (less when the judgement is
+    borderline); 0: the server's default (1500).
+    """
     speculative_reply: _builtins.bool
     """server_vad: start the reply at each pause, before the turn ends, and hold its audio until
     the turn is confirmed; unset: the server's default (on).

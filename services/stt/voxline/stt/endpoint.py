@@ -92,13 +92,24 @@ class EndpointSettings:
     pause_ms: int = 96
     #: Audio kept before the first voiced frame, for the recogniser.
     preroll_ms: int = 300
-    #: With a turn detector: silence that ends a complete / an incomplete turn.
+    #: With a turn detector: silence that ends a complete turn, and an incomplete one (P(complete)
+    #: near 0; see ``silence_limit_ms``).
     complete_silence_ms: int = 200
     incomplete_silence_ms: int = 1500
     #: P(complete) at or over which the turn is judged complete.
     complete_threshold: float = 0.5
     #: Without a turn detector: the one silence that ends the turn.
     silence_ms: int = 600
+
+
+def silence_limit_ms(probability: float, s: EndpointSettings) -> int:
+    """The silence that ends a turn judged ``probability`` complete: the short limit at or over the
+    threshold; below it, from the short limit up to the long one as the probability falls to 0 (a
+    borderline "incomplete" waits little longer than a complete sentence, a clear one the longest)."""
+    if probability >= s.complete_threshold:
+        return s.complete_silence_ms
+    doubt = 1.0 - max(probability, 0.0) / s.complete_threshold
+    return round(s.complete_silence_ms + (s.incomplete_silence_ms - s.complete_silence_ms) * doubt)
 
 
 #: The turn detector: P(complete) of the turn's last seconds of audio (16 kHz mono float32).
@@ -248,8 +259,7 @@ class Endpointer:
         if self._judge is not None:
             start = max(0, len(self._recent) - (self._pos - self._turn_start) // self._frame)
             self._probability = float(self._judge(np.concatenate(list(self._recent)[start:])))
-            complete = self._probability >= self._s.complete_threshold
-            self._limit_ms = self._s.complete_silence_ms if complete else self._s.incomplete_silence_ms
+            self._limit_ms = silence_limit_ms(self._probability, self._s)
         else:
             self._probability, self._limit_ms = -1.0, self._s.silence_ms
         events: list[EndpointEvent] = [SpeechPaused(self._turn, self._last_voiced_end / RATE,
