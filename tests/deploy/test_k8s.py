@@ -20,6 +20,7 @@ import pytest
 import yaml
 
 from voxline.common import metrics
+from voxline.common.server import DRAIN_NOTICE_S
 from voxline.orchestrator.config import Deadlines
 from voxline.v1 import llm_pb2, stt_pb2, tts_pb2, voice_pb2
 
@@ -137,7 +138,9 @@ def test_the_drain_outlasts_a_turn(service: str) -> None:
     pre_stop = container(deployment)["lifecycle"]["preStop"]
     pre_stop_s = pre_stop["sleep"]["seconds"]
     assert 0 < pre_stop_s < 30
-    assert deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"] > pre_stop_s + grace_s
+    # SIGTERM comes after preStop; then health turns NOT_SERVING for DRAIN_NOTICE_S before the grace.
+    assert (deployment["spec"]["template"]["spec"]["terminationGracePeriodSeconds"]
+            > pre_stop_s + DRAIN_NOTICE_S + grace_s)
 
 
 @pytest.mark.parametrize("service", SERVICES)
