@@ -145,6 +145,8 @@ def orchestrator_bombs(megabytes: int) -> list[Bomb]:
         chunk = bytes(1 << 20)
         try:
             for _ in range(megabytes):
+                if session.call.done():
+                    break
                 await session.send(_audio(chunk))
             return await session.close(timeout_s=60)
         finally:

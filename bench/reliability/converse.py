@@ -54,8 +54,15 @@ class Session:
             yield item
 
     async def send(self, *requests: voice_pb2.ConverseRequest) -> None:
+        """Queue requests; ones for a call that has already ended are dropped."""
         for request in requests:
-            await self._requests.put(request)
+            while not self.call.done():
+                try:
+                    async with asyncio.timeout(0.5):  # re-check the call while the queue is full
+                        await self._requests.put(request)
+                    break
+                except TimeoutError:
+                    continue
 
     async def send_turn(self, text: str = "", audio_s: float = 0.0) -> None:
         if audio_s > 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,9 @@ def start(stage: str, args: Sequence[str], log_dir: Path, name: str = "",
     argv = [sys.executable, "-m", module or f"voxline.{stage}", *head,
             "--host", "127.0.0.1", "--port", str(port), *tail]
     log_dir.mkdir(parents=True, exist_ok=True)
-    process = ServiceProcess(stage, argv, {}, log_path=log_dir / f"{name or stage}.log")
+    # VOXLINE_PARENT_PID: the service exits with this process, however it ends
+    process = ServiceProcess(stage, argv, {"VOXLINE_PARENT_PID": str(os.getpid())},
+                             log_path=log_dir / f"{name or stage}.log")
     try:
         process.wait_serving(timeout_s)
     except BaseException:

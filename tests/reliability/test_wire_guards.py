@@ -163,3 +163,48 @@ async def test_a_bad_message_inside_a_request_stream_ends_the_call_promptly() ->
         await running.stop(0)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     assert replies == 2  # the good messages before it were served
+
+
+class _Strict:
+    """A request-streaming method refusing its first message through ``translate_errors``."""
+
+    @translate_errors
+    async def Talk(self, requests: AsyncIterator[bytes], context: grpc.aio.ServicerContext
+                   ) -> AsyncIterator[bytes]:
+        async for _ in requests:
+            raise InvalidInput("first message must be config")
+        yield b""
+
+
+async def test_an_error_status_reaches_a_client_that_is_still_writing() -> None:
+    """A status sent while the client still writes used to reach gRPC's Python client, now and
+    then, as INTERNAL "Internal error from Core"; the server now lets the client finish first."""
+    strict = _Strict()
+
+    async def warm_up() -> None:
+        return None
+
+    def register(server: grpc.aio.Server) -> None:
+        server.add_generic_rpc_handlers([grpc.method_handlers_generic_handler("voxline.test.Strict", {
+            "Talk": grpc.stream_stream_rpc_method_handler(lambda r, c: strict.Talk(r, c)),
+            "Guarded": grpc.stream_stream_rpc_method_handler(
+                lambda r, c: strict.Talk(r, c),
+                request_deserializer=lambda raw: raw if raw[:1] != b"\xfb" else int("x"))})])
+
+    running = await start_server(ServiceSpec(name="voxline-strict", grpc_services=[],
+                                             register=register, warm_up=warm_up), ServerConfig(port=0))
+    codes: dict[str, list[grpc.StatusCode]] = {"Talk": [], "Guarded": []}
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            for method, first in (("Talk", b"x"), ("Guarded", b"\xfb\x8eR")):
+                for _ in range(25):
+                    try:
+                        async for _ in channel.stream_stream(f"/voxline.test.Strict/{method}")(
+                                iter([first, bytes(16000), bytes(16000)]), timeout=10):
+                            pass
+                    except grpc.aio.AioRpcError as exc:
+                        codes[method].append(exc.code())
+    finally:
+        await running.stop(0)
+    assert set(codes["Talk"]) == {grpc.StatusCode.INVALID_ARGUMENT} and len(codes["Talk"]) == 25
+    assert set(codes["Guarded"]) == {grpc.StatusCode.INVALID_ARGUMENT} and len(codes["Guarded"]) == 25

@@ -10,6 +10,8 @@ has finished with what came before it. Every method of every service gets it, he
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -82,9 +84,14 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             async def stream_stream(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                                     ) -> AsyncIterator[Any]:
                 bad: list[_Undecodable] = []
-                async for reply in _as_stream(inner_ss(checked(requests, bad), context)):
-                    yield reply
+                try:
+                    async for reply in _as_stream(inner_ss(checked(requests, bad), context)):
+                        yield reply
+                except grpc.aio.AbortError:
+                    await let_client_finish(requests)
+                    raise
                 if bad:
+                    await let_client_finish(requests)
                     await refuse(bad[0], context)
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, decode, serialize)
@@ -94,8 +101,13 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             async def stream_unary(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext
                                    ) -> Any:
                 bad: list[_Undecodable] = []
-                reply = await inner_su(checked(requests, bad), context)
+                try:
+                    reply = await inner_su(checked(requests, bad), context)
+                except grpc.aio.AbortError:
+                    await let_client_finish(requests)
+                    raise
                 if bad:
+                    await let_client_finish(requests)
                     await refuse(bad[0], context)
                 return reply
 
@@ -119,6 +131,24 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             return await inner_uu(request, context)
 
         return grpc.unary_unary_rpc_method_handler(unary_unary, decode, serialize)
+
+
+#: How long a refused request stream may go on being read (and dropped) before its status is sent.
+_FINISH_S = 0.5
+_FINISH_MESSAGES = 64
+
+
+async def let_client_finish(requests: AsyncIterator[Any]) -> None:
+    """Read and drop what the client is still sending (bounded), before the error status goes
+    out: a status that reaches a client in the middle of a write shows there, in gRPC's Python
+    client, as INTERNAL "Internal error from Core" instead of the status that was sent."""
+    with contextlib.suppress(Exception):
+        async with asyncio.timeout(_FINISH_S):
+            count = 0
+            async for _ in requests:
+                count += 1
+                if count >= _FINISH_MESSAGES:
+                    break
 
 
 async def _as_stream(result: Any) -> AsyncIterator[Any]:

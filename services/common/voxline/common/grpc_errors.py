@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import grpc
 
+from voxline.common.decode_guard import let_client_finish
 from voxline.common.errors import VoxlineError
 
 log = logging.getLogger(__name__)
@@ -68,6 +69,8 @@ def translate_errors(method: F) -> F:
             except (asyncio.CancelledError, grpc.aio.AbortError):
                 raise
             except Exception as exc:
+                if hasattr(request, "__aiter__"):  # a request stream the client may still write to
+                    await let_client_finish(request)
                 await _abort(context, exc, name)
 
         return gen_wrapper  # type: ignore[return-value]
@@ -79,6 +82,8 @@ def translate_errors(method: F) -> F:
         except (asyncio.CancelledError, grpc.aio.AbortError):
             raise
         except Exception as exc:
+            if hasattr(request, "__aiter__"):
+                await let_client_finish(request)
             await _abort(context, exc, name)
 
     return wrapper  # type: ignore[return-value]
