@@ -147,3 +147,33 @@ async def test_after_sigterm_a_finished_stream_ends_cleanly_at_once(rig: Rig) ->
     assert first is not grpc.aio.EOF and rest.status == COMPLETED
     assert code == grpc.StatusCode.OK and ended_s < 5.0, (code, ended_s)
     await rig.fakes.stop()
+
+
+async def test_start_up_waits_for_stages_that_start_at_the_same_time() -> None:
+    """Stages still loading when the orchestrator starts: it stays NOT_SERVING until they are up,
+    and the first turn after that is served (it once failed "failed to connect to all addresses")."""
+    import socket
+
+    ports = []
+    for _ in range(3):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            ports.append(probe.getsockname()[1])
+    fakes = FakeStack()
+    config = OrchestratorConfig(stt_address=f"127.0.0.1:{ports[0]}", llm_address=f"127.0.0.1:{ports[1]}",
+                                tts_address=f"127.0.0.1:{ports[2]}", stage_wait_s=20.0)
+    server = await start_server(build_spec(config), ServerConfig(port=0))
+    warm_up = asyncio.create_task(server.warm_up())
+    try:
+        done, _ = await asyncio.wait({warm_up}, timeout=1.0)
+        assert not done, "SERVING while no stage is listening"
+        for fake, port in zip((fakes.stt, fakes.llm, fakes.tts), ports, strict=True):
+            await fake.start(port)
+        await asyncio.wait_for(warm_up, 15)
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            first = await Session(channel).turn(audio_s=0.5, timeout_s=10)
+        assert first.status == COMPLETED, first.error
+    finally:
+        warm_up.cancel()
+        await server.stop(0)
+        await fakes.stop()
