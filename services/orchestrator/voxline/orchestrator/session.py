@@ -32,7 +32,7 @@ from collections.abc import AsyncIterator
 
 from opentelemetry import trace
 
-from voxline.common.errors import InvalidInput, LimitExceeded
+from voxline.common.errors import InvalidInput, LimitExceeded, clip
 from voxline.orchestrator import languages
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.domain import StageClients, StageError
@@ -135,7 +135,7 @@ class ConverseSession:
         if settings.voice:
             voices = await self._stages.list_voices()  # StageError UNAVAILABLE when TTS is down
             if settings.voice not in voices:
-                raise InvalidInput(f"unknown voice {settings.voice!r}; available voices: "
+                raise InvalidInput(f"unknown voice {clip(settings.voice)}; available voices: "
                                    + (", ".join(voices) or "none"))
         fmt = settings.input_format
         if fmt.encoding == "PCM_S16LE" and fmt.sample_rate_hz <= 0:
