@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -208,3 +210,15 @@ def test_a_file_that_is_not_a_span_file_is_a_clear_error(
     assert "`voxline talk` is the command that takes audio" in err
     assert main(["report", str(tmp_path)]) == 2
     assert "is a directory" in capsys.readouterr().err
+
+
+def test_a_reader_that_leaves_early_ends_the_report_quietly(span_file: Path) -> None:
+    # `voxline report spans.jsonl | head -1`: the pipe closes after one line.
+    proc = subprocess.Popen([sys.executable, "-m", "voxline.cli", "report", str(span_file)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert proc.stdout is not None and proc.stderr is not None
+    proc.stdout.readline()
+    proc.stdout.close()
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=60) in (0, 141)
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -66,7 +67,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``voxline`` console script."""
     ns = build_parser().parse_args(argv)
     command: Command = ns.run
-    return command(ns)
+    try:
+        return command(ns)
+    except BrokenPipeError:
+        # `voxline talk ... | head`: the reader left; stop quietly as other Unix tools do. stdout is
+        # pointed at /dev/null so the interpreter's final flush does not raise again.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, what a shell reports for a tool killed by it
 
 
 if __name__ == "__main__":
