@@ -16,7 +16,7 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.domain import InputFormat
+from voxline.orchestrator.domain import InputFormat, StageError
 from voxline.orchestrator.events import (
     COMPLETED,
     INTERRUPTED,
@@ -215,3 +215,15 @@ def test_the_clock_puts_the_end_of_speech_where_its_audio_arrived() -> None:
     # 0.105 s of audio is in the sixth chunk (0.10..0.12 s), which arrived at 100.12: spoken at 100.105
     assert clock.when(0.105) == pytest.approx(100.105)
     assert clock.when(0.2) == pytest.approx(100.2)
+
+
+async def test_a_failing_speech_recogniser_ends_the_stream_with_its_error(stages: InMemoryStages) -> None:
+    stages.stt.fail = StageError("stt", "UNAVAILABLE", "connection refused", "127.0.0.1:1")
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.2))  # the Listen call fails; the next audio brings the error back
+    await asyncio.wait_for(_wait(stages.stt.log.started), TIMEOUT_S)
+    session.speak(silence_pcm(0.1))
+    with pytest.raises(StageError) as info:
+        await session.close()
+    assert info.value.code_name == "UNAVAILABLE" and "stt stage" in str(info.value)
