@@ -73,6 +73,8 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
             async for request in requests:
                 if isinstance(request, _Undecodable):
                     bad.append(request)
+                    # before the servicer answers the end of its input (it may abort at once)
+                    await let_client_finish(requests)
                     return
                 yield request
 
@@ -91,7 +93,6 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     await let_client_finish(requests)
                     raise
                 if bad:
-                    await let_client_finish(requests)
                     await refuse(bad[0], context)
 
             return grpc.stream_stream_rpc_method_handler(stream_stream, decode, serialize)
@@ -107,7 +108,6 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
                     await let_client_finish(requests)
                     raise
                 if bad:
-                    await let_client_finish(requests)
                     await refuse(bad[0], context)
                 return reply
 
@@ -135,7 +135,7 @@ class MalformedRequestInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[m
 
 #: How long a refused request stream may go on being read (and dropped) before its status is sent.
 _FINISH_S = 0.5
-_FINISH_MESSAGES = 64
+_FINISH_MESSAGES = 4096
 
 
 async def let_client_finish(requests: AsyncIterator[Any]) -> None:
