@@ -227,3 +227,32 @@ async def test_a_failing_speech_recogniser_ends_the_stream_with_its_error(stages
     with pytest.raises(StageError) as info:
         await session.close()
     assert info.value.code_name == "UNAVAILABLE" and "stt stage" in str(info.value)
+
+
+async def test_a_reply_cut_by_a_barge_in_keeps_in_the_history_only_what_was_said(
+        stages: InMemoryStages) -> None:
+    stages.listen_script = ListenScript(segments=["Tell me a story.", "Stop.", "Go on."])
+    stages.deltas = ["Once upon a time. ", "There was a fox. ", "The end."]
+    stages.llm.gate, stages.gate_after = asyncio.Event(), 1
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.2) + tone_pcm(0.4) + silence_pcm(0.3))
+    head = await session.until(AudioEvent)  # the first sentence is audible...
+    stages.tts.log.started.clear()
+    stages.tts.gate = asyncio.Event()  # ...the next sentence's audio will not come...
+    stages.llm.gate.set()
+    await _wait(stages.llm.log.finished)  # ...though the LLM wrote the whole reply
+    await _wait(stages.tts.log.started)  # (the second sentence's TTS call is under way)
+    stages.llm.gate = stages.tts.gate = None  # later calls run freely
+    assert stages.texts == ["Once upon a time.", "There was a fox."]
+    session.speak(tone_pcm(0.3) + silence_pcm(0.4))
+    cut = head + await session.until(MetricsEvent)
+    assert metrics(cut).status == INTERRUPTED
+    await session.until(MetricsEvent)
+    session.speak(tone_pcm(0.3) + silence_pcm(0.4))
+    await session.until(MetricsEvent)
+    await session.close()
+    history = [(m.role, m.content) for m in stages.requests[-1][0]][-5:]
+    assert history == [("user", "Tell me a story."), ("assistant", "Once upon a time."),
+                       ("user", "Stop."), ("assistant", "Once upon a time. There was a fox. The end."),
+                       ("user", "Go on.")]

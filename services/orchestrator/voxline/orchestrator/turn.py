@@ -221,6 +221,8 @@ class _Speech:
     """What TTS spoke and the client was sent; written by the TTS task only."""
 
     sentences: int = 0
+    #: The sentences whose audio (at least its first chunk) went out, in order.
+    spoken: list[str] = dataclasses.field(default_factory=list)
     #: TTS time to first audio of the first sentence, ms.
     first_audio_ms: float = 0.0
     #: Time spent in TTS calls, all sentences, ms.
@@ -292,7 +294,9 @@ class TurnRunner:
                     span.add_event(turn_events.FIRST_AUDIO_SENT, timestamp=turn_spans.epoch_ns(first_sent))
                 if self._capture:
                     span.set_attributes(turn_spans.text_io(heard.text, reply.text))
-                self._finish(turn, span, metrics, heard, reply)
+                # server VAD: a reply cut by a barge-in keeps, in the history, what the user heard
+                said = " ".join(speech.spoken) if turn.control is not None else None
+                self._finish(turn, span, metrics, heard, reply, said=said)
 
     async def _run(self, turn: TurnInput, ctx: Context, heard: _Heard, reply: _Reply, speech: _Speech,
                    outcome: _Outcome) -> None:
@@ -397,12 +401,15 @@ class TurnRunner:
                         if isinstance(item, PcmFormat):
                             self._announce_format(turn, index, item, speech)
                             continue
-                        if first_audio_ms is None:
+                        first_chunk = first_audio_ms is None
+                        if first_chunk:
                             first_audio_ms = _ms(time.perf_counter() - started)
                             span.set_attribute("voxline.tts.first_audio_ms", first_audio_ms)
                             if index == 0:
                                 speech.first_audio_ms = first_audio_ms
                         self._send_audio(turn, item, speech)
+                        if first_chunk:
+                            speech.spoken.append(sentence)
                         if self._room is not None:
                             await self._room()
                 speech.total_ms = round(speech.total_ms + _ms(time.perf_counter() - started), 3)
@@ -428,7 +435,9 @@ class TurnRunner:
         speech.pending_header = b""
 
     def _finish(self, turn: TurnInput, span: trace.Span, m: TurnMetrics, heard: _Heard,
-                reply: _Reply) -> None:
+                reply: _Reply, *, said: str | None = None) -> None:
+        """``said``: the sentences whose audio went out, kept in the history if the reply was cut
+        (None: keep the reply as far as the LLM wrote it)."""
         span.set_attributes({
             "voxline.turn.status": m.status,
             "voxline.stt_ms": m.stt_ms,
@@ -451,8 +460,9 @@ class TurnRunner:
             span.set_status(Status(StatusCode.ERROR, m.error))
         span.end()
         # An interrupted reply stays in the history as far as it got: the user heard (some of) it.
-        if heard.text and (m.status == COMPLETED or (m.status == INTERRUPTED and reply.text)):
-            self._history.add(heard.text, reply.text)
+        kept = reply.text if said is None or m.status != INTERRUPTED else said
+        if heard.text and (m.status == COMPLETED or (m.status == INTERRUPTED and kept)):
+            self._history.add(heard.text, kept)
         log.info("turn", extra={"turn": turn.number, "status": m.status, "trace_id": m.trace_id,
                                 "ttfa_ms": m.time_to_first_audio_ms, "total_ms": m.total_ms,
                                 "error": m.error})
