@@ -28,6 +28,8 @@ class LatencyRow:
     total_ms: float
     #: The turn completed (a failed or interrupted one never passes, however fast it ended).
     completed: bool = True
+    #: Server VAD: from the user's last voiced frame to the first reply audio (NaN otherwise).
+    end_of_speech_to_first_audio_ms: float = math.nan
 
     @classmethod
     def from_metrics(cls, label: str, metrics: Mapping[str, object]) -> LatencyRow:
@@ -50,6 +52,8 @@ class LatencyRow:
             tts_ms=get("tts_first_audio_ms", "voxline.tts.first_audio_ms"),
             time_to_first_audio_ms=get("time_to_first_audio_ms", "voxline.time_to_first_audio_ms"),
             total_ms=get("total_ms", "voxline.total_ms"),
+            end_of_speech_to_first_audio_ms=get("end_of_speech_to_first_audio_ms",
+                                                "voxline.end_of_speech_to_first_audio_ms"),
         )
 
 
@@ -62,6 +66,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("time_to_first_audio_ms", "1st audio"),
     ("total_ms", "total"),
 )
+#: Shown only when some turn has it (server VAD): the latency the user feels, from the end of speech.
+SPEECH_END_COLUMN = ("end_of_speech_to_first_audio_ms", "speech end→audio")
 
 
 def _finite(values: Iterable[float]) -> list[float]:
@@ -118,7 +124,7 @@ class LatencyTable:
 
     def column(self, name: str) -> list[float]:
         """The values of one column (a LatencyRow attribute), in row order."""
-        if name not in dict(COLUMNS):
+        if name not in dict((*COLUMNS, SPEECH_END_COLUMN)):
             raise KeyError(f"unknown column {name!r}")
         return [float(getattr(row, name)) for row in self.rows]
 
@@ -147,28 +153,33 @@ class LatencyTable:
     def render(self, title: str = "") -> str:
         """The table as monospace text: one line per run, then AVG, MIN, MAX, P95 and pass rates."""
         label_width = max([5, *(len(row.label) for row in self.rows)])
-        widths = [max(9, len(heading)) for _, heading in COLUMNS]
+        felt = bool(_finite(self.column(SPEECH_END_COLUMN[0])))
+        columns = (*COLUMNS, SPEECH_END_COLUMN) if felt else COLUMNS
+        widths = [max(9, len(heading)) for _, heading in columns]
 
         def line(label: str, cells: Sequence[float]) -> str:
             shown = [(f"{v:.0f}" if not math.isnan(v) else "-").rjust(w) for v, w in zip(cells, widths,
                                                                                        strict=True)]
             return f"{label:<{label_width}}  " + "  ".join(shown)
 
-        header = f"{'run':<{label_width}}  " + "  ".join(h.rjust(w) for (_, h), w in zip(COLUMNS, widths,
+        header = f"{'run':<{label_width}}  " + "  ".join(h.rjust(w) for (_, h), w in zip(columns, widths,
                                                                                          strict=True))
         rule = "-" * len(header)
         out = [title, "(milliseconds)"] if title else ["(milliseconds)"]
         out += [header, rule]
-        out += [line(row.label, [float(getattr(row, name)) for name, _ in COLUMNS]) for row in self.rows]
+        out += [line(row.label, [float(getattr(row, name)) for name, _ in columns]) for row in self.rows]
         out.append(rule)
         for label, stat in (("AVG", self.avg), ("MIN", self.min), ("MAX", self.max), ("P95", self.p95)):
-            out.append(line(label, [stat(name) for name, _ in COLUMNS]))
+            out.append(line(label, [stat(name) for name, _ in columns]))
         out.append(rule)
         target = f"{self.target_ms:g} ms"
         out.append(f"pass rate, time to first audio < {target}: {self.pass_rate('time_to_first_audio_ms')}"
                    "   <- what the user feels")
         out.append(f"pass rate, total turn      < {target}: {self.pass_rate('total_ms')}"
                    "   (the baseline's measure)")
+        if felt:
+            out.append(f"pass rate, end of speech -> first audio < {target}: "
+                       f"{self.pass_rate(SPEECH_END_COLUMN[0])}   <- with server VAD, the silence waited too")
         return "\n".join(out)
 
 
