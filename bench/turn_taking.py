@@ -122,8 +122,8 @@ def make_clips() -> list[Clip]:
 
 def schedule_for(path: str, clip: Clip) -> list[Any]:
     """What the client sends at each 20 ms tick on ``path``."""
+    from bench.legacy_vad import EnergyVad
     from voxline.cli.realtime import CHUNK_MS, chunks_of, microphone_schedule
-    from voxline.orchestrator.vad import EnergyVad
     from voxline.v1 import voice_pb2
 
     if path in ("turn-taking", "turn-taking+speculation"):

@@ -78,12 +78,9 @@ class OrchestratorConfig:
     #: The first piece of a reply may end at a clause (, ; :) once it has this many characters, so
     #: a long first sentence starts speaking sooner; 0: whole sentences only.
     first_clause_chars: int = 20
-    #: Server VAD: silence that ends an utterance, when the session gives none.
+    #: Server VAD with a fixed-silence detector (silero_vad, energy_vad): the silence that ends a
+    #: turn when the session gives none (the detectors themselves run in the STT service).
     vad_silence_ms: int = 600
-    #: Server VAD: RMS level (full scale = 1.0) above which a frame counts as speech.
-    vad_threshold: float = 0.015
-    #: Server VAD: frame length, ms.
-    vad_frame_ms: int = 20
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
 
 
@@ -144,11 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
            help="ListVoices at session start, health checks")
     vad = parser.add_argument_group("server VAD (sessions with server_vad and PCM_S16LE input)")
     option(vad, "--vad-silence-ms", env=_ENV + "VAD_SILENCE_MS", default=d.vad_silence_ms, type=int,
-           help="silence that ends an utterance when the session gives none")
-    option(vad, "--vad-threshold", env=_ENV + "VAD_THRESHOLD", default=d.vad_threshold, type=float,
-           help="frame RMS (full scale 1.0) counted as speech")
-    option(vad, "--vad-frame-ms", env=_ENV + "VAD_FRAME_MS", default=d.vad_frame_ms, type=int,
-           help="VAD frame length, 10..50 ms")
+           help="silence that ends a turn with the silero_vad / energy_vad detectors when the session "
+                "gives none (Smart Turn's silences are the STT service's flags)")
     return parser
 
 
@@ -181,10 +175,6 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         raise ConfigError("--first-clause-chars must be >= 0")
     if ns.vad_silence_ms <= 0:
         raise ConfigError("--vad-silence-ms must be > 0")
-    if not 0 < ns.vad_threshold < 1:
-        raise ConfigError("--vad-threshold must be between 0 and 1")
-    if not 10 <= ns.vad_frame_ms <= 50:
-        raise ConfigError("--vad-frame-ms must be 10..50")
     if ns.stage_tls_ca:
         read_config_file(ns.stage_tls_ca, "--stage-tls-ca")
     if ns.stage_auth_token_file:
@@ -207,7 +197,5 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         sentence_queue=ns.sentence_queue,
         first_clause_chars=ns.first_clause_chars,
         vad_silence_ms=ns.vad_silence_ms,
-        vad_threshold=ns.vad_threshold,
-        vad_frame_ms=ns.vad_frame_ms,
         server=server_config_from_args(ns),
     )

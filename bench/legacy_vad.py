@@ -1,4 +1,9 @@
-"""Server-side end of speech: an energy (RMS) voice activity detector over raw PCM s16le.
+"""The orchestrator's former server VAD, kept for the benchmark's path (a): an energy (RMS) voice
+activity detector over raw PCM s16le that ends an utterance after a fixed silence.
+
+Server VAD now lives in the STT service's Listen stream (Silero VAD + Smart Turn; an RMS detector
+remains there as the ``energy_vad`` fallback); bench/turn_taking.py replays this one on the client
+side to measure what the path before that change cost.
 
 Deliberately simple: a frame is speech when its RMS is above a threshold; speech starts after a
 short run of speech frames and the utterance ends after ``silence_ms`` of non-speech frames. Before
