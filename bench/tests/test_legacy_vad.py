@@ -10,7 +10,7 @@ from voxline.testing.fake_servers import silence_pcm, tone_pcm
 
 
 def _feed(vad: EnergyVad, pcm: bytes, chunk: int = 480) -> tuple[int, list[bytes]]:
-    starts, utterances = 0, []
+    starts, utterances = 0, list[bytes]()
     for i in range(0, len(pcm), chunk):  # odd-sized chunks: frames straddle chunk boundaries
         step = vad.feed(pcm[i:i + chunk])
         starts += step.speech_started
