@@ -105,3 +105,21 @@ async def test_cancel_during_prompt_processing_frees_the_worker(smollm2: LocalPr
         call.cancel()
         freed = await asyncio.to_thread(run.done.wait, 3.0)
     assert freed and run.interrupted and run.generated_tokens == 0
+
+
+async def test_long_prompts_leave_no_memory_behind(smollm2: LocalProvider) -> None:
+    from voxline.llm.chat import ChatRequest, Message, Sampling
+
+    def rss_mb() -> float:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * 4096 / 1e6
+
+    request = ChatRequest(messages=(Message("user", "中" * 12_000),), sampling=Sampling(max_tokens=2))
+    async for _ in smollm2.stream(ChatRequest(messages=(Message("user", "Hi"),),
+                                              sampling=Sampling(max_tokens=2))):
+        pass
+    before = rss_mb()
+    for _ in range(3):
+        async for _ in smollm2.stream(request):
+            pass
+    assert rss_mb() - before < 100  # each prompt's attention buffers are ~150 MB per layer call
