@@ -54,3 +54,21 @@ def test_first_clause_keeps_numbers_and_short_clauses_whole() -> None:
 def test_first_clause_off_by_default() -> None:
     chunker = SentenceChunker()
     assert chunker.feed("A long first clause here, and more ") == []
+
+
+NUMBERS = "It costs 1,000 dollars, or 3.5 percent more, at 3:30 p.m. today. Then 2,500.75 euros."
+
+
+def test_numbers_stay_whole_token_by_token_also_at_the_first_clause() -> None:
+    # One character at a time, the worst case of an LLM's streamed deltas, with the first-clause
+    # cut on and short enough to fire at every ", " it is allowed to.
+    chunker = SentenceChunker(first_clause_chars=3)
+    pieces = [s for char in NUMBERS for s in chunker.feed(char)] + chunker.flush()
+    assert pieces == ["It costs 1,000 dollars,", "or 3.5 percent more, at 3:30 p.m. today.",
+                      "Then 2,500.75 euros."]
+
+
+def test_numbers_stay_whole_in_a_complete_text() -> None:
+    assert list(split_sentences("The bridge is 1,000 m long. It rose 3.5 metres. Done.")) == [
+        "The bridge is 1,000 m long.", "It rose 3.5 metres.", "Done."]
+    assert list(split_sentences("Costs 3. 5 people came.")) == ["Costs 3.", "5 people came."]

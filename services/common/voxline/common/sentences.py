@@ -7,12 +7,12 @@ from collections.abc import Iterator
 
 # A sentence ends at . ! ? … (optionally followed by closing quotes/brackets; French puts a space
 # before ») and then whitespace.
-# Abbreviations like "e.g." or "Dr." and decimals "3.5" are kept together.
+# Abbreviations like "e.g.", "Dr." or "p.m." and decimals "3.5" are kept together.
 _END = re.compile(r"""([.!?…]+(?:[\s\u00a0\u202f]?»|["'”’)\]])*)(\s+)""")
 # A clause ends at , ; : followed by whitespace ("1,000" and "3:30" stay whole).
 _CLAUSE = re.compile(r"([,;:])(\s+)")
 _ABBREVIATIONS = frozenset(
-    "mr mrs ms dr prof st sr jr vs etc e.g i.e mme mlle m no p.ex cf fig approx".split()
+    "mr mrs ms dr prof st sr jr vs etc e.g i.e mme mlle m no p.ex cf fig approx a.m p.m".split()
 )
 
 
