@@ -3,7 +3,8 @@ reflection, SIGTERM handling, --port-file) with an instant warm-up and no model.
 
     python fake_service.py <stage> --host H --port N --port-file F [--stt ADDR --llm ADDR --tts ADDR]
 
-FAKE_FAIL_STAGE=<stage> makes that stage's warm-up fail (the process exits 1 after logging why).
+FAKE_FAIL_STAGE=<stage> makes that stage's warm-up fail (the process exits 1 after logging why);
+FAKE_FAIL_IF_EXISTS=<path> does so whenever that file exists (a stage that breaks while running).
 """
 
 from __future__ import annotations
@@ -30,8 +31,11 @@ def main() -> int:
     setup_logging()
     log.info("wiring", extra={"stt": ns.stt, "llm": ns.llm, "tts": ns.tts})
 
+    fail_flag = os.environ.get("FAKE_FAIL_IF_EXISTS", "")
+    broken = os.environ.get("FAKE_FAIL_STAGE") == stage or bool(fail_flag and os.path.exists(fail_flag))
+
     async def warm_up() -> None:
-        if os.environ.get("FAKE_FAIL_STAGE") == stage:
+        if broken:
             raise RuntimeError(f"{stage} model file is missing")
 
     return run(lambda: ServiceSpec(name=f"fake-{stage}", grpc_services=[], register=lambda s: None,

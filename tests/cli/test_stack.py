@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -13,8 +16,18 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voxline.cli.client import Conversation, TurnResult, session_config
 from voxline.cli.progress import StartupDisplay
-from voxline.cli.stack import STAGES, Progress, ServiceFailed, Stack, StackConfig, StartCancelled
+from voxline.cli.stack import (
+    STAGES,
+    Progress,
+    RestartPolicy,
+    ServiceFailed,
+    Stack,
+    StackConfig,
+    StartCancelled,
+)
+from voxline.testing.fake_stage import REPLY
 
 FAKE = Path(__file__).with_name("fake_service.py")
 
@@ -144,3 +157,71 @@ def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
     while any(_running(pid) for pid in pids) and time.monotonic() < deadline:
         time.sleep(0.1)  # polling the kernel's process table: there is no event to wait on
     assert not any(_running(pid) for pid in pids), "services outlived their supervisor"
+
+
+def test_a_crashed_stage_is_restarted_and_the_same_stream_serves_the_next_turn(tmp_path: Path) -> None:
+    """``voxline up``'s supervision: the LLM stage is SIGKILLed between two turns of one Converse
+    stream; the stack starts it again on its port (a log line each step) and the next turn completes."""
+    def command(stage: str) -> list[str]:
+        if stage == "orchestrator":
+            return [sys.executable, "-m", "voxline.orchestrator"]
+        return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
+
+    stack = Stack(StackConfig(
+        log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=command, start_timeout_s=120,
+        env={"OTEL_TRACES_EXPORTER": "none"}, restart=RestartPolicy(first_delay_s=0.2)))
+    stack.start()
+    events: list[str] = []
+    back = threading.Event()
+    cancel = threading.Event()
+
+    def on_event(line: str) -> None:
+        events.append(line)
+        if line.startswith("llm is back"):
+            back.set()
+
+    supervisor = threading.Thread(target=stack.wait, args=(cancel, 0.1, on_event), daemon=True)
+    supervisor.start()
+    killed = stack.services["llm"]
+    llm_address = stack.address("llm")
+
+    async def talk() -> tuple[TurnResult, TurnResult]:
+        async with Conversation(stack.address("orchestrator"), session_config(), read_timeout_s=60) as conv:
+            first = await conv.turn(text="What is the capital of France?")
+            os.kill(killed.proc.pid, signal.SIGKILL)
+            assert await asyncio.to_thread(back.wait, 60), f"llm not restarted: {events}"
+            return first, await conv.turn(text="And of Italy?")
+
+    try:
+        first, second = asyncio.run(asyncio.wait_for(talk(), 120))
+    finally:
+        cancel.set()
+        supervisor.join(10)
+        codes = stack.stop()
+    assert first.status == "COMPLETED"
+    assert second.status == "COMPLETED", second.metrics
+    assert second.reply_text == REPLY
+    assert stack.restarts == {"llm": 1}
+    assert stack.services["llm"] is not killed and stack.address("llm") == llm_address
+    assert events[0].startswith("llm exited with status -9") and "restarting it in 0.2 s" in events[0]
+    assert codes == dict.fromkeys(STAGES, 0)
+    log = (tmp_path / "logs" / "llm.log").read_text()
+    assert log.count("metrics_port=") >= 2 or log.count("SERVING") >= 2  # both runs' lines kept
+
+
+def test_a_stage_that_keeps_dying_at_start_stops_the_supervision(tmp_path: Path) -> None:
+    broken = tmp_path / "tts-broken"
+    stack = Stack(config(tmp_path, restart=RestartPolicy(first_delay_s=0.05, max_quick_deaths=2),
+                         stage_env={"tts": {"FAKE_FAIL_IF_EXISTS": str(broken)}}))
+    stack.start()
+    events: list[str] = []
+    try:
+        broken.touch()  # from now on the fake TTS fails its warm-up: every restart dies at once
+        os.kill(stack.services["tts"].proc.pid, signal.SIGKILL)
+        failure = stack.wait(threading.Event(), 0.05, events.append)
+    finally:
+        stack.stop()
+    assert failure is not None and failure.stage == "tts" and failure.returncode == 1
+    assert stack.restarts == {"tts": 2}
+    assert [e.split(" ", 4)[:4] for e in events[:3]] == [["tts", "exited", "with", "status"]] * 3
+    assert events[-1].endswith("3 times in a row within 60 s of starting: giving up")

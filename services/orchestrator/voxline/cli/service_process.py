@@ -48,23 +48,27 @@ class ServiceProcess:
     """``argv`` (a voxline service taking ``--port-file``) as a child process.
 
     Its output (stdout and stderr together) goes to ``log_path`` when given and to ``lines``, the
-    last ``keep_lines`` of it (None: all). The child runs in its own process group, so a Ctrl-C in
+    last ``keep_lines`` of it (None: all; ``append_log``: after what a previous run of the same
+    service wrote, as a restart does). The child runs in its own process group, so a Ctrl-C in
     the terminal reaches only the supervisor, which stops children in order.
     """
 
     def __init__(self, stage: str, argv: Sequence[str], env: Mapping[str, str] | None = None, *,
                  log_path: Path | None = None, keep_lines: int | None = 40,
-                 cwd: Path | None = None) -> None:
+                 cwd: Path | None = None, append_log: bool = False) -> None:
         self.stage = stage
+        self.argv = list(argv)
+        self.env = dict(env or {})
         self.log_path = log_path
         self.lines: collections.deque[str] = collections.deque(maxlen=keep_lines)
         self.state = STARTING
-        self.state_since = time.monotonic()
+        self.state_since = self.started_at = time.monotonic()
         self._port: int | None = None
         self._port_dir = Path(tempfile.mkdtemp(prefix=f"voxline-{stage}-"))
         self._port_file = self._port_dir / "port"
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
-        self._log = open(log_path, "w", encoding="utf-8", buffering=1) if log_path else None
+        mode = "a" if append_log else "w"
+        self._log = open(log_path, mode, encoding="utf-8", buffering=1) if log_path else None
         try:
             self.proc = subprocess.Popen(
                 [*argv, "--port-file", str(self._port_file)], stdin=subprocess.DEVNULL,

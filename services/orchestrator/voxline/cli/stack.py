@@ -4,8 +4,12 @@ Start order: stt, llm and tts at once; as soon as each has written its bound por
 ``--port-file`` (so port 0 works), the orchestrator starts wired to their addresses while the models
 are still loading. A stage may run as several replicas (``StackConfig.replicas``; ``stt``, ``stt-2``,
 ...): the orchestrator gets their addresses as one comma list and balances over them.
-``start()`` returns once every service's gRPC health check says SERVING. ``stop()`` sends SIGTERM
-to every service (each drains its calls and exits 0), waits, then kills stragglers.
+``start()`` returns once every service's gRPC health check says SERVING. ``wait()`` then
+supervises: a service that exits on its own is started again on the same port and with the same
+arguments, after a backoff that doubles while it keeps dying soon after starting
+(``RestartPolicy``); clients' channels reconnect, so an orchestrator stream's next turn works once
+the stage is back. ``stop()`` sends SIGTERM to every service (each drains its calls and exits 0),
+waits, then kills stragglers.
 
 Each child runs in its own process group, so a Ctrl-C in the terminal reaches only the supervisor,
 which then stops the children in order instead of every process racing to die at once. On Linux each
@@ -53,6 +57,23 @@ class StartCancelled(StackError):
 
 
 @dataclass(frozen=True)
+class RestartPolicy:
+    """How ``Stack.wait`` restarts a service that exited on its own."""
+
+    #: Wait before the first restart; doubled for each further quick death, up to ``max_delay_s``.
+    first_delay_s: float = 0.5
+    max_delay_s: float = 30.0
+    #: A service that ran this long before dying counts as having worked: its backoff starts over.
+    stable_s: float = 60.0
+    #: Quick deaths in a row (each within ``stable_s`` of its start) after which the stack gives up.
+    max_quick_deaths: int = 5
+
+    def delay(self, deaths: int) -> float:
+        """The wait before restarting after the ``deaths``-th quick death in a row (1, 2, ...)."""
+        return min(self.first_delay_s * 2.0 ** max(0, deaths - 1), self.max_delay_s)
+
+
+@dataclass(frozen=True)
 class StackConfig:
     """How to run the stack. Port 0 lets a service pick a free port (read back from its port file)."""
 
@@ -72,6 +93,8 @@ class StackConfig:
     command: Callable[[str], list[str]] = default_command
     #: Processes per backend stage (default 1); the first takes the stage's port, the others free ones.
     replicas: Mapping[str, int] = field(default_factory=dict)
+    #: Restart a service that exits while the stack runs (None: ``wait`` returns its failure).
+    restart: RestartPolicy | None = field(default_factory=RestartPolicy)
 
     def instances(self, stage: str) -> list[str]:
         """The process names of ``stage``: ``stt``, then ``stt-2``, ``stt-3``... for replicas."""
@@ -96,6 +119,13 @@ class Stack:
         self.services: dict[str, ServiceProcess] = {}
         self._channels: dict[str, grpc.Channel] = {}
         self._started_at = time.monotonic()
+        #: Per process name: (stage, extra arguments), to start it again the same way.
+        self._spawned: dict[str, tuple[str, tuple[str, ...]]] = {}
+        #: Per process name: quick deaths in a row, and when a pending restart is due.
+        self._deaths: dict[str, int] = {}
+        self._restart_at: dict[str, float] = {}
+        #: How many times each process was restarted.
+        self.restarts: dict[str, int] = {}
 
     # -- addresses ---------------------------------------------------------------------------
     def address(self, stage: str) -> str:
@@ -118,10 +148,14 @@ class Stack:
                 if name in self.services}
 
     # -- start -----------------------------------------------------------------------------
-    def _spawn(self, stage: str, extra_args: Sequence[str] = (), name: str = "") -> None:
+    def _spawn(self, stage: str, extra_args: Sequence[str] = (), name: str = "",
+               port: int | None = None) -> None:
         cfg = self.config
         name = name or stage
-        port = cfg.ports.get(stage, 0) if name == stage else 0  # replicas: free ports
+        restart = port is not None
+        if port is None:
+            port = cfg.ports.get(stage, 0) if name == stage else 0  # replicas: free ports
+        self._spawned[name] = (stage, tuple(extra_args))
         # VOXLINE_PARENT_PID: the service asks Linux to SIGTERM it if this supervisor dies (see
         # voxline.common.server.exit_with_parent). Done in the child after exec, not in a
         # preexec_fn: Python code between fork and exec in a process running gRPC threads made
@@ -129,7 +163,8 @@ class Stack:
         env = {"VOXLINE_PARENT_PID": str(os.getpid()), **cfg.env, **cfg.stage_env.get(stage, {})}
         argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(port),
                 *extra_args, *cfg.stage_args.get(stage, ())]
-        self.services[name] = ServiceProcess(name, argv, env, log_path=cfg.log_dir / f"{name}.log")
+        self.services[name] = ServiceProcess(name, argv, env, log_path=cfg.log_dir / f"{name}.log",
+                                             append_log=restart)
 
     def progress(self) -> Progress:
         now = time.monotonic()
@@ -226,13 +261,71 @@ class Stack:
                 return service.failure()
         return None
 
-    def wait(self, cancel: threading.Event, poll_s: float = 0.5) -> ServiceFailed | None:
-        """Block until ``cancel`` is set (None) or a service exits (its failure)."""
-        while not cancel.wait(poll_s):
-            failed = self.exited()
+    def wait(self, cancel: threading.Event, poll_s: float = 0.5,
+             on_event: Callable[[str], None] | None = None) -> ServiceFailed | None:
+        """Supervise until ``cancel`` is set (None).
+
+        A service that exits is restarted per ``config.restart``, each step told to ``on_event``
+        as one line; the failure is returned when there is no policy or the service keeps dying.
+        """
+        say = on_event or (lambda line: None)
+        while not cancel.wait(self._next_wake(poll_s)):
+            if self.config.restart is None:
+                failed = self.exited()
+                if failed is not None:
+                    return failed
+                continue
+            failed = self._supervise(self.config.restart, say)
             if failed is not None:
                 return failed
         return None
+
+    def _next_wake(self, poll_s: float) -> float:
+        due = [at - time.monotonic() for at in self._restart_at.values()]
+        return max(0.01, min([poll_s, *due]))
+
+    def _supervise(self, policy: RestartPolicy, say: Callable[[str], None]) -> ServiceFailed | None:
+        now = time.monotonic()
+        for name, service in list(self.services.items()):
+            if name in self._restart_at:
+                if now >= self._restart_at[name]:
+                    del self._restart_at[name]
+                    self._restart(name, service)
+                continue
+            if not service.alive():
+                service.set_state(EXITED)
+                failure = service.failure()
+                ran_s = now - service.started_at
+                deaths = 1 if ran_s >= policy.stable_s else self._deaths.get(name, 0) + 1
+                self._deaths[name] = deaths
+                if deaths > policy.max_quick_deaths:
+                    say(f"{name} exited with status {failure.returncode} {deaths} times in a row "
+                        f"within {policy.stable_s:g} s of starting: giving up")
+                    return failure
+                delay = policy.delay(deaths)
+                say(f"{name} exited with status {failure.returncode} after {ran_s:.1f} s; restarting "
+                    f"it in {delay:g} s on the same port (log: {service.log_path})")
+                self._restart_at[name] = now + delay
+            elif service.state != SERVING:
+                try:
+                    if self._health(name) == health_pb2.HealthCheckResponse.SERVING:
+                        service.set_state(SERVING)
+                        say(f"{name} is back: SERVING at {self.address(name)}")
+                except grpc.RpcError:
+                    pass  # still loading
+        return None
+
+    def _restart(self, name: str, old: ServiceProcess) -> None:
+        old.join_reader()
+        stage, extra_args = self._spawned[name]
+        try:
+            self._spawn(stage, extra_args, name=name, port=old.port or 0)
+        except StackError:
+            self.services[name] = old  # could not even start: counts as another quick death
+            old.started_at = time.monotonic()
+            return
+        self.services[name].set_state(LOADING)
+        self.restarts[name] = self.restarts.get(name, 0) + 1
 
     # -- stop ------------------------------------------------------------------------------
     def stop(self) -> dict[str, int]:

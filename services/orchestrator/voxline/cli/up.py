@@ -266,7 +266,13 @@ def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | Non
             out.write(f"traces:       {viewer.url} (Arize Phoenix; one trace per turn)\n")
         out.write(f"stop:         Ctrl-C or kill -TERM {os.getpid()}\n")
         out.flush()
-        failure = stack.wait(cancel)
+        def say(line: str) -> None:
+            err.write(f"voxline: {line}\n")
+            err.flush()
+
+        # A service that dies is started again (backoff, one line each); only one that keeps
+        # dying right after its start stops the stack.
+        failure = stack.wait(cancel, on_event=say)
         if failure is not None:
             print_failure(failure, err)
         err.write("voxline: stopping...\n")
