@@ -77,7 +77,7 @@ SMOKE = Sizes(fuzz_per_rpc=10, sessions=2, turns=2, slow_readers=1, slow_turns=2
               drain_grace_s=3.0)
 #: ``python -m bench --smoke``: in-process parts only, so the whole bench smoke stays short.
 TINY = dataclasses.replace(SMOKE, fuzz_per_rpc=6, processes=False)
-FULL = Sizes(fuzz_per_rpc=260, sessions=16, turns=100, slow_readers=8, slow_turns=20,
+FULL = Sizes(fuzz_per_rpc=290, sessions=16, turns=100, slow_readers=8, slow_turns=20,
              slow_window_s=5.0, slow_bound_mb=100.0, abandoned=20, kills_per_stage=2,
              provider_repeats=4, bomb_repeats=3, flac_minutes=60.0, vad_mib=120, local_llm=True,
              piper=True, real_stt=True, drain_grace_s=8.0)
