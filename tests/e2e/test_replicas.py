@@ -24,7 +24,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from voxline.cli.service_process import ServiceProcess
 from voxline.cli.stack import STAGES, Stack, StackConfig
-from voxline.testing.fake_servers import silence_pcm
+from voxline.testing.fake_servers import silence_pcm, tone_pcm
 from voxline.testing.fake_stage import REPLY, SECONDS_PER_CHAR
 from voxline.v1 import audio_pb2, tts_pb2, tts_pb2_grpc, voice_pb2, voice_pb2_grpc
 
@@ -187,3 +187,54 @@ async def test_sigterm_lets_the_calls_in_flight_finish_before_the_replica_exits(
         assert replica.proc.wait(30) == 0
     finally:
         replica.stop()
+
+
+async def talking_conversation(address: str, done: list[tuple[int, voice_pb2.TurnMetrics]],
+                               mid_load: asyncio.Event, turns: int) -> None:
+    """Server VAD: each turn is speech then silence in 20 ms chunks; STT's Listen ends the turns."""
+    async with grpc.aio.insecure_channel(address) as channel:
+        call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
+        await call.write(voice_pb2.ConverseRequest(config=voice_pb2.SessionConfig(
+            input_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=16000,
+                                               channels=1),
+            output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE), no_cache=True,
+            server_vad=True)))
+        for _ in range(turns):
+            pcm = tone_pcm(0.4) + silence_pcm(0.6)
+            for i in range(0, len(pcm), 640):
+                await call.write(voice_pb2.ConverseRequest(audio=pcm[i:i + 640]))
+            while True:
+                event = await asyncio.wait_for(call.read(), 60)
+                assert event is not grpc.aio.EOF, "the conversation ended"
+                if event.HasField("metrics"):
+                    break
+            done.append((event.turn, event.metrics))
+            mid_load.set()
+        await call.done_writing()
+        assert await call.code() == grpc.StatusCode.OK
+
+
+async def test_losing_the_stt_replica_of_a_listening_conversation_loses_no_turn(stack: Stack) -> None:
+    # Server-VAD conversations hold a Listen stream on one STT replica for their whole life. When
+    # that replica dies, the orchestrator reopens the stream on the other one and replays the turn.
+    sessions_n, turns = 4, 4
+    done: list[tuple[int, voice_pb2.TurnMetrics]] = []
+    mid_load = asyncio.Event()
+    sessions = [asyncio.ensure_future(talking_conversation(stack.address("orchestrator"), done,
+                                                           mid_load, turns))
+                for _ in range(sessions_n)]
+    try:
+        await asyncio.wait_for(mid_load.wait(), 120)
+        await kill_while_busy(stack.services["stt-2"], "Listen")
+        await asyncio.wait_for(asyncio.gather(*sessions), 180)
+    finally:
+        for session in sessions:
+            session.cancel()
+        await asyncio.gather(*sessions, return_exceptions=True)
+    orchestrator_log = (stack.config.log_dir / "orchestrator.log").read_text()
+    failed = [m.error for _, m in done if m.status != voice_pb2.COMPLETED]
+    assert not failed, (failed, orchestrator_log[-3000:])
+    # every conversation answered its turns 1..4, each once
+    assert sorted(turn for turn, _ in done) == sorted(list(range(1, turns + 1)) * sessions_n)
+    assert stack.services["stt-2"].proc.wait(10) == -signal.SIGKILL
+    assert "reopening it and replaying the turn" in orchestrator_log

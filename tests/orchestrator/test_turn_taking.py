@@ -256,3 +256,53 @@ async def test_a_reply_cut_by_a_barge_in_keeps_in_the_history_only_what_was_said
     assert history == [("user", "Tell me a story."), ("assistant", "Once upon a time."),
                        ("user", "Stop."), ("assistant", "Once upon a time. There was a fox. The end."),
                        ("user", "Go on.")]
+
+
+async def test_a_speech_recogniser_that_dies_mid_turn_is_replaced_and_the_turn_heard_whole(
+        stages: InMemoryStages) -> None:
+    # The first stream's replica dies 0.4 s in, in the middle of the user's first words; the second
+    # stream (another replica) gets the audio from the start again and hears the whole sentence.
+    stages.listen_script = ListenScript(segments=["(heard by the dead replica)", "What time is it?"])
+    stages.listen_fail_after = 20
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.3) + tone_pcm(0.5) + silence_pcm(0.7))
+    events = await session.until(MetricsEvent)
+    events += await session.close()
+    assert stages.stt.log.calls == 2  # two Listen streams
+    assert stages.listen_chunks[0] == 21 and stages.listen_chunks[1] >= 75  # replayed from the start
+    finals = [e for e in events if isinstance(e, TranscriptEvent)]
+    assert finals == [TranscriptEvent(1, "What time is it?", "en")]
+    assert metrics([e for e in events if isinstance(e, MetricsEvent)]).status == COMPLETED
+    assert replies(events) == "It is sunny. Take a hat."
+
+
+async def test_a_reply_in_flight_when_the_recogniser_dies_is_redone_not_lost(stages: InMemoryStages) -> None:
+    # The turn ended and its reply is held in TTS (not audible yet) when the stream fails: that reply
+    # is cancelled, the new stream hears the turn again from the replay, and the user gets one reply.
+    stages.listen_script = ListenScript(segments=["What time is it?", "What time is it?"])
+    stages.tts.gate = asyncio.Event()
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.3) + tone_pcm(0.5) + silence_pcm(0.5))
+    await _wait(stages.tts.log.started)
+    stages.tts.gate = None
+    stages.listen_fail_after = stages.listen_chunks[-1]  # the stream's next chunk kills it
+    session.speak(silence_pcm(0.1))
+    events = await session.until(MetricsEvent)
+    events += await session.close()
+    assert stages.stt.log.calls == 2 and stages.tts.log.cancellations == 1
+    assert {e.turn for e in events} == {1}
+    assert [e.text for e in events if isinstance(e, TranscriptEvent)][-1] == "What time is it?"
+    assert [e.metrics.status for e in events if isinstance(e, MetricsEvent)][-1] == COMPLETED
+    assert replies(events) == "It is sunny. Take a hat."  # once: nothing of the cancelled reply
+
+
+async def test_a_speech_recogniser_that_keeps_failing_ends_the_stream(stages: InMemoryStages) -> None:
+    stages.stt.fail = StageError("stt", "UNAVAILABLE", "connection refused", "127.0.0.1:1")
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.2))
+    with pytest.raises(StageError):
+        await session.close()
+    assert stages.stt.log.calls == 3  # the first stream and two reopenings, then the error

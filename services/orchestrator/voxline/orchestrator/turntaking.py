@@ -11,6 +11,10 @@ interim transcripts and ends of turns; this class turns them into replies:
   and TTS calls end) and counted as a *miss*; the turn ends later with the whole transcript.
 - **Barge-in** happens only once the assistant is audible: the first reply audio tells STT
   (``ReplyStartedSignal``) that further speech is a new turn, which then cancels the reply.
+- **Failover.** A Listen stream that fails as UNAVAILABLE (its STT replica died or is draining) is
+  opened again — through the balanced channel, so on another replica — and replayed the audio since
+  the last turn boundary (the moment a reply became audible), so the turn in progress is heard
+  whole: no user turn is lost. A reply not yet audible is redone on the new stream's transcript.
 - **The honest clock.** STT reports the end of speech as a position in the stream (the last voiced
   frame); the arrival time of the chunk that held it converts it to this process's clock, so
   ``end_of_speech_to_first_audio_ms`` includes the silence waited and every delay after it.
@@ -35,6 +39,7 @@ from voxline.orchestrator.domain import (
     SpeechPause,
     SpeechStart,
     StageClients,
+    StageError,
     Transcription,
     TurnDetection,
     TurnEnd,
@@ -46,6 +51,18 @@ log = logging.getLogger(__name__)
 
 #: Chunks (and signals) waiting to be sent to STT; a microphone's 20 ms chunks: ~5 s.
 INPUT_QUEUE = 256
+#: Audio kept for replaying the current user turn into a new Listen stream after a failure (at most
+#: this many seconds of the stream's format; older audio is dropped first).
+REPLAY_SECONDS = 120
+#: Failures of a Listen stream that reopen it; more in a row (no event in between) end the session.
+LISTEN_REOPENS = 2
+#: Listen failures after which the stream is reopened on another replica: the replica went away.
+#: (A client-streaming call whose server dies mid-write often reports INTERNAL "Internal error
+#: from Core" rather than UNAVAILABLE; bad input — INVALID_ARGUMENT, RESOURCE_EXHAUSTED — is not
+#: retried, and a failure that repeats ends the session after LISTEN_REOPENS tries.)
+_REOPEN_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "INTERNAL", "UNKNOWN"})
+#: The end of the input (half-close) in the input log.
+_CLOSE = object()
 #: Arrival times kept for the clock: the last ~60 s of 20 ms chunks.
 CLOCK_CHUNKS = 3000
 
@@ -94,8 +111,17 @@ class TurnTaker:
         self._cancel_turn = cancel_turn
         self._last_turn = last_turn
         fmt = settings.input_format
-        self._clock = StreamClock(2 * max(fmt.channels, 1) * fmt.sample_rate_hz)
-        self._inputs: asyncio.Queue[ListenInput | None] = asyncio.Queue(maxsize=INPUT_QUEUE)
+        self._bytes_per_second = 2 * max(fmt.channels, 1) * fmt.sample_rate_hz
+        self._clock = StreamClock(self._bytes_per_second)
+        # The input log: every input in order, as (index, item). The current Listen stream reads it
+        # at its own cursor (``_sent``); what comes after the last turn boundary stays for a replay.
+        self._log: collections.deque[tuple[int, object]] = collections.deque()
+        self._log_bytes = 0
+        self._next_index = 0
+        self._sent = 0
+        self._generation = 0
+        self._added = asyncio.Event()
+        self._taken = asyncio.Event()
         self._detection = TurnDetection(settings.turn_detector, settings.turn_complete_silence_ms,
                                         settings.turn_incomplete_silence_ms,
                                         settings.vad_silence_ms or default_silence_ms)
@@ -104,35 +130,91 @@ class TurnTaker:
         self._speculation = Speculation()
         self._attempt: _Attempt | None = None
         self._speaking_since_pause = True
+        self._reuse_number = False
 
     # ---- from the session ----------------------------------------------------------------------
     async def feed(self, data: bytes) -> None:
-        """A chunk of the user's audio (waits while STT is behind: the queue is bounded)."""
-        self._clock.add(len(data), time.perf_counter())
-        await self._inputs.put(data)
+        """A chunk of the user's audio (waits while STT is behind: the backlog is bounded)."""
+        await self._put((data, time.perf_counter()))
 
     async def end_turn(self) -> None:
         """The client marked the end of the utterance."""
-        await self._inputs.put(EndTurnSignal())
+        await self._put(EndTurnSignal())
 
     def reply_started(self) -> None:
         """A reply became audible (also a typed turn's): next speech is a new turn."""
-        try:
-            self._inputs.put_nowait(ReplyStartedSignal())
-        except asyncio.QueueFull:
-            raise LimitExceeded("the speech recogniser is not keeping up with the audio") from None
+        if self._backlog() >= INPUT_QUEUE:
+            raise LimitExceeded("the speech recogniser is not keeping up with the audio")
+        self._append(ReplyStartedSignal())
 
     async def close(self) -> None:
         """No more audio: the stream ends once STT has finished the last turn."""
-        await self._inputs.put(None)
+        await self._put(_CLOSE)
+
+    # ---- the input log -------------------------------------------------------------------------
+    def _backlog(self) -> int:
+        return self._next_index - self._sent
+
+    async def _put(self, item: object) -> None:
+        while self._backlog() >= INPUT_QUEUE:
+            self._taken.clear()
+            await self._taken.wait()
+        self._append(item)
+
+    def _append(self, item: object) -> None:
+        self._log.append((self._next_index, item))
+        self._next_index += 1
+        if isinstance(item, tuple):
+            self._log_bytes += len(item[0])
+            # keep at most REPLAY_SECONDS of audio, dropping only what STT already has
+            while (self._log_bytes > REPLAY_SECONDS * self._bytes_per_second and self._log
+                   and self._log[0][0] < self._sent):
+                self._forget_oldest()
+        self._added.set()
+
+    def _forget_oldest(self) -> None:
+        _, old = self._log.popleft()
+        if isinstance(old, tuple):
+            self._log_bytes -= len(old[0])
 
     # ---- the Listen loop -----------------------------------------------------------------------
     async def run(self) -> None:
-        """Forward the audio and act on STT's events until the stream ends (StageError if STT fails)."""
+        """Forward the audio and act on STT's events until the stream ends. A stream that fails as
+        UNAVAILABLE is reopened (another replica) and replayed; StageError when that fails too."""
+        failures = 0
+        while True:
+            heard = [False]
+            try:
+                await self._listen(heard)
+                return
+            except StageError as exc:
+                failures = 1 if heard[0] else failures + 1
+                if exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS:
+                    raise
+                log.warning("speech recogniser stream failed; reopening it and replaying the turn",
+                            extra={"turn": self._number, "code": exc.code_name, "attempt": failures})
+            await self._prepare_reopen()
+            await asyncio.sleep(0.05 * failures)  # the balancer's view of the dead replica settles
+
+    async def _prepare_reopen(self) -> None:
+        """Before a new stream: a reply not yet audible is cancelled (the new stream's turn end
+        redoes it), and the new stream's first turn keeps this turn's number unless a reply was
+        already heard (then its speech is a new turn, as it would have been)."""
+        attempt = self._attempt
+        audible = attempt is not None and attempt.control.first_audio_at is not None
+        if attempt is not None and not audible:
+            await self._drop(attempt)
+        self._reuse_number = self._number > 0 and not audible
+        self._stt_turn = -1
+
+    async def _listen(self, heard: list[bool]) -> None:
         fmt = self._settings.input_format
-        events = self._stages.listen(self._requests(), fmt, self._settings.language, self._detection)
+        self._generation += 1
+        events = self._stages.listen(self._requests(self._generation), fmt, self._settings.language,
+                                     self._detection)
         async with contextlib.aclosing(events):
             async for event in events:
+                heard[0] = True
                 if isinstance(event, SpeechStart):
                     await self._on_speech(event)
                 elif isinstance(event, SpeechPause):
@@ -142,9 +224,33 @@ class TurnTaker:
                 elif isinstance(event, TurnEnd):
                     await self._on_end(event)
 
-    async def _requests(self) -> AsyncIterator[ListenInput]:
-        while (item := await self._inputs.get()) is not None:
-            yield item
+    async def _requests(self, generation: int) -> AsyncIterator[ListenInput]:
+        """The inputs from the oldest one kept (a replay, after a failure) onwards. A stream that was
+        replaced stops without taking anything: gRPC may still hold its iterator."""
+        cursor = self._log[0][0] if self._log else self._next_index
+        self._sent = cursor
+        self._clock = StreamClock(self._bytes_per_second)  # stream time starts again at 0
+        while generation == self._generation:
+            if cursor == self._next_index:
+                self._added.clear()
+                await self._added.wait()
+                continue
+            item = self._log[cursor - self._log[0][0]][1]
+            cursor = self._sent = cursor + 1
+            self._taken.set()
+            if item is _CLOSE:
+                return
+            if isinstance(item, ReplyStartedSignal):  # a turn boundary: no replay before it
+                while self._log and self._log[0][0] < cursor:
+                    self._forget_oldest()
+                yield item
+            elif isinstance(item, tuple):
+                data, arrived = item
+                self._clock.add(len(data), arrived)
+                yield data
+            else:
+                assert isinstance(item, EndTurnSignal)
+                yield item
 
     async def _on_speech(self, event: SpeechStart) -> None:
         self._speaking_since_pause = True
@@ -157,8 +263,9 @@ class TurnTaker:
                 await self._drop(attempt)
                 return
             # already audible (STT had not yet heard that the reply started): a barge-in
-        else:  # a new user turn
-            self._stt_turn, self._number = event.turn, self._last_turn() + 1
+        else:  # a new user turn (or, after a reopened stream, the one in progress again)
+            number = self._number if self._reuse_number else self._last_turn() + 1
+            self._stt_turn, self._number, self._reuse_number = event.turn, number, False
             self._speculation = Speculation()
         # a new turn, or the user talks over a reply already audible: barge-in (no-op when it ended)
         self._attempt = None

@@ -71,6 +71,10 @@ class InMemoryStages:
         self.listen_script = ListenScript()
         self.listens: list[tuple[InputFormat, str, TurnDetection]] = []
         self.replies_started = 0
+        #: STT Listen: the current stream fails as UNAVAILABLE once it has received more than this
+        #: many audio chunks (once), as when its replica dies; the audio chunks each stream received.
+        self.listen_fail_after: int | None = None
+        self.listen_chunks: list[int] = []
 
     @staticmethod
     def _enter(script: StageScript) -> None:
@@ -147,9 +151,15 @@ class InMemoryStages:
                                     complete_silence_ms=detection.complete_silence_ms,
                                     incomplete_silence_ms=detection.incomplete_silence_ms,
                                     silence_ms=detection.silence_ms)
+        self.listen_chunks.append(0)
         try:
             async for item in inputs:
                 if isinstance(item, bytes):
+                    self.listen_chunks[-1] += 1
+                    fail_after = self.listen_fail_after
+                    if fail_after is not None and self.listen_chunks[-1] > fail_after:
+                        self.listen_fail_after = None
+                        raise StageError("stt", "UNAVAILABLE", "the replica went away")
                     found = listener.audio(item)
                 elif isinstance(item, EndTurnSignal):
                     found = listener.end_turn()
