@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -22,6 +21,8 @@ import grpc
 from bench import stats
 from bench.suite.core import Context, SectionResult, fmt_ms, md_table
 from bench.suite.plots import grouped_bars
+from voxline.cli.sequential import SequentialClient
+from voxline.cli.sequential import sampling as sampling  # re-exported: scaling.py uses it
 
 TITLE = "1. The baseline's table, reproduced (streaming vs sequential)"
 TARGET_MS = 500.0
@@ -58,12 +59,6 @@ class Turn:
     error: str = ""
 
 
-def sampling(max_tokens: int) -> Any:
-    from voxline.v1 import llm_pb2
-
-    return llm_pb2.SamplingOptions(temperature=0.0, max_tokens=max_tokens)
-
-
 async def make_clips(tts_address: str, n: int) -> tuple[list[tuple[str, bytes]], str]:
     """``n`` spoken questions (WAV bytes) from the TTS service, and the voice used."""
     from voxline.cli.speech import QuestionSpeaker
@@ -88,71 +83,12 @@ async def streamed_turn(address: str, clip: bytes, max_tokens: int) -> tuple[dic
     return m, result.reply_text
 
 
-class SequentialClient:
-    """The baseline's path over the same services: STT, then the whole reply, then TTS of all of it."""
-
-    def __init__(self, stt: str, llm: str, tts: str, system_prompt: str, max_tokens: int) -> None:
-        self.channels = {name: grpc.aio.insecure_channel(addr) for name, addr in
-                         (("stt", stt), ("llm", llm), ("tts", tts))}
-        self.system_prompt = system_prompt
-        self.max_tokens = max_tokens
-
-    async def close(self) -> None:
-        for channel in self.channels.values():
-            await channel.close()
-
-    async def turn(self, clip: bytes) -> tuple[dict[str, float], str]:
-        from voxline.v1 import (
-            audio_pb2,
-            llm_pb2,
-            llm_pb2_grpc,
-            stt_pb2,
-            stt_pb2_grpc,
-            tts_pb2,
-            tts_pb2_grpc,
-        )
-
-        clock = time.perf_counter
-        t0 = clock()
-        heard = await stt_pb2_grpc.SpeechToTextStub(self.channels["stt"]).Transcribe(
-            stt_pb2.TranscribeRequest(config=stt_pb2.RecognitionConfig(language="en"), audio=clip),
-            timeout=60)
-        t1 = clock()
-        request = llm_pb2.GenerateRequest(
-            messages=[llm_pb2.ChatMessage(role="system", content=self.system_prompt),
-                      llm_pb2.ChatMessage(role="user", content=heard.text)],
-            sampling=sampling(self.max_tokens), no_cache=True)
-        reply, ttft = "", math.nan
-        llm = llm_pb2_grpc.LanguageModelStub(self.channels["llm"])
-        async for event in llm.Generate(request, timeout=120):
-            if event.WhichOneof("event") == "text_delta":
-                if not reply:
-                    ttft = (clock() - t1) * 1000.0
-                reply += event.text_delta
-        t2 = clock()
-        first_audio = math.nan
-        audio_bytes = 0
-        synth = tts_pb2.SynthesizeRequest(text=reply, output_format=audio_pb2.AudioFormat(
-            encoding=audio_pb2.PCM_S16LE))
-        async for event in tts_pb2_grpc.TextToSpeechStub(self.channels["tts"]).Synthesize(synth, timeout=120):
-            if event.WhichOneof("event") == "audio":
-                if not audio_bytes:
-                    first_audio = (clock() - t2) * 1000.0
-                audio_bytes += len(event.audio.data)
-        t3 = clock()
-        total = (t3 - t0) * 1000.0
-        return {"stt_ms": (t1 - t0) * 1000.0, "llm_ttft_ms": ttft, "llm_total_ms": (t2 - t1) * 1000.0,
-                "tts_first_audio_ms": first_audio, "tts_total_ms": (t3 - t2) * 1000.0,
-                # Nothing plays before the whole reply is synthesised: first audio = total.
-                "time_to_first_audio_ms": total, "total_ms": total}, reply
-
-
 async def _run_turns(ctx: Context, stack: Any, n: int) -> tuple[list[Turn], str]:
     from voxline.orchestrator.config import DEFAULT_SYSTEM_PROMPT
 
     clips, voice = await make_clips(stack.address("tts"), n)
     seq = SequentialClient(stack.address("stt"), stack.address("llm"), stack.address("tts"),
-                           DEFAULT_SYSTEM_PROMPT, ctx.mode.max_tokens)
+                           DEFAULT_SYSTEM_PROMPT, sampling(ctx.mode.max_tokens))
     orchestrator = stack.address("orchestrator")
     turns: list[Turn] = []
     try:

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import sys
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
 import grpc
 
 from voxline.cli.client import Conversation, ConverseError, TurnResult, describe_rpc_error, session_config
+from voxline.cli.sequential import SequentialClient
 from voxline.cli.speech import QUESTIONS, QuestionSpeaker
 from voxline.cli.stack import STAGES, Stack
 from voxline.cli.table import LatencyRow, LatencyTable, render_baseline
@@ -31,15 +33,36 @@ def add_demo_options(parser: argparse.ArgumentParser) -> None:
                              "a busy CPU-only machine can hit; default: %(default)s)")
     parser.add_argument("--cache", action="store_true",
                         help="allow LLM reply-cache hits (off by default so every turn runs the LLM)")
+    parser.add_argument("--no-sequential", dest="sequential", action="store_false",
+                        help="skip the comparison: by default each question is also asked the "
+                             "sequential way (STT, then the whole LLM reply, then TTS of all of it) "
+                             "over the same services, right after its streamed turn")
 
 
 @dataclass
 class DemoTurn:
     question: str
     result: TurnResult
+    #: The same question the sequential way (SequentialClient's figures); empty when not asked.
+    sequential: dict[str, float] = field(default_factory=dict)
 
 
-async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out: TextIO) -> list[DemoTurn]:
+def sequential_client(stages: dict[str, str], ns: argparse.Namespace) -> SequentialClient:
+    """The sequential path with what the demo's session gets: the orchestrator's default system
+    prompt for the language, the LLM service's default sampling, the same voice and cache choice."""
+    from voxline.orchestrator.config import DEFAULT_SYSTEM_PROMPT
+    from voxline.orchestrator.languages import default_prompt
+
+    language = ns.language or "en"
+    return SequentialClient(stages["stt"], stages["llm"], stages["tts"],
+                            default_prompt(language, DEFAULT_SYSTEM_PROMPT), None,
+                            language=language, voice=ns.voice, no_cache=not ns.cache)
+
+
+async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out: TextIO,
+                     stages: dict[str, str] | None = None) -> list[DemoTurn]:
+    """The demo's spoken turns on one conversation; with ``stages`` (stt, llm, tts addresses) each
+    question is then also asked the sequential way."""
     speaker = QuestionSpeaker(tts_address)
     voice = await speaker.choose_voice()
     questions = [QUESTIONS[i % len(QUESTIONS)] for i in range(ns.turns)]
@@ -50,13 +73,27 @@ async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out
                             llm_providers=[p for p in ns.llm_providers.split(",") if p],
                             no_cache=not ns.cache)
     turns: list[DemoTurn] = []
-    async with Conversation(address, config) as conversation:
-        for number, (question, clip) in enumerate(zip(questions, clips, strict=True), start=1):
-            result = await conversation.turn(audio=clip)
-            turns.append(DemoTurn(question, result))
-            out.write(describe_turn(number, question, result))
-            out.flush()
+    sequential = sequential_client(stages, ns) if stages else None
+    try:
+        async with Conversation(address, config) as conversation:
+            for number, (question, clip) in enumerate(zip(questions, clips, strict=True), start=1):
+                result = await conversation.turn(audio=clip)
+                turn = DemoTurn(question, result)
+                turns.append(turn)
+                out.write(describe_turn(number, question, result))
+                if sequential is not None:
+                    turn.sequential, _ = await sequential.turn(clip)
+                    out.write(describe_sequential(turn.sequential))
+                out.flush()
+    finally:
+        if sequential is not None:
+            await sequential.close()
     return turns
+
+
+def describe_sequential(m: dict[str, float]) -> str:
+    return (f"        sequential: first audio {m['time_to_first_audio_ms']:.0f} ms (STT "
+            f"{m['stt_ms']:.0f}, whole reply {m['llm_total_ms']:.0f}, TTS of it {m['tts_total_ms']:.0f})\n")
 
 
 def describe_turn(number: int, question: str, result: TurnResult) -> str:
@@ -74,7 +111,8 @@ def describe_turn(number: int, question: str, result: TurnResult) -> str:
 
 
 async def _play_until_stopped(address: str, tts_address: str, ns: argparse.Namespace, out: TextIO,
-                              stop: StopRequest) -> list[DemoTurn] | None:
+                              stop: StopRequest, stages: dict[str, str] | None = None,
+                              ) -> list[DemoTurn] | None:
     """The turns, or None when a stop was requested first (the turn in flight is cancelled)."""
     loop = asyncio.get_running_loop()
     stopped = asyncio.Event()
@@ -83,7 +121,7 @@ async def _play_until_stopped(address: str, tts_address: str, ns: argparse.Names
         loop.call_soon_threadsafe(stopped.set)
 
     stop.on_set(wake)
-    play = asyncio.create_task(play_turns(address, tts_address, ns, out), name="demo-turns")
+    play = asyncio.create_task(play_turns(address, tts_address, ns, out, stages), name="demo-turns")
     watch = asyncio.create_task(stopped.wait(), name="demo-stop-watch")
     try:
         done, _ = await asyncio.wait({play, watch}, return_when=asyncio.FIRST_COMPLETED)
@@ -104,6 +142,32 @@ def build_table(turns: list[DemoTurn], target_ms: float) -> LatencyTable:
         label = str(number) if status == "COMPLETED" else f"{number} ({status.lower()})"
         table.add(LatencyRow.from_metrics(label, turn.result.metrics))
     return table
+
+
+def build_sequential_table(turns: list[DemoTurn], target_ms: float) -> LatencyTable | None:
+    """The sequential figures of the same questions (TTS column: the whole reply), or None."""
+    if not any(t.sequential for t in turns):
+        return None
+    table = LatencyTable(target_ms=target_ms)
+    for number, turn in enumerate(turns, start=1):
+        if turn.sequential:
+            table.add(LatencyRow.from_metrics(str(number), {
+                **turn.sequential, "tts_first_audio_ms": turn.sequential["tts_total_ms"]}))
+    return table
+
+
+def comparison_line(turns: list[DemoTurn]) -> str:
+    """Mean time to first audio, streamed vs sequential, over the turns both completed."""
+    pairs = [(LatencyRow.from_metrics("", t.result.metrics).time_to_first_audio_ms,
+              t.sequential["time_to_first_audio_ms"]) for t in turns
+             if t.sequential and t.result.status == "COMPLETED"]
+    pairs = [(a, b) for a, b in pairs if math.isfinite(a) and math.isfinite(b)]
+    if not pairs:
+        return "streamed vs sequential: no turn completed both ways"
+    streamed = sum(a for a, _ in pairs) / len(pairs)
+    sequential = sum(b for _, b in pairs) / len(pairs)
+    return (f"first audio, mean of {len(pairs)} turns on this machine and these engines: streamed "
+            f"{streamed:.0f} ms, sequential {sequential:.0f} ms ({sequential / streamed:.2f}x sooner)")
 
 
 def run_demo(ns: argparse.Namespace) -> int:
@@ -128,8 +192,10 @@ def run_demo(ns: argparse.Namespace) -> int:
             return started
         err.write(f"voxline demo: all services SERVING after {stack.progress().elapsed_s:.1f} s\n")
         try:
+            stages = ({s: stack.address(s) for s in ("stt", "llm", "tts")} if ns.sequential
+                      else None)
             turns = asyncio.run(_play_until_stopped(stack.address("orchestrator"), stack.address("tts"),
-                                                    ns, out, cancel))
+                                                    ns, out, cancel, stages))
         except grpc.aio.AioRpcError as exc:
             err.write(f"voxline demo: {describe_rpc_error(exc, stack.address('orchestrator'))}\n")
             code = 1
@@ -152,7 +218,13 @@ def run_demo(ns: argparse.Namespace) -> int:
     out.write("\n" + table.render(
         f"voxline demo: {len(turns)} spoken turns on the offline defaults; a run passes when its "
         f"time to first audio is under {ns.target_ms:g} ms") + "\n\n")
-    out.write(render_baseline() + "\n")
+    sequential = build_sequential_table(turns, ns.target_ms)
+    if sequential is not None:
+        out.write(sequential.render(
+            "the same questions the sequential way on the same machine and engines: STT, then the "
+            "whole LLM reply, then TTS of all of it (TTS column: the whole reply; first audio = total; "
+            "no conversation history)") + "\n\n" + comparison_line(turns) + "\n\n")
+    out.write("for reference, on another machine:\n" + render_baseline() + "\n")
     if ns.span_file is not None:
         out.write(f"\nspans: {ns.span_file} (try: voxline report {ns.span_file} --png turn.png)\n")
     if any(t.result.status != "COMPLETED" for t in turns):
