@@ -18,9 +18,10 @@ Paths:
 
 Two STT engines (``--stt``): ``whisper``, the packaged Whisper base on this CPU (about a second per
 transcription here, so every path is STT-bound), and ``baseline``, the same servicer, Silero VAD and
-Smart Turn with Whisper replaced by a transcriber of the baseline's in-memory STT cost (25 ms on its
-GPU; the "transcript" names the seconds of voiced audio, so the same audio gives the same text):
-what the turn-taking changes when the recogniser is as fast as the baseline's.
+Smart Turn with Whisper replaced by a stand-in transcriber that costs the baseline's in-memory STT
+time (25 ms a call on its RTX 4090: GPU-class, NOT this CPU's Whisper; the "transcript" names the
+seconds of voiced audio, so the same audio gives the same text): what the turn-taking changes when
+the recogniser is as fast as the baseline's.
 
 Per path: mean and p95, turns split (a sentence answered as more than one turn), replies spoken
 early (reply audio before the user finished), speculation starts/hits/misses and tokens wasted.
@@ -31,7 +32,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import dataclasses
-import importlib
 import json
 import statistics
 import sys
@@ -41,7 +41,6 @@ from typing import Any
 import grpc
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[1]
 TITLE = "7. End of speech to first audio, microphone-paced (turn-taking)"
 PATHS: tuple[str, ...] = ("energy-600", "turn-taking", "turn-taking+speculation", "oracle")
 #: Fake stage latencies, from the baseline (DESIGN.md): the LLM's first token, then its deltas;
@@ -53,10 +52,20 @@ REPLY = ["Sure, ", "here is ", "what I ", "found for you. ", "It should ", "help
 LEAD_S, TRAIL_S, PAUSE_S, SNR_DB = 0.5, 2.5, 0.7, 30.0
 #: The baseline's STT cost (in memory, RTX 4090), for ``--stt baseline``.
 BASELINE_STT_S = 0.025
-#: (sentence, where its pause goes, seconds into the speech): both judged incomplete there.
+#: (sentence, where its pause goes: the word gap nearest this many seconds into the speech). The
+#: pauses were placed where the sentence is unfinished, by its words, and not by what Smart Turn says
+#: there: after "ask" (1), "like" (2), "drive from" (3), "remind me to" (4), "Main Street" (5),
+#: "my sister" (6: no gap after "saying that", the nearest is after "sister", where the words so far
+#: are a complete command), "near the" (7), "relaxing music" (8). Every sentence is reported.
 SENTENCES = (
     ("Please call Stella and ask her to bring these things with her from the store.", 1.4),
     ("I would like to know what the weather will be like tomorrow morning in London.", 1.76),
+    ("Could you tell me how long it takes to drive from Boston to New York City?", 1.84),
+    ("Set a timer for twenty minutes and remind me to take the bread out of the oven.", 2.26),
+    ("What time does the pharmacy on Main Street close on Saturday evenings?", 1.52),
+    ("Send a message to my sister saying that I will be late for dinner tonight.", 1.88),
+    ("Can you find a good Italian restaurant near the train station for four people?", 2.08),
+    ("Play some relaxing music in the living room while I cook dinner.", 1.98),
 )
 
 
@@ -96,14 +105,9 @@ class PathFigures:
 
 
 def make_clips() -> list[Clip]:
-    sys.path.insert(0, str(ROOT / "tests"))
-    speech: Any = importlib.import_module("speech")  # the tests' Piper helpers (tests/speech.py)
-
     from voxline.cli.realtime import last_voiced_s
     from voxline.common.audio import float_to_pcm16, resample
-
-    add_noise, english_speech, speech_with_pause = (speech.add_noise, speech.english_speech,
-                                                    speech.speech_with_pause)
+    from voxline.testing.speech import add_noise, english_speech, speech_with_pause
 
     clips = []
     rate = 16_000
@@ -300,11 +304,13 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
         "stt": stt,
         "setup": ("real STT servicer ("
                   + ("Whisper base int8 on this CPU" if stt == "whisper" else
-                     f"a transcriber of the baseline's {BASELINE_STT_S * 1000:.0f} ms cost, not Whisper")
+                     f"NOT Whisper: a stand-in transcriber costing {BASELINE_STT_S * 1000:.0f} ms a call, "
+                     "the baseline's STT cost on its GPU (RTX 4090)")
                   + f", Silero VAD, Smart Turn v3.2), real "
                   f"orchestrator, fake LLM (first token {LLM_FIRST_TOKEN_S * 1000:.0f} ms, then "
                   f"{len(REPLY) - 1} deltas {LLM_DELTA_S * 1000:.0f} ms apart) and fake TTS (first audio "
-                  f"{TTS_FIRST_AUDIO_S * 1000:.0f} ms), one process; {len(clips)} clips (2 sentences, whole "
+                  f"{TTS_FIRST_AUDIO_S * 1000:.0f} ms), one process; {len(clips)} clips "
+                  f"({len(clips) // 2} sentences, whole "
                   f"and with a {PAUSE_S * 1000:.0f} ms pause, white noise at {SNR_DB:.0f} dB SNR), {runs} "
                   "run(s) per clip and path, paths interleaved"
                   + ("; SMOKE: fake STT, figures meaningless" if smoke else "")),
@@ -357,8 +363,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--smoke", action="store_true", help="fake STT (seconds; figures meaningless)")
     parser.add_argument("--json", type=Path, default=None, help="also write the figures here")
     parser.add_argument("--stt", choices=("whisper", "baseline"), default="whisper",
-                        help="whisper: Whisper base on this CPU; baseline: a transcriber of the baseline's "
-                             "25 ms cost (VAD and Smart Turn stay real) [default: whisper]")
+                        help="whisper: Whisper base on this CPU; baseline: a stand-in transcriber costing "
+                             "the baseline's 25 ms GPU (RTX 4090) STT time, not Whisper (VAD and Smart Turn "
+                             "stay real) [default: whisper]")
     ns = parser.parse_args(argv)
     result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt))
     print(result["setup"])
