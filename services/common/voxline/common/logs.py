@@ -33,6 +33,11 @@ class _Formatter(logging.Formatter):
         return line
 
 
+#: Libraries that log at INFO on every request (faster-whisper: "Processing audio with duration
+#: ..."): the service logs its own line per request, so theirs show only at DEBUG.
+CHATTY_LOGGERS = ("faster_whisper",)
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send all logs to stderr in the chosen format (idempotent)."""
     root = logging.getLogger()
@@ -42,3 +47,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     handler.setFormatter(_Formatter(as_json=fmt == "json"))
     root.addHandler(handler)
     root.setLevel(level)
+    quiet = logging.NOTSET if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
+    for name in CHATTY_LOGGERS:
+        logging.getLogger(name).setLevel(quiet)

