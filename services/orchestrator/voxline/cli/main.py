@@ -1,4 +1,4 @@
-"""The ``voxline`` command: up, talk, demo, voices, report."""
+"""The ``voxline`` command: up, talk, demo, voices, sample, report."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ from collections.abc import Callable, Sequence
 
 from voxline.cli.demo import add_demo_options, run_demo
 from voxline.cli.report import add_report_options, run_report
+from voxline.cli.sample import add_sample_options, run_sample
 from voxline.cli.talk import add_talk_options, run_talk
 from voxline.cli.up import add_stack_options, run_up
 from voxline.cli.voices import add_voices_options, run_voices
@@ -53,6 +54,13 @@ def build_parser() -> argparse.ArgumentParser:
                     "language, engine and sample rate; the default voice first.")
     add_voices_options(voices)
     voices.set_defaults(run=run_voices)
+
+    sample = commands.add_parser(
+        "sample", help="write a spoken question (question.wav) with a running TTS service",
+        description="Synthesise a question with the TTS service's most natural English voice and write "
+                    "it as a WAV file, for `voxline talk` and the README's grpcurl examples.")
+    add_sample_options(sample)
+    sample.set_defaults(run=run_sample)
 
     report = commands.add_parser(
         "report", help="latency table and waterfall picture from a span file",

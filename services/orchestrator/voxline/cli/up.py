@@ -260,6 +260,7 @@ def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | Non
         out.write("voxline is up:\n")
         for stage, address in stack.endpoints().items():
             out.write(f"  {stage:<13} {address}\n")
+        out.write(f"a question:   voxline sample -o question.wav --address {stack.address('tts')}\n")
         out.write(f"talk to it:   voxline talk question.wav -o reply.wav "
                   f"--address {stack.address('orchestrator')}\n")
         if viewer is not None:
