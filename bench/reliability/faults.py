@@ -97,8 +97,9 @@ async def provider_faults(matrix: Matrix, per_fault: int) -> None:
 
 
 async def stage_kill(matrix: Matrix, stack: Any, log_dir: Path, kills_per_stage: int) -> None:
-    """Kill each fake stage right after a turn starts (before any reply output), restart it on its
-    port, and check that the same stream serves the next turn."""
+    """Kill each fake stage right after a turn starts (before any reply output) and restart it on its
+    port at once, as a supervisor (voxline up, Kubernetes) would; the killed turn waits for the stage
+    (--stage-retry-wait-s) and completes, and the same stream serves the next turn."""
     address = stack.address("orchestrator")
     async with grpc.aio.insecure_channel(address) as channel:
         for stage in ("stt", "llm", "tts"):
@@ -110,10 +111,17 @@ async def stage_kill(matrix: Matrix, stack: Any, log_dir: Path, kills_per_stage:
                     port = process.port
                     await session.send_turn(audio_s=0.5 if stage == "stt" else 0.0)
                     process.proc.kill()
-                    killed = await session.read_turn(timeout_s=30)
-                    await asyncio.to_thread(process.stop, signal.SIGKILL, 5.0)
-                    stack.stack.services[stage] = await asyncio.to_thread(
-                        procs.fake_stage, stage, log_dir, port, f"fake-{stage}-{attempt + 1}")
+
+                    def restart(process: Any = process, stage: str = stage, port: int = port,
+                                attempt: int = attempt) -> Any:
+                        process.stop(signal.SIGKILL, 5.0)
+                        return procs.fake_stage(stage, log_dir, port, f"fake-{stage}-{attempt + 1}")
+
+                    restarted = asyncio.ensure_future(asyncio.to_thread(restart))
+                    try:
+                        killed = await session.read_turn(timeout_s=30)
+                    finally:
+                        stack.stack.services[stage] = await restarted
                     after = await session.turn(audio_s=0.5 if stage == "stt" else 0.0, timeout_s=30)
                     lost = int(killed.status != COMPLETED and not killed.first_output)
                     lost += int(after.status != COMPLETED)

@@ -26,6 +26,7 @@ async def start_orchestrator(stt: str, llm: str, tts: str, **overrides: Any) -> 
         deadlines=overrides.pop("deadlines", Deadlines(
             stt_s=5, llm_ttft_s=5, llm_total_s=10, tts_s=5, control_s=2)),
         stage_wait_s=overrides.pop("stage_wait_s", 0.0),  # tests with stages down start at once
+        stage_retry_wait_s=overrides.pop("stage_retry_wait_s", 0.0),  # ...and fail at once
         **overrides,
     )
     running = await start_server(build_spec(config), ServerConfig(port=0))

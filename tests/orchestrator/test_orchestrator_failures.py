@@ -110,6 +110,34 @@ async def test_stage_down_fails_the_turn_and_the_session_survives(channel: grpc.
     assert back.audio
 
 
+@pytest.mark.parametrize("stage", ["stt", "llm", "tts"])
+async def test_a_stage_restarted_while_a_turn_waits_loses_no_turn(fakes: FakeStack, stage: str) -> None:
+    # The stage dies before the turn reaches it, and its supervisor brings it back while the turn
+    # waits (--stage-retry-wait-s): the turn completes, only later.
+    running = await start_orchestrator(fakes.stt.address, fakes.llm.address, fakes.tts.address,
+                                       stage_retry_wait_s=8.0)
+    server = {"stt": fakes.stt, "llm": fakes.llm, "tts": fakes.tts}[stage]
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            conv = converse(channel)
+            await conv.send_config(settings(input_format=PCM16K))
+            await conv.send_audio(tone_pcm(0.3))
+            await server.stop()
+
+            async def restart() -> None:
+                await asyncio.sleep(0.5)  # a supervisor's restart, while the turn waits
+                await server.start(port=server.port)
+
+            restarting = asyncio.create_task(restart())
+            await conv.send_end_of_utterance()
+            turn = await read_turn(conv)
+            await restarting
+            assert turn.metrics.status == voice_pb2.COMPLETED, turn.metrics.error
+            assert turn.audio
+    finally:
+        await running.stop(0)
+
+
 @pytest.mark.parametrize("stage", ["stt", "tts"])
 async def test_stt_or_tts_down_names_the_stage(channel: grpc.aio.Channel, fakes: FakeStack,
                                                stage: str) -> None:

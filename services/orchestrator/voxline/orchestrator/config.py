@@ -73,6 +73,10 @@ class OrchestratorConfig:
     unread_timeout_s: float = 30.0
     #: At start-up, wait this long for every stage to report SERVING before turning SERVING.
     stage_wait_s: float = 30.0
+    #: A stage call that failed as UNAVAILABLE before any output is retried once; the retry waits
+    #: up to this long (within the stage's deadline) for a replica to be ready, so a stage being
+    #: restarted (voxline up, Kubernetes) costs the turn a delay, not the turn. 0: no waiting.
+    stage_retry_wait_s: float = 10.0
     #: Sentences waiting for TTS while the LLM keeps writing (backpressure beyond that).
     sentence_queue: int = 8
     #: The first piece of a reply may end at a clause (, ; :) once it has this many characters, so
@@ -122,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
            type=float, help="a stream whose buffer stays full this long ends (RESOURCE_EXHAUSTED)")
     option(turn, "--stage-wait-s", env=_ENV + "STAGE_WAIT_S", default=d.stage_wait_s, type=float,
            help="at start-up, wait up to this long for the stages to be SERVING")
+    option(turn, "--stage-retry-wait-s", env=_ENV + "STAGE_RETRY_WAIT_S",
+           default=d.stage_retry_wait_s, type=float,
+           help="a stage call that failed as UNAVAILABLE before any output is retried once, waiting "
+           "up to this long (within the stage's deadline) for the stage to be back; 0: no wait")
     option(turn, "--sentence-queue", env=_ENV + "SENTENCE_QUEUE", default=d.sentence_queue, type=int,
            help="sentences buffered between the LLM and TTS")
     option(turn, "--first-clause-chars", env=_ENV + "FIRST_CLAUSE_CHARS", default=d.first_clause_chars,
@@ -166,9 +174,9 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
     if ns.max_history_turns < 0:
         raise ConfigError("--max-history-turns must be >= 0")
     if ns.max_history_chars < 0 or ns.max_unread_kb < 64 or ns.unread_timeout_s <= 0 \
-            or ns.stage_wait_s < 0:
+            or ns.stage_wait_s < 0 or ns.stage_retry_wait_s < 0:
         raise ConfigError("--max-history-chars must be >= 0, --max-unread-kb >= 64, "
-                          "--unread-timeout-s > 0 and --stage-wait-s >= 0")
+                          "--unread-timeout-s > 0, --stage-wait-s >= 0 and --stage-retry-wait-s >= 0")
     if ns.sentence_queue < 1:
         raise ConfigError("--sentence-queue must be >= 1")
     if ns.first_clause_chars < 0:
@@ -194,6 +202,7 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         max_unread_bytes=ns.max_unread_kb * 1024,
         unread_timeout_s=ns.unread_timeout_s,
         stage_wait_s=ns.stage_wait_s,
+        stage_retry_wait_s=ns.stage_retry_wait_s,
         sentence_queue=ns.sentence_queue,
         first_clause_chars=ns.first_clause_chars,
         vad_silence_ms=ns.vad_silence_ms,

@@ -12,9 +12,12 @@ barge-in reaches the service (its handler sees the cancellation). Consume them w
 A stage may have several replicas (``voxline.orchestrator.balancing``): each channel balances its
 calls ``round_robin``. A call that fails with UNAVAILABLE before it produced any output is tried
 once more, within the same deadline, on the next ready replica (a replica that is gone has left the
-rotation): STT of a whole utterance, an LLM reply before its first token, one sentence's TTS before
-its first audio, ListVoices. A half-streamed reply or sentence is never retried (the user would hear
-it twice), nor the Listen stream (its turn state lives in one replica).
+rotation) — or, with one replica, on that stage once it is back: the retry waits for a ready
+replica up to ``--stage-retry-wait-s`` (within the deadline), so a stage restarted by its supervisor
+delays the turn instead of failing it. Retried: STT of a whole utterance, an LLM reply before its
+first token, one sentence's TTS before its first audio, ListVoices. A half-streamed reply or
+sentence is never retried (the user would hear it twice). The Listen stream is reopened and
+replayed by the turn-taker instead (its turn state lives in one replica).
 """
 
 from __future__ import annotations
@@ -98,9 +101,10 @@ class StageChannel:
     """
 
     def __init__(self, stage: str, address: str, *, tls_ca: bytes | None = None,
-                 token: str = "") -> None:
+                 token: str = "", retry_wait_s: float = 0.0) -> None:
         self.stage = stage
         self.address = address
+        self.retry_wait_s = retry_wait_s
         self._tls_ca = tls_ca
         #: Call metadata carrying the bearer token (empty without one); pass it on every call.
         self.metadata: tuple[tuple[str, str], ...] = (
@@ -129,14 +133,28 @@ class StageChannel:
             await self._retired.close()
         self._retired, self._channel = self._channel, self._new_channel()
 
-    async def retry_after(self, exc: grpc.aio.AioRpcError, attempt: int) -> bool:
+    def call_options(self, deadline: _Deadline, attempt: int) -> dict[str, Any]:
+        """Timeout and readiness for try ``attempt``: the first fails at once when no replica is
+        up; the retry, made once a replica is ready, rides out a brief disconnection."""
+        return {"timeout": deadline.left(), "wait_for_ready": attempt > 1 and self.retry_wait_s > 0}
+
+    async def retry_after(self, exc: grpc.aio.AioRpcError, attempt: int, deadline: _Deadline) -> bool:
         """Whether a call that failed with ``exc`` before producing any output is tried again: on
-        UNAVAILABLE (a replica gone or going), once. The channel is recovered first."""
+        UNAVAILABLE (a replica gone or going), once, when a replica is ready — another one, or this
+        one back from a restart — within ``retry_wait_s`` and the deadline."""
         if attempt >= ATTEMPTS or exc.code() not in RETRYABLE:
             return False
         await self.recover()
-        record_stage_retry(self.stage)
         await asyncio.sleep(RETRY_BACKOFF_S)
+        if self.retry_wait_s > 0:
+            try:
+                async with asyncio.timeout(max(0.0, min(self.retry_wait_s, deadline.left()))):
+                    await self.channel.channel_ready()
+            except TimeoutError:
+                log.warning("stage not back in time; the call fails", extra={
+                    "stage": self.stage, "address": self.address, "waited_s": self.retry_wait_s})
+                return False
+        record_stage_retry(self.stage)
         log.warning("stage call retried", extra={"stage": self.stage, "address": self.address,
                                                  "code": exc.code().name, "reason": exc.details()})
         return True
@@ -191,9 +209,10 @@ class GrpcStages:
                   if config.stage_tls_ca else None)
         token = (read_token_file(config.stage_auth_token_file, "--stage-auth-token-file")
                  if config.stage_auth_token_file else "")
-        self.stt = StageChannel("stt", config.stt_address, tls_ca=tls_ca, token=token)
-        self.llm = StageChannel("llm", config.llm_address, tls_ca=tls_ca, token=token)
-        self.tts = StageChannel("tts", config.tts_address, tls_ca=tls_ca, token=token)
+        wait = config.stage_retry_wait_s
+        self.stt = StageChannel("stt", config.stt_address, tls_ca=tls_ca, token=token, retry_wait_s=wait)
+        self.llm = StageChannel("llm", config.llm_address, tls_ca=tls_ca, token=token, retry_wait_s=wait)
+        self.tts = StageChannel("tts", config.tts_address, tls_ca=tls_ca, token=token, retry_wait_s=wait)
         self.deadlines: Deadlines = config.deadlines
 
     async def health(self) -> list[StageHealth]:
@@ -216,11 +235,11 @@ class GrpcStages:
         while True:
             stub = stt_pb2_grpc.SpeechToTextStub(self.stt.channel)
             try:
-                reply = await stub.Transcribe(request, timeout=deadline.left(), wait_for_ready=False,
-                                              metadata=self.stt.metadata)
+                reply = await stub.Transcribe(request, metadata=self.stt.metadata,
+                                              **self.stt.call_options(deadline, attempt))
                 break
             except grpc.aio.AioRpcError as exc:
-                if await self.stt.retry_after(exc, attempt):
+                if await self.stt.retry_after(exc, attempt, deadline):
                     attempt += 1
                     continue
                 raise await self.stt.error(exc) from exc
@@ -240,7 +259,7 @@ class GrpcStages:
         attempt = 1
         while True:
             call = llm_pb2_grpc.LanguageModelStub(self.llm.channel).Generate(
-                request, timeout=total.left(), wait_for_ready=False, metadata=self.llm.metadata)
+                request, metadata=self.llm.metadata, **self.llm.call_options(total, attempt))
             produced = False
             try:
                 replies = call.__aiter__()
@@ -261,7 +280,7 @@ class GrpcStages:
                     first = await anext(replies, None)
                 return
             except grpc.aio.AioRpcError as exc:
-                if not produced and await self.llm.retry_after(exc, attempt):
+                if not produced and await self.llm.retry_after(exc, attempt, first_token):
                     attempt += 1
                     continue
                 raise await self.llm.error(exc) from exc
@@ -281,7 +300,7 @@ class GrpcStages:
         attempt = 1
         while True:
             call = tts_pb2_grpc.TextToSpeechStub(self.tts.channel).Synthesize(
-                request, timeout=deadline.left(), wait_for_ready=False, metadata=self.tts.metadata)
+                request, metadata=self.tts.metadata, **self.tts.call_options(deadline, attempt))
             spoken = False
             try:
                 async for reply in call:
@@ -303,7 +322,7 @@ class GrpcStages:
                         yield reply.audio.data
                 return
             except grpc.aio.AioRpcError as exc:
-                if not spoken and await self.tts.retry_after(exc, attempt):
+                if not spoken and await self.tts.retry_after(exc, attempt, deadline):
                     attempt += 1
                     continue
                 raise await self.tts.error(exc) from exc
@@ -317,11 +336,11 @@ class GrpcStages:
         while True:
             stub = tts_pb2_grpc.TextToSpeechStub(self.tts.channel)
             try:
-                reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(), timeout=deadline.left(),
-                                              wait_for_ready=False, metadata=self.tts.metadata)
+                reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(), metadata=self.tts.metadata,
+                                              **self.tts.call_options(deadline, attempt))
                 return [v.name for v in reply.voices]
             except grpc.aio.AioRpcError as exc:
-                if await self.tts.retry_after(exc, attempt):
+                if await self.tts.retry_after(exc, attempt, deadline):
                     attempt += 1
                     continue
                 raise await self.tts.error(exc) from exc
