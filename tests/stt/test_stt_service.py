@@ -163,6 +163,9 @@ BAD_REQUESTS = {
         audio=bytes(3201), config=stt_pb2.RecognitionConfig(format=pcm_format())), INVALID, "whole number"),
     "unknown language": (lambda: stt_pb2.TranscribeRequest(
         audio=_wav(), config=stt_pb2.RecognitionConfig(language="klingon")), INVALID, "language"),
+    "a 10 KB language (the error quotes 60 characters of it)": (lambda: stt_pb2.TranscribeRequest(
+        audio=_wav(), config=stt_pb2.RecognitionConfig(language="x" * 10_000)), INVALID,
+        "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx…(10002 chars)"),
     "beam too large": (lambda: stt_pb2.TranscribeRequest(
         audio=_wav(), config=stt_pb2.RecognitionConfig(beam_size=99)), INVALID, "beam_size"),
     "audio too long": (lambda: stt_pb2.TranscribeRequest(

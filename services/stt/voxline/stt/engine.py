@@ -19,7 +19,7 @@ import numpy as np
 
 from voxline.common.admission import AdmissionGate
 from voxline.common.audio import WHISPER_RATE, decode
-from voxline.common.errors import InvalidInput, NotConfigured, NotReady
+from voxline.common.errors import InvalidInput, NotConfigured, NotReady, clip
 from voxline.stt.config import MAX_BEAM_SIZE, EngineSettings
 from voxline.stt.models import resolve_model
 
@@ -170,7 +170,7 @@ class WhisperTranscriber:
         # "en-US" → "en": Whisper knows languages, not regions
         language = options.language.strip().lower().split("-")[0] or self._settings.language
         if language and language not in self._languages:
-            raise InvalidInput(f"unsupported language {language!r} for this model")
+            raise InvalidInput(f"unsupported language {clip(language)} for this model")
         beam = options.beam_size or self._settings.beam_size
         if not 1 <= beam <= MAX_BEAM_SIZE:
             raise InvalidInput(f"beam_size must be 0 (server default) or 1..{MAX_BEAM_SIZE}, got {beam}")
