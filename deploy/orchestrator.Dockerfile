@@ -1,5 +1,6 @@
 # voxline orchestrator: the VoiceAssistant.Converse stream chaining stt, llm and tts.
-# Built by docker-compose.yml with the build context services/ (only the service packages are sent):
+# Built by docker-compose.yml from the repository root; orchestrator.Dockerfile.dockerignore sends
+# only constraints.txt and the two packages it installs:
 #   docker compose build orchestrator
 FROM python:3.11-slim
 
@@ -9,9 +10,11 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /opt/voxline
-COPY common/ common/
-COPY orchestrator/ orchestrator/
-RUN pip install ./common ./orchestrator \
+# Every install within constraints.txt: the versions the project was tested with.
+COPY constraints.txt ./
+COPY services/common/ common/
+COPY services/orchestrator/ orchestrator/
+RUN pip install -c constraints.txt ./common ./orchestrator \
  && useradd --system --create-home --uid 10001 voxline
 
 USER voxline

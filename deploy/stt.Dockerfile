@@ -1,5 +1,6 @@
 # voxline STT service: faster-whisper on CTranslate2, no torch.
-# Built by docker-compose.yml with the build context services/ (only the service packages are sent):
+# Built by docker-compose.yml from the repository root; stt.Dockerfile.dockerignore sends only
+# constraints.txt and the two packages it installs:
 #   docker compose build stt
 # GPU: docker-compose.gpu.yml sets CUDA_LIBS so CTranslate2 finds cuBLAS and cuDNN.
 FROM python:3.11-slim
@@ -13,18 +14,23 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
 ARG CUDA_LIBS=""
 
 WORKDIR /opt/voxline
-COPY common/ common/
-COPY stt/ stt/
+# Every install within constraints.txt: the versions the project was tested with.
+COPY constraints.txt ./
+COPY services/common/ common/
+COPY services/stt/ stt/
 # pipecat-ai only for the Smart Turn v3 ONNX file inside it (never imported): no dependencies.
-RUN pip install ./common ./stt \
- && pip install --no-deps pipecat-ai==1.14.0 \
- && if [ -n "$CUDA_LIBS" ]; then pip install $CUDA_LIBS; fi \
- && useradd --system --create-home --uid 10001 voxline
+# /var/cache/voxline: the joined Whisper model, kept in the compose file's named volume.
+RUN pip install -c constraints.txt ./common ./stt \
+ && pip install -c constraints.txt --no-deps pipecat-ai \
+ && if [ -n "$CUDA_LIBS" ]; then pip install -c constraints.txt $CUDA_LIBS; fi \
+ && useradd --system --create-home --uid 10001 voxline \
+ && install -d -o voxline /var/cache/voxline
 # Where the pip-installed CUDA libraries land (absent, and ignored, in the CPU image).
 ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib
 
 USER voxline
 ENV VOXLINE_STT_HOST=0.0.0.0 \
-    VOXLINE_STT_PORT=50051
+    VOXLINE_STT_PORT=50051 \
+    VOXLINE_CACHE_DIR=/var/cache/voxline
 EXPOSE 50051
 CMD ["python", "-m", "voxline.stt"]

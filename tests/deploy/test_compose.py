@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import re
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from common.tls_certs import Certs, make_certs
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,9 +48,8 @@ def test_services_and_jaeger(compose: dict[str, Any]) -> None:
 def test_each_voxline_service(compose: dict[str, Any], stage: str) -> None:
     service = compose["services"][stage]
     port = PORTS[stage]
-    assert service["build"] == {"context": "./services", "dockerfile": f"../deploy/{stage}.Dockerfile"}
-    dockerfile = (ROOT / "services" / service["build"]["dockerfile"]).resolve()
-    assert dockerfile == ROOT / "deploy" / f"{stage}.Dockerfile"
+    assert service["build"] == {"context": ".", "dockerfile": f"deploy/{stage}.Dockerfile"}
+    assert (ROOT / service["build"]["dockerfile"]).is_file()
     assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
     env = service["environment"]
     assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
@@ -56,9 +57,15 @@ def test_each_voxline_service(compose: dict[str, Any], stage: str) -> None:
     assert env[f"VOXLINE_{stage.upper()}_HOST"] == "0.0.0.0"
     assert env[f"VOXLINE_{stage.upper()}_PORT"] == str(port)
     test = service["healthcheck"]["test"]
-    assert test[:3] == ["CMD", "python", "-c"] and test[4] == str(port)
-    assert "grpc_health" in test[3]
+    assert test == ["CMD", "python", "-m", "voxline.common.health_probe", str(port), stage]
     assert re.fullmatch(r"\d+s", service["healthcheck"]["start_period"])
+    # Model caches survive restarts and rebuilds: one named volume where each image keeps them.
+    volumes = service.get("volumes", [])
+    if stage == "orchestrator":
+        assert volumes == []
+    else:
+        assert volumes == ["model-cache:/var/cache/voxline"]
+        assert "model-cache" in compose["volumes"]
 
 
 def test_keys_from_the_environment_and_the_orchestrator_wiring(compose: dict[str, Any]) -> None:
@@ -74,14 +81,18 @@ def test_keys_from_the_environment_and_the_orchestrator_wiring(compose: dict[str
     assert not re.search(r"(gsk_|csk-)[A-Za-z0-9]{8,}", text), "an API key is committed"
 
 
-def test_gpu_override_reserves_a_gpu_for_stt_and_tts_only() -> None:
+def test_gpu_override_gives_the_gpu_to_the_model_services_only() -> None:
     services = load("docker-compose.gpu.yml")["services"]
-    assert set(services) == {"stt", "tts"}
+    assert set(services) == {"stt", "llm", "tts"}  # not the orchestrator: it runs no model
     for service in services.values():
         (device,) = service["deploy"]["resources"]["reservations"]["devices"]
         assert device["driver"] == "nvidia" and device["capabilities"] == ["gpu"]
     assert services["stt"]["environment"]["VOXLINE_STT_DEVICE"] == "cuda"
     assert services["tts"]["environment"]["VOXLINE_TTS_VITS_DEVICE"] == "cuda"
+    # The local LLM: a CUDA torch build and the cuda device, which VOXLINE_LLM_LOCAL_DEVICE=cpu undoes.
+    assert services["llm"]["environment"]["VOXLINE_LLM_LOCAL_DEVICE"] == "${VOXLINE_LLM_LOCAL_DEVICE:-cuda}"
+    for stage in ("llm", "tts"):
+        assert services[stage]["build"]["args"]["TORCH_INDEX_URL"].startswith("${TORCH_CUDA_INDEX_URL:-")
 
 
 def test_env_names_used_are_real_service_options() -> None:
@@ -89,7 +100,8 @@ def test_env_names_used_are_real_service_options() -> None:
     names = {
         "orchestrator": ["VOXLINE_ORCHESTRATOR_STT", "VOXLINE_ORCHESTRATOR_LLM", "VOXLINE_ORCHESTRATOR_TTS",
                          "VOXLINE_ORCHESTRATOR_HOST", "VOXLINE_ORCHESTRATOR_PORT"],
-        "stt": ["VOXLINE_STT_DEVICE", "VOXLINE_STT_HOST"],
+        "stt": ["VOXLINE_STT_DEVICE", "VOXLINE_STT_HOST", "VOXLINE_CACHE_DIR"],
+        "llm": ["VOXLINE_LLM_LOCAL_DEVICE", "VOXLINE_LLM_LOCAL_CACHE_DIR", "VOXLINE_LLM_HOST"],
         "tts": ["VOXLINE_TTS_VITS_DEVICE", "VOXLINE_TTS_VITS_MODELS", "VOXLINE_TTS_ALLOW_DOWNLOADS"],
     }
     built = {stage: names for stage, names in names.items()
@@ -110,17 +122,28 @@ def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
     instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
     assert instructions[0] == "FROM python:3.11-slim"
-    copies = [line.split()[1] for line in instructions if line.startswith("COPY")]
-    assert copies == ["common/", f"{stage}/"]
-    assert f"pip install ./common ./{stage}" in text
+    copies = [line.split()[1:] for line in instructions if line.startswith("COPY")]
+    assert copies == [["constraints.txt", "./"], ["services/common/", "common/"],
+                      [f"services/{stage}/", f"{stage}/"]]
+    assert f"pip install -c constraints.txt ./common ./{stage}" in text
+    # Every pip install but torch's (--no-deps, from the torch index) is held to constraints.txt.
+    for line in instructions:
+        for command in line.split("pip install")[1:]:
+            assert "-c constraints.txt" in command or "--no-deps --index-url" in command, line
     for other in set(PORTS) - {stage}:
         assert f"./{other}" not in text and f" {other}/" not in text
+    # The build context is the repository root: the Dockerfile's own ignore file sends only these.
+    ignore = (ROOT / "deploy" / f"{stage}.Dockerfile.dockerignore").read_text().split("\n")
+    patterns = [line for line in ignore if line and not line.startswith("#")]
+    assert patterns[0] == "*"
+    assert [p for p in patterns if p.startswith("!")] == [
+        "!constraints.txt", "!services/common", f"!services/{stage}"]
     assert f'CMD ["python", "-m", "voxline.{stage}"]' in text
     assert f"EXPOSE {PORTS[stage]}" in text
     assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in text
     torch = [line for line in instructions if "torch" in line]
     if stage in ("llm", "tts"):
-        assert 'pip install --index-url "$TORCH_INDEX_URL" torch==2.13.0' in text
+        assert 'pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0' in text
         assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
     else:
         assert torch == [], f"the {stage} image must not install torch"
@@ -137,12 +160,15 @@ async def health_server() -> AsyncIterator[tuple[int, health.aio.HealthServicer]
     await server.stop(0)
 
 
-async def probe(compose: dict[str, Any], port: int) -> int:
-    """Run the compose health check command of the orchestrator, aimed at ``port``."""
+async def probe(compose: dict[str, Any], port: int, env: dict[str, str] | None = None,
+                name: str = "") -> int:
+    """Run the compose health check command of the orchestrator, aimed at ``port`` (and ``name``)."""
     test = compose["services"]["orchestrator"]["healthcheck"]["test"]
-    proc = await asyncio.create_subprocess_exec(sys.executable, test[2], test[3], str(port),
-                                                stdout=asyncio.subprocess.DEVNULL,
-                                                stderr=asyncio.subprocess.DEVNULL)
+    assert test[:2] == ["CMD", "python"]
+    args = [*test[2:-2], str(port), name or test[-1]]
+    proc = await asyncio.create_subprocess_exec(sys.executable, *args, stdout=asyncio.subprocess.DEVNULL,
+                                                stderr=asyncio.subprocess.DEVNULL,
+                                                env={**os.environ, **(env or {})})
     return await asyncio.wait_for(proc.wait(), 60)
 
 
@@ -153,6 +179,39 @@ async def test_the_health_probe_follows_grpc_health(
     assert await probe(compose, port) == 1
     await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     assert await probe(compose, port) == 0
+
+
+@pytest.fixture
+async def tls_health_server(tmp_path: Path) -> AsyncIterator[tuple[int, Certs]]:
+    """A SERVING health service on TLS that requires client certificates (mutual TLS)."""
+    certs = make_certs(tmp_path)
+    server = grpc.aio.server()
+    servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(servicer, server)
+    credentials = grpc.ssl_server_credentials(
+        [(certs.server_key.read_bytes(), certs.server_cert.read_bytes())],
+        root_certificates=certs.ca.read_bytes(), require_client_auth=True)
+    port = server.add_secure_port("127.0.0.1:0", credentials)
+    await server.start()
+    await servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    yield port, certs
+    await server.stop(0)
+
+
+async def test_the_health_probe_keeps_working_with_tls_on(
+        compose: dict[str, Any], tls_health_server: tuple[int, Certs]) -> None:
+    port, certs = tls_health_server
+    # What the service itself is given to turn TLS on (mutual: a client CA), plus the probe's own
+    # client certificate (the server certificate here is for serverAuth only).
+    env = {"VOXLINE_TLS_CERT": str(certs.server_cert), "VOXLINE_TLS_KEY": str(certs.server_key),
+           "VOXLINE_TLS_CLIENT_CA": str(certs.ca),
+           "VOXLINE_HEALTH_PROBE_TLS_CERT": str(certs.client_cert),
+           "VOXLINE_HEALTH_PROBE_TLS_KEY": str(certs.client_key)}
+    assert await probe(compose, port, env, name="localhost") == 0
+    assert await probe(compose, port) == 1  # a plaintext probe cannot talk to it
+    assert await probe(compose, port, env, name="not-in-the-certificate") == 1
+    no_client_cert = {k: v for k, v in env.items() if "PROBE" not in k}  # serverAuth-only cert shown
+    assert await probe(compose, port, no_client_cert, name="localhost") == 1
 
 
 async def test_the_health_probe_fails_when_nothing_listens(compose: dict[str, Any]) -> None:
