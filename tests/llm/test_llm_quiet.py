@@ -1,5 +1,6 @@
-"""The LLM service's log holds log records, not tqdm progress bars (issue 13 #11): loading the local
-model (converted copy or GGUF conversion) draws no bar."""
+"""A newcomer's LLM log (issue 13 #11): records, not tqdm progress bars, when the local model loads
+(converted copy or GGUF conversion); and no WARNING on the offline defaults, where the cloud
+providers simply have no key."""
 
 from __future__ import annotations
 
@@ -23,12 +24,14 @@ def test_gguf_conversion_bar_is_switched_off() -> None:
 
 
 @pytest.mark.slow
-def test_loading_the_local_model_draws_no_progress_bar(tmp_path: Path) -> None:
+def test_the_offline_defaults_start_without_bars_or_warnings(tmp_path: Path) -> None:
     log = tmp_path / "llm.log"
-    argv = [sys.executable, "-m", "voxline.llm", "--providers", "local", "--host", "127.0.0.1",
-            "--port", "0"]
-    with ServiceProcess("llm", argv, {"OTEL_TRACES_EXPORTER": "none"}, log_path=log) as llm:
+    argv = [sys.executable, "-m", "voxline.llm", "--host", "127.0.0.1", "--port", "0"]
+    env = {"OTEL_TRACES_EXPORTER": "none", "GROQ_API_KEY": "", "CEREBRAS_API_KEY": ""}
+    with ServiceProcess("llm", argv, env, log_path=log) as llm:
         llm.wait_serving(timeout=400)
     text = log.read_text()
     assert "local model ready" in text
     assert "it/s]" not in text and "%|" not in text, text[-2000:]
+    assert "INFO    voxline.llm.engine: provider unavailable provider=groq reason=no API key" in text
+    assert "WARNING" not in text, text[-2000:]

@@ -180,13 +180,16 @@ class LanguageModelEngine:
 
     def log_availability(self) -> None:
         """Say which providers can be used (never their keys)."""
+        # A provider without its key is how the offline defaults run: said at INFO while another
+        # provider of the chain can answer; a WARNING only when none can.
+        usable = any(self.providers[name].available for name in self.default_chain)
         for name in self.default_chain:
             provider = self.providers[name]
             if provider.available:
                 log.info("provider available", extra={"provider": name, "model": provider.model})
             else:
-                log.warning("provider unavailable",
-                            extra={"provider": name, "reason": provider.unavailable_reason})
+                log.log(logging.INFO if usable else logging.WARNING, "provider unavailable",
+                        extra={"provider": name, "reason": provider.unavailable_reason})
 
     async def warm_up(self) -> None:
         """Load what the chain's providers need (the local model: seconds)."""

@@ -82,7 +82,10 @@ async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out
                 turns.append(turn)
                 out.write(describe_turn(number, question, result))
                 if sequential is not None:
-                    turn.sequential, _ = await sequential.turn(clip)
+                    # The same history the conversation's LLM request carried (earlier turns).
+                    history = [(t.result.transcript, t.result.reply_text.strip()) for t in turns[:-1]
+                               if t.result.status == "COMPLETED"]
+                    turn.sequential, _ = await sequential.turn(clip, history)
                     out.write(describe_sequential(turn.sequential))
                 out.flush()
     finally:
@@ -167,7 +170,9 @@ def comparison_line(turns: list[DemoTurn]) -> str:
     streamed = sum(a for a, _ in pairs) / len(pairs)
     sequential = sum(b for _, b in pairs) / len(pairs)
     return (f"first audio, mean of {len(pairs)} turns on this machine and these engines: streamed "
-            f"{streamed:.0f} ms, sequential {sequential:.0f} ms ({sequential / streamed:.2f}x sooner)")
+            f"{streamed:.0f} ms, sequential {sequential:.0f} ms; sequential / streamed = "
+            f"{sequential / streamed:.2f} (above 1: streaming speaks sooner; a one-sentence reply "
+            f"cannot start before the LLM has finished it)")
 
 
 def run_demo(ns: argparse.Namespace) -> int:
@@ -222,8 +227,8 @@ def run_demo(ns: argparse.Namespace) -> int:
     if sequential is not None:
         out.write(sequential.render(
             "the same questions the sequential way on the same machine and engines: STT, then the "
-            "whole LLM reply, then TTS of all of it (TTS column: the whole reply; first audio = total; "
-            "no conversation history)") + "\n\n" + comparison_line(turns) + "\n\n")
+            "whole LLM reply, then TTS of all of it, with the same conversation history (TTS column: "
+            "the whole reply; first audio = total)") + "\n\n" + comparison_line(turns) + "\n\n")
     out.write("for reference, on another machine:\n" + render_baseline() + "\n")
     if ns.span_file is not None:
         out.write(f"\nspans: {ns.span_file} (try: voxline report {ns.span_file} --png turn.png)\n")

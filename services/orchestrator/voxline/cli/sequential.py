@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 
 import grpc
 
@@ -48,9 +49,12 @@ class SequentialClient:
         for channel in self.channels.values():
             await channel.close()
 
-    async def turn(self, clip: bytes) -> tuple[dict[str, float], str]:
-        """One turn of ``clip`` (an audio file's bytes): its figures (ms, the TurnMetrics names) and
-        the reply text. First audio = total: nothing plays before the whole reply is synthesised."""
+    async def turn(self, clip: bytes, history: Sequence[tuple[str, str]] = ()
+                   ) -> tuple[dict[str, float], str]:
+        """One turn of ``clip`` (an audio file's bytes) after ``history`` (earlier (user, assistant)
+        exchanges, as a conversation's LLM request carries them): its figures (ms, the TurnMetrics
+        names) and the reply text. First audio = total: nothing plays before the whole reply is
+        synthesised."""
         clock = time.perf_counter
         t0 = clock()
         heard = await stt_pb2_grpc.SpeechToTextStub(self.channels["stt"]).Transcribe(
@@ -60,6 +64,8 @@ class SequentialClient:
         t1 = clock()
         request = llm_pb2.GenerateRequest(
             messages=[llm_pb2.ChatMessage(role="system", content=self.system_prompt),
+                      *(llm_pb2.ChatMessage(role=role, content=text) for user, assistant in history
+                        for role, text in (("user", user), ("assistant", assistant))),
                       llm_pb2.ChatMessage(role="user", content=heard.text)],
             no_cache=self.no_cache)
         if self.sampling is not None:
