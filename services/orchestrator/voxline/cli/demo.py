@@ -77,16 +77,22 @@ async def play_turns(address: str, tts_address: str, ns: argparse.Namespace, out
     try:
         async with Conversation(address, config) as conversation:
             for number, (question, clip) in enumerate(zip(questions, clips, strict=True), start=1):
+                # The same history the conversation's LLM request carries (earlier turns).
+                history = [(t.result.transcript, t.result.reply_text.strip()) for t in turns
+                           if t.result.status == "COMPLETED"]
+                # The two paths take turns going first, so neither always meets warm caches.
+                sequential_first = sequential is not None and number % 2 == 0
+                figures: dict[str, float] = {}
+                if sequential is not None and sequential_first:
+                    figures, _ = await sequential.turn(clip, history)
                 result = await conversation.turn(audio=clip)
-                turn = DemoTurn(question, result)
+                if sequential is not None and not sequential_first:
+                    figures, _ = await sequential.turn(clip, history)
+                turn = DemoTurn(question, result, figures)
                 turns.append(turn)
                 out.write(describe_turn(number, question, result))
-                if sequential is not None:
-                    # The same history the conversation's LLM request carried (earlier turns).
-                    history = [(t.result.transcript, t.result.reply_text.strip()) for t in turns[:-1]
-                               if t.result.status == "COMPLETED"]
-                    turn.sequential, _ = await sequential.turn(clip, history)
-                    out.write(describe_sequential(turn.sequential))
+                if figures:
+                    out.write(describe_sequential(figures))
                 out.flush()
     finally:
         if sequential is not None:
