@@ -141,7 +141,10 @@ async def test_a_sentence_with_a_pause_is_one_turn_with_the_whole_transcript(
     end = (await listener.wait_for("end_of_turn"))[0].end_of_turn
     events = await listener.close()
     starts = [e.speech_started for e in events if e.HasField("speech_started")]
-    assert [s.continues_turn for s in starts] == [False, True]
+    # one turn: every start after the first continues it (after the pause, and after any gap between
+    # words long enough for an early pause transcript)
+    assert not starts[0].continues_turn and all(s.continues_turn for s in starts[1:])
+    assert any(s.continues_turn and s.at_s > 0.5 + cut_s + 0.6 for s in starts)  # the resumption
     assert [e.WhichOneof("event") for e in events].count("end_of_turn") == 1
     assert end.turn == 1 and end.reason == stt_pb2.COMPLETE
     assert words(end.transcript.text) == words(PAUSE_PHRASE)
@@ -170,7 +173,8 @@ async def test_speech_after_an_ended_turn_continues_it_until_the_reply_starts(
     third = (await listener.wait_for("end_of_turn", 3))[2].end_of_turn
     assert third.turn == 2 and words(third.transcript.text) == words(PHRASE)
     starts = [e.speech_started for e in await listener.close() if e.HasField("speech_started")]
-    assert [(s.turn, s.continues_turn) for s in starts] == [(1, False), (1, True), (2, False)]
+    # (a gap between words may also "continue" the turn, after an early pause transcript)
+    assert [(s.turn, s.continues_turn) for s in starts if not s.continues_turn] == [(1, False), (2, False)]
 
 
 async def test_the_client_may_end_the_turn_and_the_stream_end_ends_it_too(

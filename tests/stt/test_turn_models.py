@@ -192,3 +192,31 @@ def test_the_wait_shrinks_as_the_judgement_nears_complete() -> None:
     s = EndpointSettings(complete_silence_ms=200, incomplete_silence_ms=1500, complete_threshold=0.5)
     assert [silence_limit_ms(p, s) for p in (0.0, 0.1, 0.25, 0.45, 0.5, 0.9, -1.0)] == [
         1500, 1240, 850, 330, 200, 200, 1500]
+
+
+def test_an_early_pause_starts_the_transcript_before_the_pause_is_certain() -> None:
+    judged: list[int] = []
+    ep = Endpointer(ScriptedVad(), EndpointSettings(pause_ms=100, early_pause_ms=40, complete_silence_ms=200),
+                    lambda audio: judged.append(len(audio)) or 0.9, defer_judgement=True)
+    # a 60 ms gap between words: PauseDetected at 40 ms of silence, then the speech goes on
+    gap = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(0.06), tone(0.3)]))
+    assert [type(e) for e in gap] == [SpeechStarted, PauseDetected, SpeechStarted]
+    started, early, resumed = gap
+    assert isinstance(early, PauseDetected) and early.end_of_speech_s == pytest.approx(0.7, abs=0.021)
+    assert isinstance(resumed, SpeechStarted) and resumed.continues_turn and resumed.turn == 1
+    assert isinstance(started, SpeechStarted) and resumed.epoch > early.epoch > started.epoch
+    assert not judged and not ep.judgement_due  # a gap is not judged
+    # a real pause: PauseDetected once, early; the judgement at 100 ms, in the same epoch
+    pause = feed_all(ep, silence(0.08))
+    assert [type(e) for e in pause] == [PauseDetected] and not ep.judgement_due
+    more = ep.feed(silence(0.04))  # one call: it stops at the pause (feed_all would go on and judge)
+    assert more == [] and ep.judgement_due and not judged
+    after = ep.judge()
+    assert judged and [type(e) for e in after] == [SpeechPaused]
+    (paused,) = after
+    (early_pause,) = pause
+    assert isinstance(paused, SpeechPaused) and isinstance(early_pause, PauseDetected)
+    assert paused.epoch == early_pause.epoch and paused.end_of_speech_s == early_pause.end_of_speech_s
+    (ended,) = feed_all(ep, silence(0.2))
+    assert isinstance(ended, TurnEnded) and ended.epoch == early_pause.epoch  # the early transcript: final
+    assert ended.end_of_speech_s == pytest.approx(1.06, abs=0.021)

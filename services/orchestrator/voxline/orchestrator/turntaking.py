@@ -129,7 +129,6 @@ class TurnTaker:
         self._number = 0  # the session's number for it
         self._speculation = Speculation()
         self._attempt: _Attempt | None = None
-        self._speaking_since_pause = True
         self._reuse_number = False
 
     # ---- from the session ----------------------------------------------------------------------
@@ -218,7 +217,7 @@ class TurnTaker:
                 if isinstance(event, SpeechStart):
                     await self._on_speech(event)
                 elif isinstance(event, SpeechPause):
-                    self._speaking_since_pause = False
+                    pass  # the judgement: STT ends the turn itself (speculation starts on at_pause)
                 elif isinstance(event, InterimText):
                     await self._on_interim(event)
                 elif isinstance(event, TurnEnd):
@@ -253,7 +252,6 @@ class TurnTaker:
                 yield item
 
     async def _on_speech(self, event: SpeechStart) -> None:
-        self._speaking_since_pause = True
         attempt = self._attempt
         if event.continues_turn and event.turn == self._stt_turn:
             # the user goes on: whatever reply was started for this turn is premature
@@ -275,8 +273,9 @@ class TurnTaker:
         if event.turn != self._stt_turn or not event.text:
             return
         self._emit(InterimTranscriptEvent(self._number, event.text, event.language))
-        if (not event.at_pause or self._speaking_since_pause or not self._settings.speculative_reply
-                or self._attempt is not None):
+        # at_pause: the transcript of all the turn's speech, still current when it was ready (STT
+        # sends it before any later SpeechStart), possibly before the turn detector's judgement
+        if not event.at_pause or not self._settings.speculative_reply or self._attempt is not None:
             return
         control = ReplyControl(self._emit, committed=False, on_first_audio=self.reply_started)
         control.speculation = self._speculation

@@ -80,6 +80,9 @@ class TurnSettings:
     silence_ms: int = 600
     #: Silence after speech that counts as a pause (the judgement and the pause transcript), ms.
     pause_ms: int = 96
+    #: Silence after which the pause transcript starts (and a speculative reply on it), before the
+    #: pause is certain; 0: at ``pause_ms``. Speech within ``pause_ms`` makes that transcript stale.
+    early_pause_ms: int = 32
     #: energy_vad: RMS over which a 20 ms frame is speech.
     energy_threshold: float = 0.015
 
@@ -89,6 +92,8 @@ class TurnSettings:
         for name in ("complete_silence_ms", "incomplete_silence_ms", "silence_ms", "pause_ms"):
             if not 20 <= getattr(self, name) <= 10_000:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 20..10000 ms")
+        if not 0 <= self.early_pause_ms <= self.pause_ms:
+            raise ConfigError("--early-pause-ms must be 0..--pause-ms")
         if not 0 < self.energy_threshold < 1:
             raise ConfigError("--energy-threshold must be in (0, 1)")
 
@@ -164,6 +169,9 @@ def build_parser() -> argparse.ArgumentParser:
            help="silero_vad / energy_vad: silence that ends a turn, ms")
     option(turns, "--pause-ms", env="VOXLINE_STT_PAUSE_MS", default=96, type=int,
            help="silence after speech that makes a pause (turn judgement, pause transcript), ms")
+    option(turns, "--early-pause-ms", env="VOXLINE_STT_EARLY_PAUSE_MS", default=32, type=int,
+           help="silence after speech that starts the pause transcript (and a speculative reply) "
+           "before the pause is certain; 0: at --pause-ms")
     option(turns, "--listen-interim-interval-s", env="VOXLINE_STT_LISTEN_INTERIM_INTERVAL_S", default=0.0,
            type=float, help="Listen: seconds of speech between interim transcripts while the user "
            "speaks (0: at pauses only; on a CPU each one can delay the end-of-turn transcript)")
@@ -201,6 +209,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
             incomplete_silence_ms=ns.incomplete_silence_ms,
             silence_ms=ns.silence_ms,
             pause_ms=ns.pause_ms,
+            early_pause_ms=ns.early_pause_ms,
             energy_threshold=ns.energy_threshold,
         ),
     )

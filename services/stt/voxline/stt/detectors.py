@@ -74,6 +74,7 @@ class TurnDetectors:
                 raise InvalidInput(f"{name} must be 0 (the server's default) or up to {MAX_SILENCE_MS} ms")
         settings = EndpointSettings(
             pause_ms=s.pause_ms,
+            early_pause_ms=s.early_pause_ms,
             complete_silence_ms=options.complete_silence_ms or s.complete_silence_ms,
             incomplete_silence_ms=options.incomplete_silence_ms or s.incomplete_silence_ms,
             silence_ms=options.silence_ms or s.silence_ms,

@@ -6,6 +6,10 @@ same events as a microphone. Per frame the VAD gives a speech probability; with 
 (``threshold`` to start, ``threshold - 0.15`` to stay) it finds the last voiced frame: the real end
 of speech. After ``pause_ms`` of silence the speech has *paused*: the turn detector judges the turn
 (Smart Turn: how likely the sentence is complete) and sets the silence that will end the turn.
+With ``early_pause_ms`` (shorter), ``PauseDetected`` comes that much earlier, so that the transcript
+(and a speculative reply on it) can start before the pause is certain; speech that goes on after it
+is a ``SpeechStarted`` that continues the turn (the early transcript is stale), and the judgement
+still waits for ``pause_ms``.
 Speech that resumes before that continues the turn; so does speech after the turn ended, until
 ``reply_started()`` says the assistant began to answer (from then on, speech is a new turn).
 
@@ -49,8 +53,8 @@ class SpeechStarted:
 
 @dataclasses.dataclass(frozen=True)
 class PauseDetected:
-    """Speech paused (the judgement, if any, comes next as ``SpeechPaused``): the moment to start
-    transcribing what was said, without waiting for the turn detector."""
+    """Speech paused, or (with ``early_pause_ms``) may be pausing: the moment to start transcribing
+    what was said, without waiting for the turn detector (its judgement comes as ``SpeechPaused``)."""
 
     turn: int
     end_of_speech_s: float
@@ -90,6 +94,9 @@ class EndpointSettings:
     min_speech_ms: int = 64
     #: Silence after the last voiced frame that makes a pause (and triggers the judgement).
     pause_ms: int = 96
+    #: Silence after which ``PauseDetected`` comes before the pause is certain (0 or >= pause_ms: at
+    #: the pause). Speech that goes on within ``pause_ms`` continues the turn as a new epoch.
+    early_pause_ms: int = 0
     #: Audio kept before the first voiced frame, for the recogniser.
     preroll_ms: int = 300
     #: With a turn detector: silence that ends a complete turn, and an incomplete one (P(complete)
@@ -135,6 +142,7 @@ class Endpointer:
         self._recent: collections.deque[np.ndarray] = collections.deque(
             maxlen=max(1, int(context_seconds * RATE) // self._frame))
         self._speaking = False
+        self._early = False  # PauseDetected already sent for this silence, before pause_ms
         self._voiced_run = 0
         self._run_start = 0
         self._last_voiced_end = 0
@@ -212,9 +220,18 @@ class Endpointer:
         frame_start, self._pos = self._pos, self._pos + self._frame
         if self._speaking:
             if p >= self._s.threshold - 0.15:
+                if self._early:  # it was a gap, not a pause: what was transcribed is stale
+                    self._early = False
+                    self.epoch += 1
+                    events.append(SpeechStarted(self._turn, frame_start / RATE, True, self.epoch))
                 self._last_voiced_end = self._pos
             elif self._silence_ms() >= self._s.pause_ms:
                 self._pause(events)
+            elif (not self._early and 0 < self._s.early_pause_ms < self._s.pause_ms
+                  and self._silence_ms() >= self._s.early_pause_ms):
+                self._early = True
+                self.epoch += 1
+                events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch))
             return
         if p >= self._s.threshold:
             if self._voiced_run == 0:
@@ -240,7 +257,7 @@ class Endpointer:
         if not continues:
             self._turn += 1
             self._turn_start = max(0, self._run_start - self._s.preroll_ms * RATE // 1000)
-        self._speaking, self._turn_open, self._can_continue = True, True, False
+        self._speaking, self._turn_open, self._can_continue, self._early = True, True, False, False
         self._voiced_run, self._limit_ms, self._probability = 0, None, -1.0
         self._last_voiced_end = self._pos
         self.epoch += 1
@@ -248,8 +265,10 @@ class Endpointer:
 
     def _pause(self, events: list[EndpointEvent]) -> None:
         self._speaking = False
-        self.epoch += 1
-        events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch))
+        if not self._early:  # else it went out at early_pause_ms (same epoch: same transcript)
+            self.epoch += 1
+            events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch))
+        self._early = False
         self.judgement_due = True
         if not (self._defer and self._judge is not None):
             events += self._judge_pause()
@@ -272,8 +291,9 @@ class Endpointer:
         if not self._turn_open:
             return []
         if self._speaking:  # cut mid-speech: the speech ends now
-            self._last_voiced_end = self._pos
-            self._speaking = False
+            if not self._early:
+                self._last_voiced_end = self._pos
+            self._speaking, self._early = False, False
             self.epoch += 1
         return [self._ended(reason)]
 
