@@ -57,7 +57,9 @@ STARTED = "Processing audio with duration"
 @pytest.mark.slow
 def test_sigterm_lets_the_in_flight_transcription_finish_then_exits_0(stt_cache_dir: Path) -> None:
     wav = english_speech_wav(PHRASE)
-    with start_service("stt", ["--cache-dir", str(stt_cache_dir), "--grace-seconds", "60"]) as process:
+    # DEBUG: faster-whisper's per-request line (STARTED), quiet at INFO, marks the call under way
+    with start_service("stt", ["--cache-dir", str(stt_cache_dir), "--grace-seconds", "60",
+                               "--log-level", "DEBUG"]) as process:
         process.wait_serving()
         warm_ups = process.logs.count(STARTED)
         with grpc.insecure_channel(process.address) as channel:
