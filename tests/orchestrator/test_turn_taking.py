@@ -148,6 +148,25 @@ async def test_a_pause_mid_sentence_is_one_turn_and_the_speculative_reply_is_can
     assert len(discarded) == 1
 
 
+async def test_the_speculation_starts_on_the_pause_transcript_before_the_judgement(
+        stages: InMemoryStages) -> None:
+    # STT starts the pause transcript at the first silent frame: it may come before Smart Turn's
+    # judgement (SpeechPaused), and the reply must not wait for that
+    stages.listen_script = ListenScript(segments=["What time is it?"], complete=[0.9],
+                                        transcript_before_judgement=True)
+    session = Session(stages)
+    session.configure()
+    session.speak(silence_pcm(0.3) + tone_pcm(0.5) + silence_pcm(0.5))
+    events = await session.until(MetricsEvent)
+    await session.close()
+    (messages, _), = stages.requests  # one LLM call: the speculation, then committed
+    assert messages[-1].content == "What time is it?"
+    m = metrics(events)
+    assert m.status == COMPLETED
+    assert (m.speculative_starts, m.speculative_hits, m.speculative_misses) == (1, 1, 0)
+    assert replies(events) == "It is sunny. Take a hat."
+
+
 async def test_without_speculation_the_reply_starts_at_the_end_of_the_turn(stages: InMemoryStages) -> None:
     stages.listen_script = ListenScript(segments=["What is the weather", "in Paris today?"],
                                         complete=[0.1, 0.9])

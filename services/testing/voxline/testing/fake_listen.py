@@ -38,6 +38,9 @@ class ListenScript:
     #: P(complete) at each pause, in order; ``default_complete`` once they run out.
     complete: list[float] = dataclasses.field(default_factory=list)
     default_complete: float = 1.0
+    #: The pause transcript comes at the pause itself, before the judgement (as the real service's
+    #: often does: it starts at the first silent frame); by default it follows the judgement.
+    transcript_before_judgement: bool = False
 
 
 class ScriptedListener:
@@ -79,6 +82,9 @@ class ScriptedListener:
         out: list[ListenEvent] = []
         for event in found:
             if isinstance(event, PauseDetected):
+                if self._script.transcript_before_judgement:
+                    now = self._endpointer.now_s
+                    out.append(Interim(event.turn, self._transcript(event.turn), now, True))
                 continue
             if isinstance(event, SpeechStarted):
                 segments = self._script.segments
@@ -87,6 +93,8 @@ class ScriptedListener:
                 out.append(event)
             elif isinstance(event, SpeechPaused):
                 out.append(event)
+                if self._script.transcript_before_judgement:
+                    continue
                 out.append(Interim(event.turn, self._transcript(event.turn), self._endpointer.now_s, True))
             else:
                 out.append(Final(event, self._transcript(event.turn)))
