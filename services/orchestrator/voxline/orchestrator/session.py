@@ -45,8 +45,9 @@ from voxline.orchestrator.events import (
     SessionSettings,
     TextRequest,
 )
+from voxline.orchestrator.history import History
 from voxline.orchestrator.outbox import ClientNotReading, Outbox
-from voxline.orchestrator.turn import History, TurnInput, TurnRunner
+from voxline.orchestrator.turn import TurnInput, TurnRunner
 from voxline.orchestrator.turntaking import TurnTaker
 
 log = logging.getLogger(__name__)

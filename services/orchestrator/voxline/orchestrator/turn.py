@@ -13,10 +13,9 @@ turn reports as far as each stage got). The stages are reached through ``StageCl
 When the client marks the end of the utterance, STT is one unary ``Transcribe`` of the whole
 utterance (the baseline's in-memory path); ``stt_ms`` runs from end of utterance to the transcript.
 With server VAD the turn arrives already transcribed by the STT service's Listen stream
-(``TurnInput.transcription``), and a ``ReplyControl`` ties the reply to the turn-taker: a
-speculative reply, started at a pause, holds every event (text, audio) until the turn is
-committed, and speaks only its first sentence ahead of that; cancelled before the commit, it leaves
-no trace with the client, in the history or in the metrics (the turn-taker counts it as a miss).
+(``TurnInput.transcription``), and a ``ReplyControl`` (``reply_control``) ties the reply to the
+turn-taker: a speculative reply holds its events until the turn is committed, and one cancelled
+before the commit leaves no trace with the client, in the history or in the metrics.
 
 Each turn is the root of its own trace (``voxline.turn``): a conversation can last for hours, a
 turn is what a latency investigation looks at. The conversation's turns share a ``session.id``
@@ -26,7 +25,6 @@ turn is what a latency investigation looks at. The conversation's turns share a 
 from __future__ import annotations
 
 import asyncio
-import collections
 import contextlib
 import dataclasses
 import logging
@@ -66,6 +64,11 @@ from voxline.orchestrator.events import (
     TranscriptEvent,
     TurnMetrics,
 )
+from voxline.orchestrator.history import History
+
+# ReplyControl and Speculation are re-exported: ``turntaking`` still imports them from here.
+from voxline.orchestrator.reply_control import ReplyControl as ReplyControl
+from voxline.orchestrator.reply_control import Speculation as Speculation
 
 log = logging.getLogger(__name__)
 
@@ -90,108 +93,6 @@ class TurnInput:
     transcription: Transcription | None = None
     #: server VAD: the turn-taker's handle on this reply (None: a plain turn).
     control: ReplyControl | None = None
-
-
-@dataclasses.dataclass
-class Speculation:
-    """Replies started before their turn ended, for one user turn."""
-
-    starts: int = 0
-    hits: int = 0
-    misses: int = 0
-    #: LLM output of the cancelled ones (deltas; output tokens when a reply had finished).
-    tokens_wasted: int = 0
-
-
-class ReplyControl:
-    """Between the turn-taker and one reply. The reply's events are held until the turn is committed
-    *and* its first audio is ready (so text and audio of a reply the user never hears never reach the
-    client); it knows when the user's speech really ended and when the first audio went out."""
-
-    def __init__(self, emit: Callable[[Event], None], *, committed: bool,
-                 on_first_audio: Callable[[], None] | None = None) -> None:
-        self._emit = emit
-        self._held: list[Event] = []
-        self._on_first_audio = on_first_audio
-        self.committed = asyncio.Event()
-        if committed:
-            self.committed.set()
-        #: Set by the turn-taker before cancelling a reply nobody heard: it leaves no trace.
-        self.discarded = False
-        #: perf_counter: the commit (end of utterance), the last voiced frame (None: unknown).
-        self.ended_at = 0.0
-        self.speech_ended_at: float | None = None
-        self.first_audio_at: float | None = None
-        #: The transcript's arrival after the commit, ms (0 when it came with the commit).
-        self.stt_ms = 0.0
-        self.speculation = Speculation()
-        #: LLM output so far: deltas, then the summary's output tokens (written by the reply).
-        self.output_units = 0
-
-    @property
-    def silent(self) -> bool:
-        """Nothing of this reply may reach the client (not committed, or dropped before audible)."""
-        return not self.committed.is_set() or (self.discarded and self.first_audio_at is None)
-
-    def emit(self, event: Event) -> None:
-        if self.first_audio_at is None:
-            if not (isinstance(event, AudioEvent) and self.committed.is_set()):
-                self._held.append(event)
-                return
-            self._audible()
-            self.flush()
-        self._emit(event)
-
-    def _audible(self) -> None:
-        self.first_audio_at = time.perf_counter()
-        if self._on_first_audio is not None:
-            self._on_first_audio()
-
-    def flush(self) -> None:
-        """Send what was held (the reply's audio starts, or it ends without audio)."""
-        held, self._held = self._held, []
-        for event in held:
-            self._emit(event)
-
-    def commit(self, ended_at: float, speech_ended_at: float | None) -> None:
-        """The turn is confirmed: held audio goes out at once."""
-        self.ended_at, self.speech_ended_at = ended_at, speech_ended_at
-        self.committed.set()
-        if any(isinstance(e, AudioEvent) for e in self._held):
-            self._audible()
-            self.flush()
-
-
-class History:
-    """The conversation so far (user/assistant pairs), bounded, kept per Converse stream.
-
-    Bounded in turns and in characters: the oldest turns are dropped first, so a long
-    conversation stays under the LLM's input limit and lives on (it once failed every turn for
-    good once past 32,000 characters)."""
-
-    def __init__(self, max_turns: int, max_chars: int = 0) -> None:
-        self._turns: collections.deque[tuple[str, str]] = collections.deque(maxlen=max_turns)
-        self._max_chars = max_chars
-
-    def messages(self, system_prompt: str, user_text: str) -> list[ChatMessage]:
-        """System prompt, previous turns (the newest that fit ``max_chars``), the new message."""
-        if self._max_chars:
-            size = sum(len(u) + len(a) for u, a in self._turns)
-            while self._turns and size > self._max_chars:
-                user, assistant = self._turns.popleft()
-                size -= len(user) + len(assistant)
-        out = [ChatMessage("system", system_prompt)] if system_prompt else []
-        for user, assistant in self._turns:
-            out += [ChatMessage("user", user), ChatMessage("assistant", assistant)]
-        out.append(ChatMessage("user", user_text))
-        return out
-
-    def add(self, user_text: str, reply: str) -> None:
-        if self._turns.maxlen:
-            self._turns.append((user_text, reply))
-
-    def __len__(self) -> int:
-        return len(self._turns)
 
 
 @dataclasses.dataclass
