@@ -81,16 +81,14 @@ def _stacks(burn_ms: float, log_dir: Path) -> Iterator[dict[int, Any]]:
 
 async def _conversation(address: str, turns: int) -> list[float]:
     """One conversation of ``turns`` spoken turns; each completed turn's time to first audio, ms."""
+    from voxline.cli.client import session_config
     from voxline.testing.fake_servers import silence_pcm
-    from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
+    from voxline.v1 import voice_pb2, voice_pb2_grpc
 
     out: list[float] = []
     async with grpc.aio.insecure_channel(address) as channel:
         call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
-        await call.write(voice_pb2.ConverseRequest(config=voice_pb2.SessionConfig(
-            input_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=16000,
-                                               channels=1),
-            output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE), no_cache=True)))
+        await call.write(voice_pb2.ConverseRequest(config=session_config(no_cache=True, input_rate=16000)))
         for _ in range(turns):
             await call.write(voice_pb2.ConverseRequest(audio=silence_pcm(0.2)))
             await call.write(voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))

@@ -22,6 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from prometheus_client.parser import text_string_to_metric_families
 
+from voxline.cli.client import session_config
 from voxline.cli.service_process import ServiceProcess
 from voxline.cli.stack import STAGES, Stack, StackConfig
 from voxline.testing.fake_servers import silence_pcm, tone_pcm
@@ -88,10 +89,7 @@ async def kill_while_busy(process: ServiceProcess, method: str) -> None:
 async def conversation(address: str, done: list[voice_pb2.TurnMetrics], mid_load: asyncio.Event) -> None:
     async with grpc.aio.insecure_channel(address) as channel:
         call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
-        await call.write(voice_pb2.ConverseRequest(config=voice_pb2.SessionConfig(
-            input_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=16000,
-                                               channels=1),
-            output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE), no_cache=True)))
+        await call.write(voice_pb2.ConverseRequest(config=session_config(no_cache=True, input_rate=16000)))
         for _ in range(TURNS):
             await call.write(voice_pb2.ConverseRequest(audio=silence_pcm(0.2)))
             await call.write(voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
@@ -194,11 +192,9 @@ async def talking_conversation(address: str, done: list[tuple[int, voice_pb2.Tur
     """Server VAD: each turn is speech then silence in 20 ms chunks; STT's Listen ends the turns."""
     async with grpc.aio.insecure_channel(address) as channel:
         call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse()
-        await call.write(voice_pb2.ConverseRequest(config=voice_pb2.SessionConfig(
-            input_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=16000,
-                                               channels=1),
-            output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE), no_cache=True,
-            server_vad=True)))
+        config = session_config(no_cache=True, input_rate=16000)
+        config.server_vad = True
+        await call.write(voice_pb2.ConverseRequest(config=config))
         for _ in range(turns):
             pcm = tone_pcm(0.4) + silence_pcm(0.6)
             for i in range(0, len(pcm), 640):
