@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import re
 import signal
 import sys
 import urllib.request
@@ -34,7 +33,6 @@ TURNS = 6
 #: Fake costs, ms: long enough that a replica is caught with a call in flight.
 COSTS = {"stt": ["--stt-ms", "120"], "llm": ["--llm-ttft-ms", "20", "--llm-token-ms", "2"],
          "tts": ["--tts-ms", "120"]}
-_METRICS_PORT = re.compile(r"\bmetrics_port=(\d+)")
 
 
 def command(stage: str) -> list[str]:
@@ -59,10 +57,9 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def metrics_port(process: ServiceProcess) -> int:
-    for line in process.lines:
-        if match := _METRICS_PORT.search(line):
-            return int(match.group(1))
-    raise AssertionError(f"{process.stage} logged no metrics port:\n{process.logs}")
+    port = process.metrics_port  # from its --metrics-port-file, written before it serves
+    assert port is not None, f"{process.stage} reported no metrics port:\n{process.logs}"
+    return port
 
 
 async def served(port: int, method: str, name: str) -> float:

@@ -100,6 +100,8 @@ class ServerConfig:
     port_file: str = ""
     #: Prometheus scrape endpoint port (0: a free port, logged); None: no endpoint.
     metrics_port: int | None = None
+    #: Once the scrape endpoint is up, write its port here (the port-file format), as ``port_file``.
+    metrics_port_file: str = ""
     #: Close each client connection after this many seconds (GOAWAY; calls in flight finish) so
     #: clients re-resolve and new replicas get traffic; 0: never.
     max_connection_age_s: float = 0.0
@@ -126,6 +128,8 @@ def add_server_options(parser: argparse.ArgumentParser, stage: str) -> None:
            choices=["text", "json"], help="log line format")
     option(group, "--metrics-port", env="VOXLINE_METRICS_PORT", default=None, type=_optional_port,
            help="serve Prometheus metrics on this port (0: a free port, logged; empty: none)")
+    option(group, "--metrics-port-file", env=prefix + "METRICS_PORT_FILE", default="",
+           help="with --metrics-port, write the metrics port to this file (for supervisors using 0)")
     option(group, "--max-connection-age-s", env="VOXLINE_MAX_CONNECTION_AGE_S", default=0.0, type=float,
            help="close client connections after this age so clients re-resolve and new replicas "
                 "get traffic; calls in flight finish (0: never)")
@@ -182,6 +186,7 @@ def server_config_from_args(ns: argparse.Namespace) -> ServerConfig:
         auth_token_file=ns.auth_token_file,
         port_file=ns.port_file,
         metrics_port=ns.metrics_port,
+        metrics_port_file=ns.metrics_port_file,
         max_connection_age_s=ns.max_connection_age_s,
     )
 

@@ -194,6 +194,8 @@ async def start_server(spec: ServiceSpec, config: ServerConfig) -> RunningServer
     """Create, bind and start the server (health NOT_SERVING); does not warm up."""
     setup_telemetry(spec.name)
     metrics_port = setup_metrics(spec.name, port=config.metrics_port, host=config.host)
+    if config.metrics_port_file and metrics_port is not None:
+        write_port_file(config.metrics_port_file, metrics_port)
     options = [
         ("grpc.max_receive_message_length", config.max_message_bytes),
         ("grpc.max_send_message_length", config.max_message_bytes),

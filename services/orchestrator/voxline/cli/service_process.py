@@ -2,8 +2,8 @@
 
 The one class for it: ``voxline up`` / ``demo`` (through ``Stack``), the bench and the tests all
 start services with ``ServiceProcess``. The port comes from ``--port-file`` (the service writes
-the bound port there, see ``voxline.common.server.write_port_file``), so port 0 works and no log
-line is parsed.
+the bound port there, see ``voxline.common.server.write_port_file``), the metrics port likewise
+from ``--metrics-port-file``, so port 0 works and no log line is parsed.
 """
 
 from __future__ import annotations
@@ -66,12 +66,14 @@ class ServiceProcess:
         self._port: int | None = None
         self._port_dir = Path(tempfile.mkdtemp(prefix=f"voxline-{stage}-"))
         self._port_file = self._port_dir / "port"
+        self._metrics_port_file = self._port_dir / "metrics-port"
         full_env = {**os.environ, **(env or {}), "PYTHONUNBUFFERED": "1"}
         mode = "a" if append_log else "w"
         self._log = open(log_path, mode, encoding="utf-8", buffering=1) if log_path else None
         try:
             self.proc = subprocess.Popen(
-                [*argv, "--port-file", str(self._port_file)], stdin=subprocess.DEVNULL,
+                [*argv, "--port-file", str(self._port_file),
+                 "--metrics-port-file", str(self._metrics_port_file)], stdin=subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=full_env, cwd=cwd, text=True,
                 errors="replace", process_group=0,
             )
@@ -109,6 +111,12 @@ class ServiceProcess:
         if self._port is None:
             self._port = read_port_file(self._port_file)
         return self._port
+
+    @property
+    def metrics_port(self) -> int | None:
+        """The Prometheus endpoint's port once the service is up (it writes the file before its
+        port file); None when it serves no metrics endpoint (no ``--metrics-port``)."""
+        return read_port_file(self._metrics_port_file)
 
     def wait_port(self, timeout: float = 120.0) -> int:
         """Block until the port is known; RuntimeError if the service exits or takes too long."""
