@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import TypeVar
 
 import grpc
 
@@ -104,6 +105,21 @@ def listen_response(event: ListenEvent) -> stt_pb2.ListenResponse:
         transcript=to_response(event.transcript)))
 
 
+_Request = TypeVar("_Request", stt_pb2.StreamingTranscribeRequest, stt_pb2.ListenRequest)
+
+
+async def _first_message(requests: AsyncIterator[_Request], not_config: str) -> _Request:
+    """A stream's first message, which must be its config; InvalidInput (``not_config`` when the
+    stream starts with something else) otherwise."""
+    try:
+        first = await anext(requests)
+    except StopAsyncIteration:
+        raise InvalidInput("first message must be config; the stream ended without one") from None
+    if first.WhichOneof("request") != "config":
+        raise InvalidInput(not_config)
+    return first
+
+
 class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     """voxline.v1.SpeechToText over a Transcriber."""
 
@@ -131,13 +147,8 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         context: grpc.aio.ServicerContext,
     ) -> AsyncIterator[stt_pb2.StreamingTranscribeResponse]:
         requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidInput("first message must be config; the stream ended without one") from None
-        if first.WhichOneof("request") != "config":
-            raise InvalidInput("first message must be config (a RecognitionConfig), not audio")
-        config = first.config
+        config = (await _first_message(
+            requests, "first message must be config (a RecognitionConfig), not audio")).config
         fmt = stream_format(config.format)
         options = recognition_options(config)
         interval = config.partial_interval_s or self._partial_interval_s
@@ -166,12 +177,7 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         if self._turns is None:
             raise NotConfigured("this server was started without turn detection")
         requests = aiter(request_iterator)
-        try:
-            first = await anext(requests)
-        except StopAsyncIteration:
-            raise InvalidInput("first message must be config; the stream ended without one") from None
-        if first.WhichOneof("request") != "config":
-            raise InvalidInput("first message must be config (a ListenConfig)")
+        first = await _first_message(requests, "first message must be config (a ListenConfig)")
         recognition = first.config.recognition
         fmt = stream_format(recognition.format)
         options = recognition_options(recognition)
