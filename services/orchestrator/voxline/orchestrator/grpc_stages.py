@@ -24,9 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -83,6 +83,7 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 #: Pause before the retry (gRPC's own retry policy backs off too): when a replica dies, its calls
 #: fail the moment its socket closes, a little before round_robin has dropped it from the rotation.
 RETRY_BACKOFF_S = 0.05
+_Reply = TypeVar("_Reply")
 
 
 #: Codes a stage returns when it refuses the orchestrator itself (its TLS or token settings): the
@@ -159,6 +160,20 @@ class StageChannel:
                                                  "code": exc.code().name, "reason": exc.details()})
         return True
 
+    async def unary(self, deadline: _Deadline,
+                    call: Callable[[dict[str, Any]], Awaitable[_Reply]]) -> _Reply:
+        """``call(options)`` (a unary call made with ``call_options``), retried as ``retry_after``
+        says; a failure becomes the StageError."""
+        attempt = 1
+        while True:
+            try:
+                return await call(self.call_options(deadline, attempt))
+            except grpc.aio.AioRpcError as exc:
+                if await self.retry_after(exc, attempt, deadline):
+                    attempt += 1
+                    continue
+                raise await self.error(exc) from exc
+
     async def error(self, exc: grpc.aio.AioRpcError) -> StageError:
         """The StageError for a failed call (and channel recovery when it is needed)."""
         code = exc.code()
@@ -230,21 +245,11 @@ class GrpcStages:
             config=stt_pb2.RecognitionConfig(format=_audio_format(fmt), language=language),
             audio=audio,
         )
-        deadline = _Deadline(self.deadlines.stt_s)
-        attempt = 1
-        while True:
-            stub = stt_pb2_grpc.SpeechToTextStub(self.stt.channel)
-            try:
-                reply = await stub.Transcribe(request, metadata=self.stt.metadata,
-                                              **self.stt.call_options(deadline, attempt))
-                break
-            except grpc.aio.AioRpcError as exc:
-                if await self.stt.retry_after(exc, attempt, deadline):
-                    attempt += 1
-                    continue
-                raise await self.stt.error(exc) from exc
-        return Transcription(text=reply.text.strip(), language=reply.language,
-                             audio_seconds=reply.audio_seconds, processing_ms=reply.processing_ms)
+        reply = await self.stt.unary(
+            _Deadline(self.deadlines.stt_s),
+            lambda options: stt_pb2_grpc.SpeechToTextStub(self.stt.channel).Transcribe(
+                request, metadata=self.stt.metadata, **options))
+        return _transcription(reply)
 
     async def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
                        ) -> AsyncGenerator[str | LlmSummary, None]:
@@ -331,20 +336,11 @@ class GrpcStages:
 
     async def list_voices(self) -> list[str]:
         """Names of the TTS server's voices, the default first."""
-        deadline = _Deadline(self.deadlines.control_s)
-        attempt = 1
-        while True:
-            stub = tts_pb2_grpc.TextToSpeechStub(self.tts.channel)
-            try:
-                reply = await stub.ListVoices(tts_pb2.ListVoicesRequest(), metadata=self.tts.metadata,
-                                              **self.tts.call_options(deadline, attempt))
-                return [v.name for v in reply.voices]
-            except grpc.aio.AioRpcError as exc:
-                if await self.tts.retry_after(exc, attempt, deadline):
-                    attempt += 1
-                    continue
-                raise await self.tts.error(exc) from exc
-
+        reply = await self.tts.unary(
+            _Deadline(self.deadlines.control_s),
+            lambda options: tts_pb2_grpc.TextToSpeechStub(self.tts.channel).ListVoices(
+                tts_pb2.ListVoicesRequest(), metadata=self.tts.metadata, **options))
+        return [v.name for v in reply.voices]
 
     async def listen(self, inputs: AsyncIterator[ListenInput], fmt: InputFormat, language: str,
                      detection: TurnDetection) -> AsyncGenerator[ListenEvent, None]:
