@@ -12,8 +12,9 @@ import grpc
 
 from bench.reliability import procs
 from bench.reliability.converse import Session, pcm_config
-from bench.reliability.fuzz import _tone, _wav
+from bench.reliability.fuzz import _wav
 from bench.reliability.matrix import Matrix
+from voxline.testing.fake_servers import tone_pcm
 from voxline.v1 import (
     audio_pb2,
     llm_pb2,
@@ -59,7 +60,7 @@ def flac_silence(minutes: float, rate: int = 16000) -> bytes:
 
 def lying_wav() -> bytes:
     """A WAV whose header claims 2 GB of data over one second of audio."""
-    wav = bytearray(_wav(_tone(1.0)))
+    wav = bytearray(_wav(tone_pcm(1.0)))
     wav[4:8] = struct.pack("<I", 0x7FFFFFF0)
     wav[40:44] = struct.pack("<I", 0x7FFFFFC8)
     return bytes(wav)

@@ -10,7 +10,7 @@ from typing import Any
 
 import grpc
 
-from bench.reliability.fuzz import _tone
+from voxline.testing.fake_servers import tone_pcm
 from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
 
 COMPLETED = "COMPLETED"
@@ -66,7 +66,7 @@ class Session:
 
     async def send_turn(self, text: str = "", audio_s: float = 0.0) -> None:
         if audio_s > 0:
-            await self.send(voice_pb2.ConverseRequest(audio=_tone(audio_s)),
+            await self.send(voice_pb2.ConverseRequest(audio=tone_pcm(audio_s)),
                             voice_pb2.ConverseRequest(end_of_utterance=voice_pb2.EndOfUtterance()))
         else:
             await self.send(voice_pb2.ConverseRequest(text=text or "What is the capital of France?"))

@@ -25,7 +25,6 @@ from typing import Any
 
 import grpc
 import hypothesis
-import numpy as np
 from google.protobuf import descriptor as pb_descriptor
 from google.protobuf import message_factory
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,6 +32,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from bench.reliability.matrix import Row
+from voxline.testing.fake_servers import tone_pcm
 
 FD = pb_descriptor.FieldDescriptor
 
@@ -43,11 +43,6 @@ INTERESTING_STRINGS = [
 ]
 INTERESTING_INTS = [0, 1, -1, 2, 8, 255, 8000, 16000, 22050, 48000, 192001, 2_000_000_000,
                     2**31 - 1, -(2**31)]
-
-
-def _tone(seconds: float, rate: int = 16000) -> bytes:
-    t = np.arange(int(seconds * rate)) / rate
-    return (0.3 * np.sin(2 * np.pi * 440 * t) * 32767).astype("<i2").tobytes()
 
 
 def _wav(pcm: bytes, rate: int = 16000, channels: int = 1) -> bytes:
@@ -62,7 +57,7 @@ def _wav(pcm: bytes, rate: int = 16000, channels: int = 1) -> bytes:
 
 def interesting_bytes() -> list[bytes]:
     """Audio-ish payloads: PCM, WAV (good, lying header, truncated), FLAC/OGG magic, file lists."""
-    pcm = _tone(0.3)
+    pcm = tone_pcm(0.3)
     wav = _wav(pcm)
     return [b"", pcm, pcm[:-1], wav, wav[:60], wav[:44] + b"\xff" * 100,
             wav.replace(b"\x80>\x00\x00", b"\xff\xff\xff\x7f", 1), b"fLaC" + bytes(200),

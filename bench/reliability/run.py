@@ -22,13 +22,14 @@ import grpc
 
 from bench.reliability import bombs, faults, load, procs
 from bench.reliability.converse import COMPLETED, Session, pcm_config
-from bench.reliability.fuzz import Rpc, _tone, _wav, fuzz_rpc
+from bench.reliability.fuzz import Rpc, _wav, fuzz_rpc
 from bench.reliability.matrix import Matrix, Row
 from voxline.common.config import ServerConfig
 from voxline.common.server import RunningServer, ServiceSpec, start_server
 from voxline.llm.config import LlmConfig
 from voxline.llm.engine import LanguageModelEngine
 from voxline.llm.servicer import SERVICE_NAME, LanguageModelServicer
+from voxline.testing.fake_servers import tone_pcm
 from voxline.v1 import (
     audio_pb2,
     llm_pb2,
@@ -87,7 +88,7 @@ PCM16K = audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=1600
 
 def rpcs() -> dict[str, list[Rpc]]:
     """Every RPC of the contract, with valid templates."""
-    pcm = _tone(0.5)
+    pcm = tone_pcm(0.5)
     wav = _wav(pcm)
     recognition = stt_pb2.RecognitionConfig(format=PCM16K, language="en")
     return {
@@ -127,7 +128,7 @@ def rpcs() -> dict[str, list[Rpc]]:
 
 async def good_stt(channel: grpc.aio.Channel) -> None:
     request = stt_pb2.TranscribeRequest(config=stt_pb2.RecognitionConfig(
-        format=audio_pb2.AudioFormat(encoding=audio_pb2.WAV)), audio=_wav(_tone(0.5)))
+        format=audio_pb2.AudioFormat(encoding=audio_pb2.WAV)), audio=_wav(tone_pcm(0.5)))
     await stt_pb2_grpc.SpeechToTextStub(channel).Transcribe(request, timeout=60)
 
 
