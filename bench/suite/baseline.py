@@ -21,8 +21,7 @@ import grpc
 from bench import stats
 from bench.suite.core import Context, SectionResult, fmt_ms, md_table
 from bench.suite.plots import grouped_bars
-from voxline.cli.sequential import SequentialClient
-from voxline.cli.sequential import sampling as sampling  # re-exported: scaling.py uses it
+from voxline.cli.sequential import SequentialClient, sampling
 
 TITLE = "1. The baseline's table, reproduced (streaming vs sequential)"
 TARGET_MS = 500.0

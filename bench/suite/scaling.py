@@ -18,7 +18,7 @@ import grpc
 
 from bench import stats
 from bench.machine import CpuWindow, read_peak_rss_mib
-from bench.suite.baseline import make_clips, sampling
+from bench.suite.baseline import make_clips
 from bench.suite.core import Context, SectionResult, fmt_ms, md_table
 from bench.suite.plots import lines
 from bench.suite.stacks import FAKE_COSTS
@@ -33,6 +33,7 @@ CLIENT = "client"
 async def _session(address: str, clip: bytes, turns: int, max_tokens: int) -> list[dict[str, Any]]:
     """One conversation doing ``turns`` turns; each turn's metrics, or {"failed": reason}."""
     from voxline.cli.client import Conversation, session_config
+    from voxline.cli.sequential import sampling
 
     config = session_config(language="en", no_cache=True)
     config.sampling.CopyFrom(sampling(max_tokens))
