@@ -12,16 +12,13 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
 from voxline.common.config import add_server_options, server_config_from_args
 from voxline.common.logs import setup_logging
 from voxline.common.server import ServiceSpec, run
-from voxline.testing.fake_servers import FakeTts, tone_pcm
+from voxline.testing.fake_servers import FakeTts
 from voxline.testing.fake_stage import SECONDS_PER_CHAR
-from voxline.v1 import audio_pb2, tts_pb2
 
 
 def burn(cpu_seconds: float) -> None:
@@ -39,18 +36,8 @@ class CpuTts(FakeTts):
         self.burn_s = burn_s
         self._worker = ThreadPoolExecutor(max_workers=1, thread_name_prefix="burn")
 
-    async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: Any
-                         ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
-        started = await self._enter(context)
-        rate = request.output_format.sample_rate_hz or self.sample_rate
-        yield tts_pb2.SynthesizeResponse(format=audio_pb2.AudioFormat(
-            encoding=audio_pb2.PCM_S16LE, sample_rate_hz=rate, channels=1))
+    async def _synthesis_cost(self, text: str) -> None:
         await asyncio.get_running_loop().run_in_executor(self._worker, burn, self.burn_s)
-        pcm = tone_pcm(len(request.text) * self.seconds_per_char, rate)
-        step = -(-len(pcm) // self.chunks) // 2 * 2 or 2
-        for i in range(0, len(pcm), step):
-            yield tts_pb2.SynthesizeResponse(audio=tts_pb2.AudioChunk(data=pcm[i:i + step]))
-        self._done(started)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -287,6 +287,12 @@ class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
             tts_pb2.Voice(name=v, engine="fake", language=v.split(":")[-1],
                           sample_rate_hz=self.sample_rate) for v in self.voices])
 
+    async def _synthesis_cost(self, text: str) -> None:
+        """The wait before a request's first audio (after its format went out)."""
+        cost = self.first_audio_s + self.cost_per_char_s * len(text)
+        if cost:
+            await asyncio.sleep(cost)
+
     async def Synthesize(self, request: tts_pb2.SynthesizeRequest, context: Any
                          ) -> AsyncIterator[tts_pb2.SynthesizeResponse]:
         started = await self._enter(context)
@@ -297,9 +303,7 @@ class FakeTts(FakeServer, tts_pb2_grpc.TextToSpeechServicer):
         try:
             yield tts_pb2.SynthesizeResponse(format=audio_pb2.AudioFormat(
                 encoding=audio_pb2.PCM_S16LE, sample_rate_hz=rate, channels=1))
-            cost = self.first_audio_s + self.cost_per_char_s * len(request.text)
-            if cost:
-                await asyncio.sleep(cost)
+            await self._synthesis_cost(request.text)
             if gate is not None:
                 await gate.wait()
             pcm = tone_pcm(len(request.text) * self.seconds_per_char, rate)
