@@ -50,12 +50,12 @@ SIZES = {"smoke": Sizes(sessions=2, turns=1, burn_ms=5.0, rounds=1),
 
 
 def _command(burn_ms: float) -> Any:
+    from voxline.testing.fake_stage import stack_command
+
     def command(stage: str) -> list[str]:
-        if stage == "orchestrator":
-            return [sys.executable, "-m", "voxline.orchestrator"]
         if stage == "tts":
             return [sys.executable, "-m", "bench.cpu_stage", "--burn-ms", str(burn_ms)]
-        return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
+        return stack_command(stage)
     return command
 
 

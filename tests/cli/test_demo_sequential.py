@@ -7,7 +7,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,19 +14,14 @@ import pytest
 
 from voxline.cli.demo import build_sequential_table, comparison_line, play_turns
 from voxline.cli.stack import STAGES, Stack, StackConfig
-from voxline.testing.fake_stage import REPLY
-
-
-def command(stage: str) -> list[str]:
-    if stage == "orchestrator":
-        return [sys.executable, "-m", "voxline.orchestrator"]
-    return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
+from voxline.testing.fake_stage import REPLY, stack_command
 
 
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
-    running = Stack(StackConfig(log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=command,
-                                start_timeout_s=120, env={"OTEL_TRACES_EXPORTER": "none"}))
+    running = Stack(StackConfig(log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0),
+                                command=stack_command, start_timeout_s=120,
+                                env={"OTEL_TRACES_EXPORTER": "none"}))
     running.start()
     try:
         yield running

@@ -27,7 +27,7 @@ from voxline.cli.stack import (
     StackConfig,
     StartCancelled,
 )
-from voxline.testing.fake_stage import REPLY
+from voxline.testing.fake_stage import REPLY, stack_command
 
 FAKE = Path(__file__).with_name("fake_service.py")
 
@@ -162,13 +162,8 @@ def test_services_do_not_outlive_a_killed_supervisor(tmp_path: Path) -> None:
 def test_a_crashed_stage_is_restarted_and_the_same_stream_serves_the_next_turn(tmp_path: Path) -> None:
     """``voxline up``'s supervision: the LLM stage is SIGKILLed between two turns of one Converse
     stream; the stack starts it again on its port (a log line each step) and the next turn completes."""
-    def command(stage: str) -> list[str]:
-        if stage == "orchestrator":
-            return [sys.executable, "-m", "voxline.orchestrator"]
-        return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
-
     stack = Stack(StackConfig(
-        log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=command, start_timeout_s=120,
+        log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=stack_command, start_timeout_s=120,
         env={"OTEL_TRACES_EXPORTER": "none"}, restart=RestartPolicy(first_delay_s=0.2)))
     stack.start()
     events: list[str] = []

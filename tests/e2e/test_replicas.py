@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ from voxline.cli.client import session_config
 from voxline.cli.service_process import ServiceProcess
 from voxline.cli.stack import STAGES, Stack, StackConfig
 from voxline.testing.fake_servers import silence_pcm, tone_pcm
-from voxline.testing.fake_stage import REPLY, SECONDS_PER_CHAR
+from voxline.testing.fake_stage import REPLY, SECONDS_PER_CHAR, stack_command
 from voxline.v1 import audio_pb2, tts_pb2, tts_pb2_grpc, voice_pb2, voice_pb2_grpc
 
 SESSIONS = 8
@@ -35,16 +34,10 @@ COSTS = {"stt": ["--stt-ms", "120"], "llm": ["--llm-ttft-ms", "20", "--llm-token
          "tts": ["--tts-ms", "120"]}
 
 
-def command(stage: str) -> list[str]:
-    if stage == "orchestrator":
-        return [sys.executable, "-m", "voxline.orchestrator"]
-    return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
-
-
 @pytest.fixture
 def stack(tmp_path: Path) -> Iterator[Stack]:
     config = StackConfig(
-        log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=command,
+        log_dir=tmp_path / "logs", ports=dict.fromkeys(STAGES, 0), command=stack_command,
         replicas={"stt": 2, "tts": 2}, start_timeout_s=180,
         env={"OTEL_TRACES_EXPORTER": "none", "VOXLINE_METRICS_PORT": "0"},
         stage_args={stage: list(args) for stage, args in COSTS.items()})
@@ -141,7 +134,7 @@ async def test_losing_a_replica_of_each_stage_mid_load_loses_no_turn(stack: Stac
 async def test_sigterm_lets_the_calls_in_flight_finish_before_the_replica_exits(tmp_path: Path) -> None:
     text = REPLY.split(". ")[0] + "."
     replica = ServiceProcess(
-        "tts", [*command("tts"), "--port", "0", "--tts-ms", "1500", "--grace-seconds", "20"],
+        "tts", [*stack_command("tts"), "--port", "0", "--tts-ms", "1500", "--grace-seconds", "20"],
         {"OTEL_TRACES_EXPORTER": "none"}, log_path=tmp_path / "tts.log")
     try:
         replica.wait_serving(120)

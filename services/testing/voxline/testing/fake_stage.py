@@ -25,6 +25,14 @@ TRANSCRIPT = "What is the capital of France?"
 SECONDS_PER_CHAR = 0.07
 
 
+def stack_command(stage: str) -> list[str]:
+    """A ``StackConfig.command``: the real orchestrator over fake stages (their cost flags go in
+    ``StackConfig.stage_args``)."""
+    if stage == "orchestrator":
+        return [sys.executable, "-m", "voxline.orchestrator"]
+    return [sys.executable, "-m", "voxline.testing.fake_stage", stage]
+
+
 def build_fake(stage: str, ns: argparse.Namespace) -> FakeServer:
     """The fake of ``stage`` with the costs from the flags."""
     if stage == "stt":
