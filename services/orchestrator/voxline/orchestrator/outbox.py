@@ -14,7 +14,6 @@ HTTP/2 flow-control windows, toward the client and from the TTS service).
 from __future__ import annotations
 
 import asyncio
-import time
 
 from voxline.common.errors import LimitExceeded
 from voxline.orchestrator.events import AudioEvent
@@ -29,7 +28,7 @@ def _size(item: object) -> int:
 
 
 class Outbox:
-    """A FIFO of events (and the end marker) with a byte budget and a read clock."""
+    """A FIFO of events (and the end marker) with a byte budget."""
 
     def __init__(self, max_bytes: int, timeout_s: float) -> None:
         self._queue: asyncio.Queue[tuple[object, int]] = asyncio.Queue()
@@ -38,11 +37,6 @@ class Outbox:
         self._bytes = 0
         self._room = asyncio.Event()
         self._room.set()
-        self.last_read = time.monotonic()
-
-    @property
-    def pending_bytes(self) -> int:
-        return self._bytes
 
     def put_nowait(self, item: object) -> None:
         size = _size(item)
@@ -54,7 +48,6 @@ class Outbox:
     async def get(self) -> object:
         item, size = await self._queue.get()
         self._bytes -= size
-        self.last_read = time.monotonic()
         if self._bytes <= self._max_bytes:
             self._room.set()
         return item
