@@ -65,10 +65,7 @@ from voxline.orchestrator.events import (
     TurnMetrics,
 )
 from voxline.orchestrator.history import History
-
-# ReplyControl and Speculation are re-exported: ``turntaking`` still imports them from here.
-from voxline.orchestrator.reply_control import ReplyControl as ReplyControl
-from voxline.orchestrator.reply_control import Speculation as Speculation
+from voxline.orchestrator.reply_control import ReplyControl, Speculation
 
 log = logging.getLogger(__name__)
 

@@ -45,7 +45,8 @@ from voxline.orchestrator.domain import (
     TurnEnd,
 )
 from voxline.orchestrator.events import Event, InterimTranscriptEvent, SessionSettings
-from voxline.orchestrator.turn import ReplyControl, Speculation, TurnInput
+from voxline.orchestrator.reply_control import ReplyControl, Speculation
+from voxline.orchestrator.turn import TurnInput
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import threading
 from pathlib import Path
 from typing import Any
 
@@ -116,15 +115,3 @@ class SmartTurn:
         (out,) = self._session.run(None, {self._input: features})
         return float(np.asarray(out).reshape(-1)[0])
 
-
-_shared: SmartTurn | None = None
-_shared_lock = threading.Lock()
-
-
-def shared_smart_turn() -> SmartTurn:
-    """One model per process, loaded on first use (blocking: call from a worker thread)."""
-    global _shared
-    with _shared_lock:
-        if _shared is None:
-            _shared = SmartTurn()
-        return _shared
