@@ -156,6 +156,38 @@ async def test_a_sentence_with_a_pause_is_one_turn_with_the_whole_transcript(
     assert last_interim.at_pause and last_interim.result.text == end.transcript.text
 
 
+#: Smart Turn hears this sentence's first part, "…how long it takes to drive from", as complete
+#: (0.98): only its words say that it is not.
+DRIVE = "Could you tell me how long it takes to drive from Boston to New York City?"
+
+
+async def test_the_words_withdraw_an_end_the_voice_judged_complete(
+        stub: stt_pb2_grpc.SpeechToTextStub) -> None:
+    sentence, cut_s = speech_with_pause(DRIVE, 0.7, RATE, 1.84)
+    audio = np.concatenate([silence(0.5), sentence, silence(1.5)])
+    # the first part and 400 ms of silence at once: the turn ends on the audio clock (200 ms) long
+    # before Whisper on this CPU has the words, so the end waits for them and is withdrawn
+    resume = int((0.5 + cut_s + 0.4) * RATE)
+    listener = Listener(stub)
+    await listener.call.write(config())
+    await listener.send(pcm(audio[:resume]))
+    paused = await listener.wait_for("speech_paused", 2)
+    voice, words_veto = paused[0].speech_paused, paused[1].speech_paused
+    assert voice.complete_probability > 0.5 and voice.silence_limit_ms == 200
+    interim = (await listener.wait_for("interim", at_pause=True))[0].interim
+    assert words(interim.result.text)[-2:] == ["drive", "from"]
+    # "from" ends few sentences (0.15), "from..." trails off (0.05)
+    assert 0 < words_veto.text_complete_probability <= 0.15
+    assert words_veto.complete_probability == words_veto.text_complete_probability
+    assert words_veto.silence_limit_ms > 1000
+    assert "end_of_turn" not in listener.kinds()
+    await listener.send(pcm(audio[resume:]))
+    end = (await listener.wait_for("end_of_turn"))[0].end_of_turn
+    events = await listener.close()
+    assert [e.WhichOneof("event") for e in events].count("end_of_turn") == 1
+    assert end.turn == 1 and words(end.transcript.text) == words(DRIVE)
+
+
 async def test_speech_after_an_ended_turn_continues_it_until_the_reply_starts(
         stub: stt_pb2_grpc.SpeechToTextStub) -> None:
     listener = Listener(stub)

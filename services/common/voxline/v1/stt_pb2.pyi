@@ -475,7 +475,10 @@ Global___SpeechStarted: _TypeAlias = SpeechStarted  # noqa: Y015
 
 @_typing.final
 class SpeechPaused(_message.Message):
-    """The user paused: the VAD heard a short silence after speech."""
+    """The user paused: the VAD heard a short silence after speech. With SMART_TURN it may come again
+    for the same pause when the pause transcript's words veto the voice's judgement
+    (text_complete_probability): then with the lower probability and the longer silence limit.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -483,14 +486,22 @@ class SpeechPaused(_message.Message):
     END_OF_SPEECH_S_FIELD_NUMBER: _builtins.int
     COMPLETE_PROBABILITY_FIELD_NUMBER: _builtins.int
     SILENCE_LIMIT_MS_FIELD_NUMBER: _builtins.int
+    TEXT_COMPLETE_PROBABILITY_FIELD_NUMBER: _builtins.int
     turn: _builtins.int
     """Turn number."""
     end_of_speech_s: _builtins.float
     """End of the last voiced frame: the real end of speech, seconds of stream audio."""
     complete_probability: _builtins.float
-    """SMART_TURN: probability that the turn is complete (0..1); -1 for the other detectors."""
+    """SMART_TURN: probability that the turn is complete (0..1), the lower of the voice's (Smart
+    Turn) and the words' (text_complete_probability); -1 for the other detectors.
+    """
     silence_limit_ms: _builtins.int
     """Silence after end_of_speech_s that will end the turn unless speech resumes, ms."""
+    text_complete_probability: _builtins.float
+    """SMART_TURN: probability that the turn is complete as far as the pause transcript's words tell
+    (low when they end on "the", "and", "from", or trail off: "...", ","); -1: no opinion (the
+    words can only say "unfinished"), or no transcript yet.
+    """
     def __init__(
         self,
         *,
@@ -498,10 +509,11 @@ class SpeechPaused(_message.Message):
         end_of_speech_s: _builtins.float = ...,
         complete_probability: _builtins.float = ...,
         silence_limit_ms: _builtins.int = ...,
+        text_complete_probability: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_probability", b"complete_probability", "end_of_speech_s", b"end_of_speech_s", "silence_limit_ms", b"silence_limit_ms", "turn", b"turn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["complete_probability", b"complete_probability", "end_of_speech_s", b"end_of_speech_s", "silence_limit_ms", b"silence_limit_ms", "text_complete_probability", b"text_complete_probability", "turn", b"turn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

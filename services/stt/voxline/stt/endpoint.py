@@ -13,6 +13,11 @@ still waits for ``pause_ms``.
 Speech that resumes before that continues the turn; so does speech after the turn ended, until
 ``reply_started()`` says the assistant began to answer (from then on, speech is a new turn).
 
+The words can veto the voice: ``judge_text`` takes the pause transcript's own P(complete)
+(``text_turn``: "…drive from", "…near the...") and the turn is judged on the lower of the two. It
+may arrive before the voice's judgement (fast recogniser) or after the short limit ended the turn
+(slow one): then the end is withdrawn while the longer limit has not passed, and the turn goes on.
+
 Blocking (VAD ~0.1 ms per 32 ms frame, Smart Turn ~20 ms per pause, more on a busy CPU): call from
 a worker thread. With ``defer_judgement`` a pause stops ``feed`` (``PauseDetected``) so that the
 transcription of what was said starts before the turn detector runs (``judge``).
@@ -69,6 +74,9 @@ class SpeechPaused:
     probability: float
     silence_limit_ms: int
     epoch: int
+    #: P(complete) from the pause transcript's words (``judge_text``); -1: no opinion (yet).
+    #: ``probability`` is the lower of the two: the words may send this event again for a pause.
+    text_probability: float = -1.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -107,6 +115,8 @@ class EndpointSettings:
     complete_threshold: float = 0.5
     #: Without a turn detector: the one silence that ends the turn.
     silence_ms: int = 600
+    #: With a turn detector: the pause transcript's words may veto a "complete" (``judge_text``).
+    text_veto: bool = True
 
 
 def silence_limit_ms(probability: float, s: EndpointSettings) -> int:
@@ -151,7 +161,10 @@ class Endpointer:
         self._can_continue = False  # the turn ended, but no reply started: speech continues it
         self._turn_start = 0  # samples: first voiced sample of the turn, minus the pre-roll
         self._limit_ms: int | None = None  # set at a pause; None while speaking
-        self._probability = -1.0
+        self._probability = -1.0  # the turn detector's (voice), then lowered by the words
+        self._voice_probability = -1.0
+        self._text: tuple[int, float] | None = None  # (epoch, P(complete)) from the words
+        self._ended_epoch = -1  # epoch of the last turn end a transcript's words may withdraw
         self.epoch = 0
 
     # ---- what the caller reads -----------------------------------------------------------------
@@ -172,6 +185,11 @@ class Endpointer:
     def turn_start_s(self) -> float:
         """Where the recogniser should start the current (or last) turn's audio."""
         return self._turn_start / RATE
+
+    @property
+    def turn_open(self) -> bool:
+        """A turn has speech and has not ended (or its end was withdrawn)."""
+        return self._turn_open
 
     @property
     def holds_turn(self) -> bool:
@@ -213,6 +231,46 @@ class Endpointer:
     def reply_started(self) -> None:
         """The assistant answers the last turn: speech from now on is a new turn."""
         self._can_continue = False
+        self._ended_epoch = -1
+
+    def judge_text(self, epoch: int, probability: float | None) -> list[SpeechPaused]:
+        """The words of the pause transcript of ``epoch`` say P(complete) (None: no opinion).
+
+        Only with a turn detector, and only for the current epoch (speech since makes the words
+        stale). Before the voice's judgement it is kept for it; after it, a lower probability
+        lengthens the silence limit (a new ``SpeechPaused``), and a turn that already ended on the
+        shorter limit is open again while the longer one has not passed (a turn the client ended
+        stays ended)."""
+        if (self._judge is None or not self._s.text_veto or probability is None
+                or epoch != self.epoch):
+            return []
+        self._text = (epoch, probability)
+        reopen = (not self._turn_open and self._can_continue and self._ended_epoch == epoch)
+        if not (self._turn_open and self._limit_ms is not None) and not reopen:
+            return []  # the voice has not judged yet: _judge_pause combines both
+        before = self._limit_ms
+        self._probability = self._combined()
+        limit = silence_limit_ms(self._probability, self._s)
+        if reopen:
+            if self._silence_ms() >= limit:
+                return []  # the longer limit has passed too: the end stands
+            self._turn_open, self._can_continue, self._ended_epoch = True, False, -1
+        elif limit == before:
+            return []
+        self._limit_ms = limit
+        return [self._paused_event()]
+
+    def _combined(self) -> float:
+        text = self._text[1] if self._text is not None and self._text[0] == self.epoch else None
+        if text is None:
+            return self._voice_probability
+        return text if self._voice_probability < 0 else min(self._voice_probability, text)
+
+    def _paused_event(self) -> SpeechPaused:
+        text = self._text[1] if self._text is not None and self._text[0] == self.epoch else -1.0
+        assert self._limit_ms is not None
+        return SpeechPaused(self._turn, self._last_voiced_end / RATE, self._probability, self._limit_ms,
+                            self.epoch, text)
 
     # ---- the state machine ---------------------------------------------------------------------
     def _step(self, frame: np.ndarray, events: list[EndpointEvent]) -> None:
@@ -259,6 +317,7 @@ class Endpointer:
             self._turn_start = max(0, self._run_start - self._s.preroll_ms * RATE // 1000)
         self._speaking, self._turn_open, self._can_continue, self._early = True, True, False, False
         self._voiced_run, self._limit_ms, self._probability = 0, None, -1.0
+        self._voice_probability, self._ended_epoch = -1.0, -1
         self._last_voiced_end = self._pos
         self.epoch += 1
         events.append(SpeechStarted(self._turn, self._run_start / RATE, continues, self.epoch))
@@ -277,12 +336,12 @@ class Endpointer:
         self.judgement_due = False
         if self._judge is not None:
             start = max(0, len(self._recent) - (self._pos - self._turn_start) // self._frame)
-            self._probability = float(self._judge(np.concatenate(list(self._recent)[start:])))
+            self._voice_probability = float(self._judge(np.concatenate(list(self._recent)[start:])))
+            self._probability = self._combined()
             self._limit_ms = silence_limit_ms(self._probability, self._s)
         else:
             self._probability, self._limit_ms = -1.0, self._s.silence_ms
-        events: list[EndpointEvent] = [SpeechPaused(self._turn, self._last_voiced_end / RATE,
-                                                    self._probability, self._limit_ms, self.epoch)]
+        events: list[EndpointEvent] = [self._paused_event()]
         if self._silence_ms() >= self._limit_ms:  # a limit shorter than the pause itself
             events.append(self._ended(self._silence_reason()))
         return events
@@ -299,6 +358,8 @@ class Endpointer:
 
     def _ended(self, reason: EndReason) -> TurnEnded:
         self._turn_open, self._can_continue, self._limit_ms = False, True, None
+        # the words of a pause transcript still to come may withdraw an end on the silence
+        self._ended_epoch = self.epoch if reason in (EndReason.COMPLETE, EndReason.SILENCE) else -1
         return TurnEnded(self._turn, self._last_voiced_end / RATE, self._pos / RATE, reason,
                          self._probability, self.epoch)
 

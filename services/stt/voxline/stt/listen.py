@@ -7,7 +7,9 @@ speaks instead of after:
 - while speech goes on, an interim transcript of the turn so far every ``interim_interval_s`` of
   new audio, best effort (only when a Whisper worker is idle, as StreamingTranscribe's partials);
 - at each pause, a transcript of all of the turn's speech (``at_pause``): the text a reply can be
-  started on before the turn has even ended;
+  started on before the turn has even ended. Its words may veto the voice's "complete"
+  (``text_turn``): a new ``SpeechPaused`` with the longer limit, and a turn end that was waiting
+  for this transcript is withdrawn (the turn ends later, on the same transcript);
 - when the turn ends, ``TurnEnded`` with the final transcript. When nothing was said since the
   pause, that is the pause's transcript: the end of a turn costs no second decode.
 
@@ -38,6 +40,7 @@ from voxline.stt.endpoint import (
 )
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
 from voxline.stt.stream import StreamFormat
+from voxline.stt.text_turn import text_complete_probability
 
 log = logging.getLogger(__name__)
 
@@ -185,12 +188,15 @@ async def listen_stream(
         current = job.epoch == endpointer.epoch and job.turn == endpointer.turn
         out: list[ListenEvent] = []
         if job.kind == "pause":
+            out.append(Interim(job.turn, result, job.audio_end_s, at_pause=current))
             if current:
                 pause_result = (job.epoch, result)
-            out.append(Interim(job.turn, result, job.audio_end_s, at_pause=current))
+                # the words may veto the voice's "complete", and withdraw a turn end waiting here
+                out += endpointer.judge_text(job.epoch, text_complete_probability(result.text,
+                                                                                  result.language))
         elif job.kind == "interim":
             out.append(Interim(job.turn, result, job.audio_end_s, at_pause=False))
-        if job.ended is not None and current:
+        if job.ended is not None and current and not endpointer.turn_open:
             out.append(Final(job.ended, result))
         return out
 

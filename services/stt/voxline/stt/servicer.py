@@ -93,7 +93,8 @@ def listen_response(event: ListenEvent) -> stt_pb2.ListenResponse:
     if isinstance(event, SpeechPaused):
         return stt_pb2.ListenResponse(speech_paused=stt_pb2.SpeechPaused(
             turn=event.turn, end_of_speech_s=event.end_of_speech_s,
-            complete_probability=event.probability, silence_limit_ms=event.silence_limit_ms))
+            complete_probability=event.probability, silence_limit_ms=event.silence_limit_ms,
+            text_complete_probability=event.text_probability))
     if isinstance(event, Interim):
         return stt_pb2.ListenResponse(interim=stt_pb2.InterimTranscript(
             turn=event.turn, result=to_response(event.transcript), audio_end_s=event.audio_end_s,

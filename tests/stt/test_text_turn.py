@@ -1,0 +1,212 @@
+"""The words' veto on end of turn: ``text_turn`` and how the Endpointer and the Listen stream use it.
+
+No models here: a scripted VAD, a fixed "voice" judgement and a scripted transcriber, so each test
+says exactly when speech, pauses and transcripts happen (the real-model check is in
+test_stt_listen.py)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from voxline.common.audio import float_to_pcm16
+from voxline.stt.endpoint import (
+    Endpointer,
+    EndpointSettings,
+    EndReason,
+    PauseDetected,
+    SpeechPaused,
+    SpeechStarted,
+    TurnEnded,
+)
+from voxline.stt.engine import AudioInput, RecognitionOptions, Transcript
+from voxline.stt.listen import Final, Interim, ListenRequest, listen_stream
+from voxline.stt.stream import StreamFormat
+from voxline.stt.text_turn import (
+    RARELY_FINISHED,
+    UNFINISHED,
+    UNPUNCTUATED,
+    text_complete_probability,
+)
+
+RATE = 16_000
+
+
+@pytest.mark.parametrize(("text", "language", "expected"), [
+    ("Could you tell me how long it takes to drive from?", "en", RARELY_FINISHED),
+    ("Set a timer for 20 minutes and remind me to...", "en", UNFINISHED),
+    ("Can you find a good Italian restaurant near the", "en", UNFINISHED),
+    ("I'd like a coffee and", "en-US", UNFINISHED),
+    ("Send a message to my sister,", "en", UNFINISHED),
+    ("Please call Stella and ask", "en", UNPUNCTUATED),
+    ("Je voudrais réserver une table pour", "fr", RARELY_FINISHED),
+    ("Quel temps fait-il à Paris et", "fr", UNFINISHED),
+    # words that may well end a sentence: no opinion (the voice decides)
+    ("Could you tell me how long it takes to drive from Boston to New York City?", "en", None),
+    ("Send a message to my sister.", "en", None),
+    ("Where are you from?", "en", RARELY_FINISHED),  # a preposition: waits longer, still ends
+    ("Quel temps fait-il à Paris ?", "fr", None),
+    ("", "en", None),
+    # other languages: only a trailing mark speaks (no word lists, no final-stop rule)
+    ("Wie spät ist es", "de", None),
+    ("Wie spät ist es...", "de", UNFINISHED),
+])
+def test_the_words_say_when_a_sentence_is_unfinished(text: str, language: str,
+                                                     expected: float | None) -> None:
+    assert text_complete_probability(text, language) == expected
+
+
+class ScriptedVad:
+    """Speech for the frames whose first sample is not zero (no model)."""
+
+    frame_samples = 320
+
+    def probability(self, frame: np.ndarray) -> float:
+        return 1.0 if frame[0] != 0 else 0.0
+
+
+def tone(seconds: float) -> np.ndarray:
+    return np.full(int(seconds * RATE), 0.5, dtype=np.float32)
+
+
+def silence(seconds: float) -> np.ndarray:
+    return np.zeros(int(seconds * RATE), dtype=np.float32)
+
+
+def feed_all(ep: Endpointer, audio: np.ndarray) -> list[object]:
+    events: list[object] = []
+    for i in range(0, len(audio), 320):
+        events += ep.feed(audio[i:i + 320])
+        events += ep.judge()
+    return events
+
+
+def sure_voice(audio: np.ndarray) -> float:
+    return 0.98  # Smart Turn, fooled by a falling voice mid-sentence
+
+
+SETTINGS = EndpointSettings(pause_ms=100, early_pause_ms=40, complete_silence_ms=200,
+                            incomplete_silence_ms=1500)
+
+
+def test_words_that_arrive_before_the_judgement_make_the_turn_wait() -> None:
+    ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
+    events = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(0.06)]))
+    pause = next(e for e in events if isinstance(e, PauseDetected))
+    assert ep.judge_text(pause.epoch, RARELY_FINISHED) == []  # kept for the judgement
+    events = feed_all(ep, silence(0.8))
+    (paused,) = [e for e in events if isinstance(e, SpeechPaused)]
+    assert paused.probability == RARELY_FINISHED and paused.text_probability == RARELY_FINISHED
+    assert paused.silence_limit_ms == 1110  # not the 200 ms of a complete sentence
+    assert not any(isinstance(e, TurnEnded) for e in events) and ep.turn_open
+    (ended,) = [e for e in feed_all(ep, silence(0.5)) if isinstance(e, TurnEnded)]
+    assert ended.reason is EndReason.SILENCE and ended.ended_at_s == pytest.approx(0.7 + 1.11, abs=0.021)
+
+
+def test_words_that_arrive_after_the_end_withdraw_it_while_the_longer_limit_runs() -> None:
+    ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
+    events = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(0.3)]))
+    (first_end,) = [e for e in events if isinstance(e, TurnEnded)]
+    assert first_end.reason is EndReason.COMPLETE and not ep.turn_open
+    (again,) = ep.judge_text(first_end.epoch, UNFINISHED)
+    assert again.silence_limit_ms == 1370 and again.epoch == first_end.epoch
+    assert ep.turn_open  # withdrawn: the turn goes on
+    resumed = feed_all(ep, np.concatenate([silence(0.3), tone(0.4), silence(0.3)]))
+    assert isinstance(resumed[0], SpeechStarted) and resumed[0].continues_turn and resumed[0].turn == 1
+    # a stale word judgement (speech since) changes nothing
+    assert ep.judge_text(first_end.epoch, UNFINISHED) == []
+
+
+def test_an_end_stands_when_the_longer_limit_has_passed_or_the_client_ended_it() -> None:
+    ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
+    events = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(1.6)]))
+    (ended,) = [e for e in events if isinstance(e, TurnEnded)]
+    assert ep.judge_text(ended.epoch, UNFINISHED) == [] and not ep.turn_open
+    ep.reply_started()
+    feed_all(ep, tone(0.3))
+    (client_end,) = ep.end_turn()
+    assert ep.judge_text(client_end.epoch, UNFINISHED) == [] and not ep.turn_open
+
+
+def test_words_that_do_not_object_and_a_switched_off_veto_leave_the_voice_alone() -> None:
+    for settings, text in ((SETTINGS, None), (EndpointSettings(pause_ms=100, text_veto=False), UNFINISHED)):
+        ep = Endpointer(ScriptedVad(), settings, sure_voice, defer_judgement=True)
+        events = feed_all(ep, np.concatenate([silence(0.2), tone(0.5), silence(0.3)]))
+        (ended,) = [e for e in events if isinstance(e, TurnEnded)]
+        assert ep.judge_text(ended.epoch, text) == [] and ended.reason is EndReason.COMPLETE
+
+
+class ScriptedTranscriber:
+    """Returns ``texts`` in order, each after ``delay_s`` (the recogniser's cost)."""
+
+    max_audio_seconds = 120.0
+
+    def __init__(self, texts: list[str], delay_s: float) -> None:
+        self.texts, self.delay_s, self.calls = list(texts), delay_s, 0
+
+    def check_options(self, options: RecognitionOptions) -> None:
+        return None
+
+    async def transcribe(self, audio: AudioInput, options: RecognitionOptions) -> Transcript:
+        await asyncio.sleep(self.delay_s)
+        text = self.texts[min(self.calls, len(self.texts) - 1)]
+        self.calls += 1
+        return Transcript(text=text, language="en", language_probability=1.0, segments=(),
+                          audio_seconds=len(audio.data) / 2 / RATE, processing_ms=self.delay_s * 1000,
+                          decode_ms=0.0)
+
+    async def transcribe_if_idle(self, audio: AudioInput, options: RecognitionOptions) -> Transcript:
+        return await self.transcribe(audio, options)
+
+
+async def run_listen(engine: ScriptedTranscriber, audio: np.ndarray,
+                     paced: Callable[[int], float]) -> list[object]:
+    """Stream ``audio`` as 20 ms chunks, sleeping ``paced(i)`` seconds before chunk ``i``."""
+    data = float_to_pcm16(audio)
+
+    async def requests() -> AsyncIterator[ListenRequest]:
+        for i in range(0, len(data), 640):
+            await asyncio.sleep(paced(i // 640))
+            yield data[i:i + 640]
+
+    async def inline(fn: Callable[..., Any], *args: Any) -> Any:
+        return fn(*args)
+
+    fmt = StreamFormat("pcm_s16le", RATE, 1)
+    ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
+    return [e async for e in listen_stream(engine, ep, fmt, RecognitionOptions(language="en"), requests(),
+                                           interim_interval_s=0.0, max_turn_seconds=60.0,
+                                           run_blocking=inline)]
+
+
+@pytest.mark.parametrize("recogniser_s", [0.0, 0.3])
+async def test_an_unfinished_sentence_is_one_turn_with_a_fast_or_a_slow_recogniser(
+        recogniser_s: float) -> None:
+    """The voice says "complete" at the pause; the words ("…drive from?") say no. A fast recogniser
+    answers before the 200 ms limit, a slow one after it (the end is withdrawn): either way the
+    speech after the 700 ms pause continues the same turn, and the only Final has all of it."""
+    engine = ScriptedTranscriber(["how long it takes to drive from?",
+                                  "how long it takes to drive from Boston?"], recogniser_s)
+    audio = np.concatenate([silence(0.2), tone(0.8), silence(0.7), tone(0.5), silence(1.0)])
+    # real time around the pause (the recogniser's speed matters there), faster elsewhere
+    events = await run_listen(engine, audio, lambda i: 0.02 if 45 <= i < 90 else 0.0)
+    finals = [e for e in events if isinstance(e, Final)]
+    assert [f.transcript.text for f in finals] == ["how long it takes to drive from Boston?"]
+    vetoed = [e for e in events if isinstance(e, SpeechPaused) and e.text_probability == RARELY_FINISHED]
+    assert vetoed and vetoed[0].silence_limit_ms == 1110
+    assert any(isinstance(e, Interim) and e.at_pause for e in events)
+    starts = [e for e in events if isinstance(e, SpeechStarted)]
+    assert len(starts) == 2 and starts[1].continues_turn
+
+
+async def test_a_finished_sentence_still_ends_after_the_short_silence() -> None:
+    engine = ScriptedTranscriber(["how long it takes to drive from Boston?"], 0.0)
+    audio = np.concatenate([silence(0.2), tone(0.8), silence(1.0)])
+    events = await run_listen(engine, audio, lambda i: 0.0)
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert final.ended.reason is EndReason.COMPLETE
+    assert final.ended.ended_at_s - final.ended.end_of_speech_s == pytest.approx(0.2, abs=0.021)
