@@ -118,7 +118,7 @@ def test_render_prints_the_control_table_after_the_goals_and_the_replay_misses()
     assert all("| 700" not in line for line in lines[:goals])
     assert all("| 100" not in line for line in lines[note:])
     assert any(line.startswith("| turn-taking+speculation | 7002 |") for line in lines[note:])
-    assert any("Replay misses in the timed pass: 4" in line for line in lines)
+    assert any("Replay misses in the timed runs kept: 4" in line for line in lines)
     result["replay_misses"] = 0
     assert not any("Replay misses" in line for line in render(result))
 
