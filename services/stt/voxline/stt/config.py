@@ -48,6 +48,9 @@ class EngineSettings:
     vad_filter: bool = False
     #: Longest audio accepted, seconds (RESOURCE_EXHAUSTED beyond).
     max_audio_seconds: float = 120.0
+    #: Shortest Whisper encoder window, seconds: a clip is encoded in max(its length + 1 s, this),
+    #: capped at 30 s, instead of Whisper's fixed 30 s; 0: always the full 30 s.
+    encoder_window_s: float = 0.0
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -62,6 +65,8 @@ class EngineSettings:
             raise ConfigError("--num-workers must be >= 1 and --max-queued >= 0")
         if self.max_audio_seconds <= 0:
             raise ConfigError("--max-audio-seconds must be positive")
+        if not 0 <= self.encoder_window_s <= 30:
+            raise ConfigError("--encoder-window-s must be 0..30")
 
 
 TURN_DETECTORS = ("smart_turn", "silero_vad", "energy_vad")
@@ -141,6 +146,11 @@ def build_parser() -> argparse.ArgumentParser:
            help="CTranslate2 threads per worker (0: CTranslate2 decides)")
     option(model, "--num-workers", env="VOXLINE_STT_NUM_WORKERS", default=1, type=int,
            help="transcriptions running at once")
+    option(model, "--encoder-window-s", env="VOXLINE_STT_ENCODER_WINDOW_S", default=0.0, type=float,
+           help="shortest Whisper encoder window, seconds: a clip is encoded in max(its length + 1 s, "
+                "this) capped at 30 s instead of Whisper's fixed 30 s (a CPU spends most of a short "
+                "utterance's time there); a result that looks degenerate (repetitive, too many "
+                "words) is redone with the full window. 0: always the full 30 s")
     decoding = parser.add_argument_group("decoding defaults (a request may override)")
     option(decoding, "--beam-size", env="VOXLINE_STT_BEAM_SIZE", default=1, type=int,
            help="beam size (1 = greedy, lowest latency)")
@@ -196,6 +206,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
         max_queued=ns.max_queued,
         vad_filter=ns.vad_filter,
         max_audio_seconds=ns.max_audio_seconds,
+        encoder_window_s=ns.encoder_window_s,
     )
     return SttConfig(
         server=server_config_from_args(ns),

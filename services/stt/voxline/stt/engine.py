@@ -4,13 +4,27 @@ Audio bytes are decoded by ``voxline.common.audio.decode`` into mono float32 at 
 to ``WhisperModel.transcribe`` as a numpy array. Decoding and inference run together in a worker
 thread of an executor sized to ``num_workers`` (the number of CTranslate2 workers), behind an
 ``AdmissionGate``: ``num_workers`` jobs run, ``max_queued`` wait, the rest get LimitExceeded.
+
+Short encoder window (``--encoder-window-s``, whisper.cpp's ``audio_ctx``): faster-whisper pads
+every window's mel features to 3000 frames (30 s) right before the encoder, whatever its
+``chunk_length``, so a 3 s utterance pays for 30 s of encoder. ``WindowedWhisperModel`` keeps
+faster-whisper's whole decoding path (prompt, timestamps, suppressed tokens, no-speech test) and
+only cuts those padded features to the window set for the current thread; the CTranslate2 encoder
+accepts any even number of frames up to 3000. A result that looks degenerate is redone with the
+full window (``run_whisper``).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
+import itertools
 import logging
+import math
+import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -134,8 +148,6 @@ class WhisperTranscriber:
         log.info("model warm", extra={"warm_up_ms": round((time.perf_counter() - started) * 1000, 1)})
 
     def _load(self) -> None:
-        from faster_whisper import WhisperModel  # heavy import: keep `--help` fast
-
         s = self._settings
         resolved = resolve_model(s.model, s.cache_dir)
         device = s.device
@@ -148,8 +160,9 @@ class WhisperTranscriber:
             compute_type = "float16" if device == "cuda" else "int8"
         started = time.perf_counter()
         try:
-            model = WhisperModel(resolved.location, device=device, compute_type=compute_type,
-                                 cpu_threads=s.cpu_threads, num_workers=s.num_workers)
+            model = windowed_whisper_model()(resolved.location, device=device,
+                                             compute_type=compute_type, cpu_threads=s.cpu_threads,
+                                             num_workers=s.num_workers)
         except Exception as exc:  # CTranslate2 / the hub client fail in many ways; all mean "cannot load"
             raise NotConfigured(f"cannot load Whisper model {s.model!r} ({resolved.source}): {exc}") from exc
         languages = frozenset(model.supported_languages)
@@ -230,17 +243,127 @@ class WhisperTranscriber:
 
     def _infer(self, samples: np.ndarray, language: str, beam: int, vad: bool
                ) -> tuple[str, str, float, tuple[Segment, ...]]:
-        return run_whisper(self._model, samples, language, beam, vad)
+        return run_whisper(self._model, samples, language, beam, vad, self._settings.encoder_window_s)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
         self._model = None
 
 
-def run_whisper(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool
-                ) -> tuple[str, str, float, tuple[Segment, ...]]:
+#: Audio the window keeps after the clip's end, seconds: Whisper was trained on speech followed by
+#: more signal or padding, and a window that stops at the last sample tends to lose the final word.
+ENCODER_WINDOW_MARGIN_S = 1.0
+#: Whisper's fixed window in 10 ms mel frames (30 s): what faster-whisper always encodes.
+FULL_WINDOW_FRAMES = 3000
+#: faster-whisper's own limit for a repetitive decode (its temperature fallback uses the same 2.4).
+COMPRESSION_RATIO_LIMIT = 2.4
+#: faster-whisper's own floor for a segment's average token log-probability (its temperature
+#: fallback uses the same -1.0). Full-window segments of the benchmark's noisy speech stay above
+#: -0.6; the short windows' invented tails ("... London. Now, the") fall below -1.5.
+LOG_PROB_LIMIT = -1.0
+#: Tokens (text and timestamps) per second of audio that no speech needs (people say 2-4 words a
+#: second, 1.3 tokens a word): a short-window decode stops there, and reaching it means a loop.
+MAX_TOKENS_PER_SECOND = 12
+
+_window = threading.local()
+
+
+def encoder_window_frames() -> int:
+    """Mel frames the encoder sees in this thread (0: Whisper's full 30 s window)."""
+    return int(getattr(_window, "frames", 0))
+
+
+def window_frames_for(audio_seconds: float, encoder_window_s: float) -> int:
+    """The encoder window for a clip, in mel frames: max(audio + margin, ``encoder_window_s``),
+    even (the encoder's first convolution has stride 2); 0 when that is the full 30 s anyway or
+    ``encoder_window_s`` is 0."""
+    if encoder_window_s <= 0:
+        return 0
+    seconds = max(audio_seconds + ENCODER_WINDOW_MARGIN_S, encoder_window_s)
+    frames = math.ceil(seconds * 100)
+    frames += frames % 2
+    return 0 if frames >= FULL_WINDOW_FRAMES else frames
+
+
+@contextlib.contextmanager
+def _encoder_window(frames: int) -> Iterator[None]:
+    previous = encoder_window_frames()
+    _window.frames = frames
+    try:
+        yield
+    finally:
+        _window.frames = previous
+
+
+@functools.cache
+def windowed_whisper_model() -> type:
+    """faster-whisper's ``WhisperModel`` whose encoder sees only ``encoder_window_frames()`` frames
+    (when set for the calling thread). Built on first use: importing faster-whisper is slow, and
+    ``--help`` should not wait for it."""
+    from faster_whisper import WhisperModel
+
+    class WindowedWhisperModel(WhisperModel):  # type: ignore[misc]  # faster-whisper is untyped
+        """``WhisperModel`` with a per-thread encoder window (see ``encoder_window_frames``)."""
+
+        def encode(self, features: np.ndarray) -> Any:
+            # generate_segments and detect_language pad each window to 3000 frames first; the
+            # padding beyond the window is zeros, so the cut loses no audio of the clip
+            frames = encoder_window_frames()
+            return super().encode(features[..., :frames] if frames else features)
+
+    return WindowedWhisperModel
+
+
+def token_cap(audio_seconds: float) -> int:
+    """Most tokens a short-window decode may produce for a clip (``MAX_TOKENS_PER_SECOND``, plus
+    room for a few segments' timestamps), below Whisper's 448-token context."""
+    return min(math.ceil(MAX_TOKENS_PER_SECOND * audio_seconds) + 24, 440)
+
+
+def degenerate(pieces: tuple[Any, ...], audio_seconds: float) -> str:
+    """Why faster-whisper segments look like a decoding failure rather than speech ("" if they
+    don't): a repetitive segment (compression ratio over faster-whisper's own 2.4), an unsure one
+    (average log-probability under its own -1.0), a segment that repeats the one before, or as
+    many tokens as ``token_cap`` allows (a loop cut short)."""
+    ratio = max((float(p.compression_ratio) for p in pieces), default=0.0)
+    if ratio > COMPRESSION_RATIO_LIMIT:
+        return f"compression ratio {ratio:.2f} > {COMPRESSION_RATIO_LIMIT}"
+    logprob = min((float(p.avg_logprob) for p in pieces), default=0.0)
+    if logprob < LOG_PROB_LIMIT:
+        return f"average log-probability {logprob:.2f} < {LOG_PROB_LIMIT}"
+    texts = [p.text.strip().lower() for p in pieces]
+    if any(a and a == b for a, b in itertools.pairwise(texts)):
+        return "a segment repeats the one before"
+    tokens = sum(len(p.tokens) for p in pieces)
+    if tokens >= token_cap(audio_seconds):
+        return f"{tokens} tokens for {audio_seconds:.1f} s of audio"
+    return ""
+
+
+def run_whisper(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool,
+                encoder_window_s: float = 0.0) -> tuple[str, str, float, tuple[Segment, ...]]:
     """Run a faster-whisper model on 16 kHz mono float32 samples (or a file path, as the baseline
-    did); returns (text, language, language probability, segments). Blocking: call from a worker."""
+    did); returns (text, language, language probability, segments). Blocking: call from a worker.
+
+    ``encoder_window_s`` > 0 (samples only, and a model from ``windowed_whisper_model``): encode
+    max(audio + 1 s, that) seconds instead of 30, decoding at most ``token_cap`` tokens; a
+    degenerate result (``degenerate``) is redone with the full window and logged at DEBUG."""
+    seconds = len(audio) / WHISPER_RATE if isinstance(audio, np.ndarray) else 0.0
+    frames = window_frames_for(seconds, encoder_window_s) if seconds else 0
+    if frames:
+        with _encoder_window(frames):
+            # the encoder runs while the segments are iterated: inside the window's scope
+            pieces, info = _transcribe(model, audio, language, beam, vad, token_cap(seconds))
+        reason = degenerate(pieces, seconds)
+        if not reason:
+            return _result(pieces, info)
+        log.debug("short encoder window result degenerate: redone with the full window",
+                  extra={"window_s": frames / 100, "reason": reason})
+    return _result(*_transcribe(model, audio, language, beam, vad, None))
+
+
+def _transcribe(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool,
+                max_new_tokens: int | None) -> tuple[tuple[Any, ...], Any]:
     pieces, info = model.transcribe(
         audio,
         language=language or None,
@@ -250,7 +373,12 @@ def run_whisper(model: Any, audio: np.ndarray | str, language: str, beam: int, v
         # conditioning either, which could otherwise lock into a repetition loop
         temperature=0.0,
         condition_on_previous_text=False,
+        max_new_tokens=max_new_tokens,
     )
+    return tuple(pieces), info
+
+
+def _result(pieces: tuple[Any, ...], info: Any) -> tuple[str, str, float, tuple[Segment, ...]]:
     segments = tuple(Segment(float(p.start), float(p.end), p.text.strip()) for p in pieces)
     text = " ".join(s.text for s in segments if s.text)
     return text, str(info.language), float(info.language_probability), segments
