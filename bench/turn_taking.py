@@ -18,8 +18,8 @@ Paths:
   (d) oracle: the client marks the end of the utterance at the exact end of speech.
 
 A control group, measured on every path and reported apart (never in the main means or the
-headline): two sentences paused where the words before the pause are already a complete request, so
-no turn detector can know that more is coming.
+headline): sentences paused where the words before the pause are already a complete request, so no
+turn detector can know that more is coming (``CONTROL_SENTENCES``).
 
 Two STT engines (``--stt``): ``whisper``, the packaged Whisper base on this CPU (about a second per
 transcription here, so every path is STT-bound), and ``baseline``: Whisper base's own transcripts,
