@@ -28,7 +28,10 @@ def test_help_lists_every_option_without_loading_anything() -> None:
     assert done.returncode == 0
     for flag in ("--model", "--cache-dir", "--device", "--compute-type", "--beam-size", "--language",
                  "--cpu-threads", "--num-workers", "--vad-filter", "--max-queued", "--max-audio-seconds",
-                 "--max-stream-bytes", "--partial-interval-s", "VOXLINE_STT_MODEL", "VOXLINE_CACHE_DIR"):
+                 "--max-stream-bytes", "--partial-interval-s", "--encoder-window-s", "--turn-detector",
+                 "--complete-silence-ms", "--incomplete-silence-ms", "--pause-ms", "--early-pause-ms",
+                 "--text-veto", "--pause-heard-ms", "VOXLINE_STT_MODEL", "VOXLINE_CACHE_DIR",
+                 "VOXLINE_STT_TEXT_VETO"):
         assert flag in done.stdout
     assert time.monotonic() - started < 10  # no model, no faster-whisper import
 
@@ -37,6 +40,7 @@ def test_help_lists_every_option_without_loading_anything() -> None:
     (["--beam-size", "0"], "--beam-size must be 1..10"),
     (["--num-workers", "0"], "--num-workers must be >= 1"),
     (["--max-audio-seconds", "-1"], "--max-audio-seconds must be positive"),
+    (["--pause-heard-ms", "-2"], "--pause-heard-ms must be -1..10000"),
 ])
 def test_bad_configuration_exits_2_with_the_reason(args: list[str], message: str) -> None:
     done = run_stt(*args)

@@ -210,3 +210,33 @@ async def test_a_finished_sentence_still_ends_after_the_short_silence() -> None:
     (final,) = [e for e in events if isinstance(e, Final)]
     assert final.ended.reason is EndReason.COMPLETE
     assert final.ended.ended_at_s - final.ended.end_of_speech_s == pytest.approx(0.2, abs=0.021)
+
+
+def test_the_detector_does_not_hear_the_silence_of_a_pause_the_speech_went_on_after() -> None:
+    """Smart Turn doubts a sentence's real end when it hears a long pause inside it, so the part of
+    such a pause beyond ``pause_heard_ms`` is cut from what it judges (the turn's audio for the
+    recogniser keeps it)."""
+    heard: list[np.ndarray] = []
+    settings = EndpointSettings(pause_ms=96, pause_heard_ms=64, incomplete_silence_ms=1500)
+    ep = Endpointer(ScriptedVad(), settings,
+                    lambda audio: heard.append(audio) or 0.1, defer_judgement=True)
+    feed_all(ep, np.concatenate([silence(0.4), tone(0.6), silence(0.7), tone(0.6), silence(0.2)]))
+    assert len(heard) == 2 and ep.turn == 1 and ep.turn_start_s == pytest.approx(0.1)
+
+    def longest_inner_silence(audio: np.ndarray) -> float:
+        voiced = np.flatnonzero(audio)
+        gaps = np.diff(voiced) - 1
+        return float(gaps.max()) / RATE if len(gaps) else 0.0
+
+    assert longest_inner_silence(heard[0]) == 0.0
+    # the second judgement hears the 0.6 s of speech, 64 ms of the pause, the 0.6 s of speech
+    assert longest_inner_silence(heard[1]) == pytest.approx(0.064, abs=0.021)
+    assert len(heard[1]) / RATE == pytest.approx(0.3 + 0.6 + 0.064 + 0.6 + 0.096, abs=0.05)
+
+
+def test_the_veto_and_the_heard_pause_are_server_flags() -> None:
+    from voxline.stt.config import parse
+
+    assert parse([]).turns.text_veto and parse([]).turns.pause_heard_ms == 64
+    turns = parse(["--text-veto", "false", "--pause-heard-ms", "-1"]).turns
+    assert not turns.text_veto and turns.pause_heard_ms == -1

@@ -90,6 +90,11 @@ class TurnSettings:
     early_pause_ms: int = 32
     #: energy_vad: RMS over which a 20 ms frame is speech.
     energy_threshold: float = 0.015
+    #: smart_turn: the pause transcript's words may veto a "complete" (voxline.stt.text_turn).
+    text_veto: bool = True
+    #: smart_turn: silence of a pause (that the speech went on after) Smart Turn still hears, ms;
+    #: -1: all of it.
+    pause_heard_ms: int = 64
 
     def __post_init__(self) -> None:
         if self.detector not in TURN_DETECTORS:
@@ -99,6 +104,8 @@ class TurnSettings:
                 raise ConfigError(f"--{name.replace('_', '-')} must be 20..10000 ms")
         if not 0 <= self.early_pause_ms <= self.pause_ms:
             raise ConfigError("--early-pause-ms must be 0..--pause-ms")
+        if not -1 <= self.pause_heard_ms <= 10_000:
+            raise ConfigError("--pause-heard-ms must be -1..10000")
         if not 0 < self.energy_threshold < 1:
             raise ConfigError("--energy-threshold must be in (0, 1)")
 
@@ -182,6 +189,14 @@ def build_parser() -> argparse.ArgumentParser:
     option(turns, "--early-pause-ms", env="VOXLINE_STT_EARLY_PAUSE_MS", default=32, type=int,
            help="silence after speech that starts the pause transcript (and a speculative reply) "
            "before the pause is certain; 0: at --pause-ms")
+    option(turns, "--text-veto", env="VOXLINE_STT_TEXT_VETO", default=True, type=bool,
+           help="smart_turn: the pause transcript's words may veto Smart Turn's 'complete' (a "
+           "sentence does not end on 'the', 'and', 'from', nor where Whisper wrote '...' or ','; "
+           "English and French word lists): the turn then waits for the longer silence")
+    option(turns, "--pause-heard-ms", env="VOXLINE_STT_PAUSE_HEARD_MS", default=64, type=int,
+           help="smart_turn: of a pause the user went on after, the silence Smart Turn still hears "
+           "when it judges the rest of the turn, ms (it doubts a sentence's end after a long "
+           "pause inside it); -1: all of it")
     option(turns, "--listen-interim-interval-s", env="VOXLINE_STT_LISTEN_INTERIM_INTERVAL_S", default=0.0,
            type=float, help="Listen: seconds of speech between interim transcripts while the user "
            "speaks (0: at pauses only; on a CPU each one can delay the end-of-turn transcript)")
@@ -222,5 +237,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
             pause_ms=ns.pause_ms,
             early_pause_ms=ns.early_pause_ms,
             energy_threshold=ns.energy_threshold,
+            text_veto=ns.text_veto,
+            pause_heard_ms=ns.pause_heard_ms,
         ),
     )

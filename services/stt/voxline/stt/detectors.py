@@ -78,6 +78,8 @@ class TurnDetectors:
             complete_silence_ms=options.complete_silence_ms or s.complete_silence_ms,
             incomplete_silence_ms=options.incomplete_silence_ms or s.incomplete_silence_ms,
             silence_ms=options.silence_ms or s.silence_ms,
+            text_veto=s.text_veto,
+            pause_heard_ms=s.pause_heard_ms,
         )
         if self._silero is None:
             raise NotConfigured("the turn detectors are still loading")

@@ -117,6 +117,11 @@ class EndpointSettings:
     silence_ms: int = 600
     #: With a turn detector: the pause transcript's words may veto a "complete" (``judge_text``).
     text_veto: bool = True
+    #: With a turn detector: of a pause the speech went on after, the silence the detector still
+    #: hears, ms (-1: all of it). Smart Turn takes a long silence inside a sentence for hesitation
+    #: and doubts the sentence's real end ("…while I | cook dinner.": 0.94 whole, 0.16 with the
+    #: 700 ms pause heard), so the rest of such a silence is cut from what it judges.
+    pause_heard_ms: int = 64
 
 
 def silence_limit_ms(probability: float, s: EndpointSettings) -> int:
@@ -160,6 +165,7 @@ class Endpointer:
         self._turn_open = False  # a turn has speech and has not ended
         self._can_continue = False  # the turn ended, but no reply started: speech continues it
         self._turn_start = 0  # samples: first voiced sample of the turn, minus the pre-roll
+        self._cut_frames = 0  # frames of the turn's pauses cut from ``_recent`` (pause_heard_ms)
         self._limit_ms: int | None = None  # set at a pause; None while speaking
         self._probability = -1.0  # the turn detector's (voice), then lowered by the words
         self._voice_probability = -1.0
@@ -315,12 +321,31 @@ class Endpointer:
         if not continues:
             self._turn += 1
             self._turn_start = max(0, self._run_start - self._s.preroll_ms * RATE // 1000)
+            self._cut_frames = 0
+        elif self._judge is not None and self._s.pause_heard_ms >= 0:
+            self._cut_pause()
         self._speaking, self._turn_open, self._can_continue, self._early = True, True, False, False
         self._voiced_run, self._limit_ms, self._probability = 0, None, -1.0
         self._voice_probability, self._ended_epoch = -1.0, -1
         self._last_voiced_end = self._pos
         self.epoch += 1
         events.append(SpeechStarted(self._turn, self._run_start / RATE, continues, self.epoch))
+
+    def _cut_pause(self) -> None:
+        """The turn goes on after a pause: cut the pause's silence beyond ``pause_heard_ms`` from
+        what the turn detector will hear (the frames just before the new speech)."""
+        gap = (self._run_start - self._last_voiced_end) // self._frame
+        cut = gap - self._s.pause_heard_ms * RATE // 1000 // self._frame
+        if cut <= 0:
+            return
+        frames = list(self._recent)
+        end = len(frames) - (self._pos - self._run_start) // self._frame  # the new speech's first
+        if end - cut < 0:
+            return  # the pause is older than the detector's window anyway
+        del frames[end - cut:end]
+        self._recent.clear()
+        self._recent.extend(frames)
+        self._cut_frames += cut
 
     def _pause(self, events: list[EndpointEvent]) -> None:
         self._speaking = False
@@ -335,7 +360,8 @@ class Endpointer:
     def _judge_pause(self) -> list[EndpointEvent]:
         self.judgement_due = False
         if self._judge is not None:
-            start = max(0, len(self._recent) - (self._pos - self._turn_start) // self._frame)
+            turn_frames = (self._pos - self._turn_start) // self._frame - self._cut_frames
+            start = max(0, len(self._recent) - turn_frames)
             self._voice_probability = float(self._judge(np.concatenate(list(self._recent)[start:])))
             self._probability = self._combined()
             self._limit_ms = silence_limit_ms(self._probability, self._s)
