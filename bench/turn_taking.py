@@ -301,7 +301,8 @@ class ReplayedWhisper:
         await self._inner.close()
 
 
-async def _serve_stt(smoke: bool, stt: str = "whisper") -> tuple[Any, Any, ReplayedWhisper | None]:
+async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float = 0.0
+                     ) -> tuple[Any, Any, ReplayedWhisper | None]:
     """The STT stage: the real servicer and models (smoke: the fake, figures meaningless), its stop,
     and the ``ReplayedWhisper`` behind it for ``stt="baseline"``."""
     from voxline.testing.fake_servers import FakeStt
@@ -317,7 +318,7 @@ async def _serve_stt(smoke: bool, stt: str = "whisper") -> tuple[Any, Any, Repla
     from voxline.stt.servicer import SERVICE_NAME, SpeechToTextServicer
     from voxline.v1 import stt_pb2_grpc
 
-    whisper = WhisperTranscriber(EngineSettings(language="en"))
+    whisper = WhisperTranscriber(EngineSettings(language="en", encoder_window_s=encoder_window_s))
     replayed = ReplayedWhisper(whisper) if stt == "baseline" else None
     engine: Any = replayed or whisper
     turns = TurnDetectors(TurnSettings())
@@ -344,8 +345,8 @@ async def _serve_stt(smoke: bool, stt: str = "whisper") -> tuple[Any, Any, Repla
     return Address(), stop, replayed
 
 
-async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper"
-                  ) -> dict[str, Any]:
+async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper",
+                  encoder_window_s: float = 0.0) -> dict[str, Any]:
     """Run every path over every clip ``runs`` times (paths interleaved); the figures per group and
     path, and every clip's line. ``stt="baseline"`` first records Whisper's transcripts in an untimed
     pass (``RECORDING_SPEEDS``), then replays them in the timed one. ``smoke``: the fake STT, one main
@@ -362,7 +363,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     speed = 1.0
     if smoke:
         clips, speed = [c for c in clips if c.name in ("s1-pause", "c1-pause")], 4.0
-    stt_stage, stop_stt, replayed = await _serve_stt(smoke, stt)
+    stt_stage, stop_stt, replayed = await _serve_stt(smoke, stt, encoder_window_s)
     llm = await FakeLlm(REPLY, delta_delay_s=LLM_DELTA_S, first_delay_s=LLM_FIRST_TOKEN_S).start()
     tts = await FakeTts(first_audio_s=TTS_FIRST_AUDIO_S).start()
     orchestrator = await start_server(build_spec(OrchestratorConfig(
@@ -424,7 +425,8 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     d = out["oracle"]["mean_ms"]
     misses = kept_misses if replayed is not None else None
     main_clips = sum(clip.group == "main" for clip in clips)
-    engine = "Whisper base int8 on this CPU"
+    engine = "Whisper base int8 on this CPU" + (
+        f", encoder window max(audio + 1 s, {encoder_window_s:g} s)" if encoder_window_s else "")
     if smoke:
         engine = "SMOKE: fake STT, figures meaningless"
     elif stt == "baseline":
@@ -515,8 +517,11 @@ def main(argv: list[str] | None = None) -> int:
                              "recorded in a first pass on this CPU, returned after 25 ms (the baseline's "
                              "STT cost on its RTX 4090): what turn-taking does with a GPU-speed recogniser "
                              "(not GPU Whisper; VAD and Smart Turn stay real) [default: whisper]")
+    parser.add_argument("--encoder-window-s", type=float, default=0.0,
+                        help="the STT service's --encoder-window-s for Whisper (0: its full 30 s window) "
+                             "[default: 0]")
     ns = parser.parse_args(argv)
-    result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt))
+    result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s))
     print(result["setup"])
     print("\n".join(render(result)))
     if ns.json is not None:
