@@ -521,6 +521,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="the STT service's --encoder-window-s for Whisper (0: its full 30 s window) "
                              "[default: 0]")
     ns = parser.parse_args(argv)
+    from voxline.common.logs import setup_logging
+
+    setup_logging("WARNING")  # the in-process services log as they do on their own
     result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s))
     print(result["setup"])
     print("\n".join(render(result)))

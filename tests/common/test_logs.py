@@ -42,3 +42,26 @@ def test_at_debug_the_library_lines_come_back(stderr: Callable[[], str]) -> None
     setup_logging("DEBUG")
     logging.getLogger("faster_whisper").info("Processing audio with duration 00:01.000")
     assert "Processing audio" in stderr()
+
+
+def detach_in_another_context() -> None:
+    """What OpenTelemetry does when gRPC closes a streaming handler's generator outside its task."""
+    import contextvars
+
+    from opentelemetry import context
+
+    token = context.attach(context.set_value("k", "v"))
+    contextvars.copy_context().run(context.detach, token)  # logs "Failed to detach context"
+    context.detach(token)
+
+
+@pytest.mark.parametrize("level", ["INFO", "DEBUG"])
+def test_opentelemetrys_spurious_detach_error_is_one_debug_line(stderr: Callable[[], str],
+                                                                level: str) -> None:
+    setup_logging(level)
+    detach_in_another_context()
+    logging.getLogger("opentelemetry.context").error("a real context error")
+    text = stderr()
+    assert "Traceback" not in text and "ERROR   opentelemetry.context: Failed" not in text
+    assert "a real context error" in text
+    assert ("DEBUG   opentelemetry.context: context of a span around a stream" in text) == (level == "DEBUG")

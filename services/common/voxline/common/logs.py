@@ -38,6 +38,29 @@ class _Formatter(logging.Formatter):
 CHATTY_LOGGERS = ("faster_whisper",)
 
 
+class _SpuriousDetach(logging.Filter):
+    """OpenTelemetry's gRPC instrumentation opens a span around a streaming handler's generator;
+    when a stream ends early (a cancelled reply, a client gone), gRPC closes that generator outside
+    the task that opened it, and OpenTelemetry logs "Failed to detach context" with a ValueError
+    traceback at ERROR although nothing failed (the span still ends): upstream
+    open-telemetry/opentelemetry-python-contrib#2357. Shown as one DEBUG line instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if not (isinstance(error, ValueError) and "different Context" in str(error)):
+            return True
+        if not logging.getLogger().isEnabledFor(logging.DEBUG):
+            return False
+        record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        record.exc_info, record.exc_text = None, None
+        record.msg, record.args = ("context of a span around a stream closed outside its task "
+                                   "(opentelemetry-python-contrib#2357)"), ()
+        return True
+
+
+_DETACH_FILTER = _SpuriousDetach()
+
+
 def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     """Send all logs to stderr in the chosen format (idempotent)."""
     root = logging.getLogger()
@@ -50,3 +73,6 @@ def setup_logging(level: str = "INFO", fmt: str = "text") -> None:
     quiet = logging.NOTSET if root.getEffectiveLevel() <= logging.DEBUG else logging.WARNING
     for name in CHATTY_LOGGERS:
         logging.getLogger(name).setLevel(quiet)
+    context_log = logging.getLogger("opentelemetry.context")
+    if _DETACH_FILTER not in context_log.filters:
+        context_log.addFilter(_DETACH_FILTER)
