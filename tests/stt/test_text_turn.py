@@ -24,7 +24,7 @@ from voxline.stt.endpoint import (
     TurnEnded,
 )
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcript
-from voxline.stt.listen import Final, Interim, ListenRequest, listen_stream
+from voxline.stt.listen import Final, Interim, ListenRequest, RecognitionCost, listen_stream
 from voxline.stt.stream import StreamFormat
 from voxline.stt.text_turn import (
     RARELY_FINISHED,
@@ -164,7 +164,7 @@ class ScriptedTranscriber:
 
 
 async def run_listen(engine: ScriptedTranscriber, audio: np.ndarray,
-                     paced: Callable[[int], float]) -> list[object]:
+                     paced: Callable[[int], float], cost: RecognitionCost | None = None) -> list[object]:
     """Stream ``audio`` as 20 ms chunks, sleeping ``paced(i)`` seconds before chunk ``i``."""
     data = float_to_pcm16(audio)
 
@@ -180,7 +180,7 @@ async def run_listen(engine: ScriptedTranscriber, audio: np.ndarray,
     ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
     return [e async for e in listen_stream(engine, ep, fmt, RecognitionOptions(language="en"), requests(),
                                            interim_interval_s=0.0, max_turn_seconds=60.0,
-                                           run_blocking=inline)]
+                                           run_blocking=inline, cost=cost)]
 
 
 @pytest.mark.parametrize("recogniser_s", [0.0, 0.3])
@@ -240,3 +240,19 @@ def test_the_veto_and_the_heard_pause_are_server_flags() -> None:
     assert parse([]).turns.text_veto and parse([]).turns.pause_heard_ms == 64
     turns = parse(["--text-veto", "false", "--pause-heard-ms", "-1"]).turns
     assert not turns.text_veto and turns.pause_heard_ms == -1
+
+
+@pytest.mark.parametrize(("recogniser_ms", "transcriptions"), [(25.0, 2), (1000.0, 1)])
+async def test_a_slow_recogniser_does_not_transcribe_a_gap_between_words(
+        recogniser_ms: float, transcriptions: int) -> None:
+    """A 60 ms gap is an early pause (40 ms) but not a pause (100 ms). A fast recogniser transcribes
+    at the early pause (stale when the speech goes on: cheap); a slow one waits until the pause is
+    certain, so that no stale pass holds its worker when the real pause comes."""
+    cost = RecognitionCost()
+    cost.add(recogniser_ms)
+    engine = ScriptedTranscriber(["how long", "how long it takes"], 0.0)
+    audio = np.concatenate([silence(0.2), tone(0.5), silence(0.06), tone(0.5), silence(0.5)])
+    events = await run_listen(engine, audio, lambda i: 0.0, cost)
+    assert engine.calls == transcriptions
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert final.ended.turn == 1 and final.ended.end_of_speech_s == pytest.approx(1.26, abs=0.021)

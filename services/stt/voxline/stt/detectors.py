@@ -15,6 +15,7 @@ from voxline.common.errors import InvalidInput, NotConfigured
 from voxline.stt.config import TurnSettings
 from voxline.stt.endpoint import Endpointer, EndpointSettings
 from voxline.stt.engine import warm_up_clip
+from voxline.stt.listen import RecognitionCost
 from voxline.stt.smart_turn import SmartTurn
 from voxline.stt.vad import EnergyVad, SileroVad, silero_session
 
@@ -42,6 +43,8 @@ class TurnDetectors:
         self._silero: Any = None
         self._smart_turn: SmartTurn | None = None
         self._smart_turn_error = ""
+        #: What a transcription costs here, shared by the Listen streams (early pause transcripts).
+        self.cost = RecognitionCost()
 
     @property
     def settings(self) -> TurnSettings:

@@ -64,6 +64,8 @@ class PauseDetected:
     turn: int
     end_of_speech_s: float
     epoch: int
+    #: Sent at ``early_pause_ms``, before the pause is certain.
+    early: bool = False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -295,7 +297,7 @@ class Endpointer:
                   and self._silence_ms() >= self._s.early_pause_ms):
                 self._early = True
                 self.epoch += 1
-                events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch))
+                events.append(PauseDetected(self._turn, self._last_voiced_end / RATE, self.epoch, early=True))
             return
         if p >= self._s.threshold:
             if self._voiced_run == 0:

@@ -77,6 +77,29 @@ class Final:
 ListenEvent = SpeechStarted | SpeechPaused | Interim | Final
 
 
+class RecognitionCost:
+    """What a transcription costs on this server (a moving average of its processing time, ms),
+    shared by its Listen streams. A pause transcript started at the early pause (before the pause
+    is certain) wins ``pause_ms - early_pause_ms`` when the pause is real, and when it was only a
+    gap between words it occupies a worker for nothing: with a recogniser as slow as Whisper on a
+    CPU (~1 s), that stale pass delayed the turn's real transcript by up to a second. So the early
+    start is kept for a recogniser that costs at most ``EARLY_MAX_MS``; a slower one starts at the
+    pause."""
+
+    #: Slowest recogniser that still starts transcribing at the early pause, ms.
+    EARLY_MAX_MS = 250.0
+
+    def __init__(self) -> None:
+        self.ms: float | None = None
+
+    def add(self, processing_ms: float) -> None:
+        self.ms = processing_ms if self.ms is None else 0.5 * self.ms + 0.5 * processing_ms
+
+    @property
+    def early_start_pays(self) -> bool:
+        return self.ms is None or self.ms <= self.EARLY_MAX_MS
+
+
 @dataclasses.dataclass
 class _Job:
     kind: str  # "interim" | "pause" | "final"
@@ -121,8 +144,10 @@ async def listen_stream(
     interim_interval_s: float,
     max_turn_seconds: float,
     run_blocking: Callable[..., Any] = asyncio.to_thread,
+    cost: RecognitionCost | None = None,
 ) -> AsyncIterator[ListenEvent]:
-    """Yield the stream's events in order until the requests end and every transcript is out."""
+    """Yield the stream's events in order until the requests end and every transcript is out.
+    ``cost``: the server's ``RecognitionCost`` (shared by its streams; default: this stream's own)."""
     if not fmt.is_pcm:
         raise InvalidInput("Listen needs raw PCM (PCM_S16LE with sample_rate_hz): it hears a microphone")
     fmt.validate()
@@ -135,6 +160,8 @@ async def listen_stream(
     last_interim_s = 0.0
     jobs: dict[asyncio.Task[Transcript | None], _Job] = {}
     pause_result: tuple[int, Transcript] | None = None  # (epoch, transcript) of the last pause
+    cost = cost or RecognitionCost()
+    deferred: PauseDetected | None = None  # an early pause whose transcript waits for the pause
 
     def clip(start_s: float, end_s: float) -> AudioInput:
         first = max(0, int((start_s - base_s) * bytes_per_s))
@@ -148,19 +175,34 @@ async def listen_stream(
         work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
         jobs[asyncio.ensure_future(work)] = job
 
+    def start_pause_job(event: PauseDetected) -> None:
+        nonlocal deferred
+        deferred = None
+        for task, job in jobs.items():  # an older pause's transcript is not wanted any more
+            if job.kind == "pause":
+                task.cancel()
+        start_job(_Job("pause", event.turn, event.epoch, received_s))
+
+    def start_deferred() -> None:
+        """The pause is certain now (same epoch): start the transcript an early pause deferred."""
+        if deferred is not None and deferred.epoch == endpointer.epoch:
+            start_pause_job(deferred)
+
     def on_endpoint(events: list[EndpointEvent]) -> list[ListenEvent]:
-        nonlocal pause_result, last_interim_s
+        nonlocal pause_result, last_interim_s, deferred
         out: list[ListenEvent] = []
         for event in events:
             if isinstance(event, SpeechStarted):
                 out.append(event)
                 last_interim_s = received_s
+                deferred = None  # it was a gap between words
             elif isinstance(event, PauseDetected):  # transcribe at once; the judgement comes next
-                for task, job in jobs.items():  # an older pause's transcript is not wanted any more
-                    if job.kind == "pause":
-                        task.cancel()
-                start_job(_Job("pause", event.turn, event.epoch, received_s))
+                if event.early and not cost.early_start_pays:
+                    deferred = event
+                else:
+                    start_pause_job(event)
             elif isinstance(event, SpeechPaused):
+                start_deferred()
                 out.append(event)
             elif pause_result is not None and pause_result[0] == event.epoch:
                 out.append(Final(event, pause_result[1]))
@@ -169,6 +211,7 @@ async def listen_stream(
                 if waiting:
                     waiting[0].ended = event
                 else:
+                    deferred = None
                     start_job(_Job("final", event.turn, event.epoch, received_s, event))
         return out
 
@@ -185,6 +228,7 @@ async def listen_stream(
             raise
         if result is None:
             return []
+        cost.add(result.processing_ms)
         current = job.epoch == endpointer.epoch and job.turn == endpointer.turn
         out: list[ListenEvent] = []
         if job.kind == "pause":
@@ -234,6 +278,7 @@ async def listen_stream(
                 events = await run_blocking(endpointer.feed, to_model(request))
             ready = on_endpoint(events)  # starts the pause transcript before the judgement runs
             if endpointer.judgement_due:
+                start_deferred()
                 ready += on_endpoint(await run_blocking(endpointer.judge))
             for event in ready:
                 yield event

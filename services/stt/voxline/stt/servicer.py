@@ -199,5 +199,6 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
 
         async for event in listen_stream(self._engine, endpointer, fmt, options, messages(),
                                          interim_interval_s=interval,
-                                         max_turn_seconds=self._engine.max_audio_seconds):
+                                         max_turn_seconds=self._engine.max_audio_seconds,
+                                         cost=self._turns.cost):
             yield listen_response(event)
