@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from scripted import ScriptedVad, tone
 
 from voxline.common.audio import float_to_pcm16
 from voxline.stt.endpoint import (
@@ -59,18 +60,6 @@ def test_the_words_say_when_a_sentence_is_unfinished(text: str, language: str,
                                                      expected: float | None) -> None:
     assert text_complete_probability(text, language) == expected
 
-
-class ScriptedVad:
-    """Speech for the frames whose first sample is not zero (no model)."""
-
-    frame_samples = 320
-
-    def probability(self, frame: np.ndarray) -> float:
-        return 1.0 if frame[0] != 0 else 0.0
-
-
-def tone(seconds: float) -> np.ndarray:
-    return np.full(int(seconds * RATE), 0.5, dtype=np.float32)
 
 
 def silence(seconds: float) -> np.ndarray:

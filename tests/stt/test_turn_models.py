@@ -8,6 +8,7 @@ import sys
 
 import numpy as np
 import pytest
+from scripted import ScriptedVad, tone
 from speech import (
     PAUSE_PHRASE,
     add_noise,
@@ -142,18 +143,6 @@ def test_the_silence_limit_alone_splits_the_same_sentence() -> None:
     events = feed_all(Endpointer(EnergyVad(), EndpointSettings(min_speech_ms=60, silence_ms=600)), audio)
     assert sum(isinstance(e, TurnEnded) for e in events) == 2  # today's behaviour, for comparison
 
-
-class ScriptedVad:
-    """Says speech for the frames whose first sample is not zero (no model)."""
-
-    frame_samples = 320
-
-    def probability(self, frame: np.ndarray) -> float:
-        return 1.0 if frame[0] != 0 else 0.0
-
-
-def tone(seconds: float) -> np.ndarray:
-    return np.full(int(seconds * RATE), 0.5, dtype=np.float32)
 
 
 def test_speech_after_an_ended_turn_continues_it_until_a_reply_starts() -> None:
