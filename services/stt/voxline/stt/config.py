@@ -95,6 +95,12 @@ class TurnSettings:
     #: smart_turn: silence of a pause (that the speech went on after) Smart Turn still hears, ms;
     #: -1: all of it.
     pause_heard_ms: int = 64
+    #: smart_turn + text_veto: the language model that reads English pause transcripts
+    #: (voxline.stt.text_model): "auto" (the one ``make setup`` builds, if there), "none", or a
+    #: CTranslate2 model directory.
+    text_model: str = "auto"
+    #: ... below this P(final stop), the words read as unfinished.
+    text_unlikely: float = 0.02
 
     def __post_init__(self) -> None:
         if self.detector not in TURN_DETECTORS:
@@ -106,6 +112,10 @@ class TurnSettings:
             raise ConfigError("--early-pause-ms must be 0..--pause-ms")
         if not -1 <= self.pause_heard_ms <= 10_000:
             raise ConfigError("--pause-heard-ms must be -1..10000")
+        if not 0 <= self.text_unlikely < 1:
+            raise ConfigError("--text-unlikely must be 0..1 (0: the model never vetoes)")
+        if not self.text_model.strip():
+            raise ConfigError("--text-model must be 'auto', 'none' or a model directory")
         if not 0 < self.energy_threshold < 1:
             raise ConfigError("--energy-threshold must be in (0, 1)")
 
@@ -197,6 +207,14 @@ def build_parser() -> argparse.ArgumentParser:
            help="smart_turn: of a pause the user went on after, the silence Smart Turn still hears "
            "when it judges the rest of the turn, ms (it doubts a sentence's end after a long "
            "pause inside it); -1: all of it")
+    option(turns, "--text-model", env="VOXLINE_STT_TEXT_MODEL", default="auto",
+           help="smart_turn + --text-veto: a small language model (SmolLM2-135M, CTranslate2 int8, "
+           "~30 ms a pause) reads English pause transcripts the word lists pass ('What time does "
+           "the pharmacy on Main' lacks its verb): 'auto' (the one `make setup` builds with "
+           "`python -m voxline.stt.text_model build`, if there), 'none', or a model directory")
+    option(turns, "--text-unlikely", env="VOXLINE_STT_TEXT_UNLIKELY", default=0.02, type=float,
+           help="--text-model: below this probability of a final stop after the words, they read "
+           "as unfinished and the turn waits for the longer silence")
     option(turns, "--listen-interim-interval-s", env="VOXLINE_STT_LISTEN_INTERIM_INTERVAL_S", default=0.0,
            type=float, help="Listen: seconds of speech between interim transcripts while the user "
            "speaks (0: at pauses only; on a CPU each one can delay the end-of-turn transcript)")
@@ -239,5 +257,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
             energy_threshold=ns.energy_threshold,
             text_veto=ns.text_veto,
             pause_heard_ms=ns.pause_heard_ms,
+            text_model=ns.text_model,
+            text_unlikely=ns.text_unlikely,
         ),
     )

@@ -1,7 +1,8 @@
 """The turn detectors a Listen stream may ask for, and the models behind them (loaded once).
 
-Silero VAD and Smart Turn are loaded at warm-up, before health says SERVING; each stream then
-gets its own ``Endpointer`` (and its own Silero state) over the shared ONNX sessions.
+Silero VAD, Smart Turn and the text end-of-turn model are loaded at warm-up, before health says
+SERVING; each stream then gets its own ``Endpointer`` (and its own Silero state) over the shared
+ONNX sessions, and the shared ``WordsJudge`` for its pause transcripts.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from voxline.stt.endpoint import Endpointer, EndpointSettings
 from voxline.stt.engine import warm_up_clip
 from voxline.stt.listen import RecognitionCost
 from voxline.stt.smart_turn import SmartTurn
+from voxline.stt.text_model import load as load_text_model
+from voxline.stt.text_turn import WordsJudge
 from voxline.stt.vad import EnergyVad, SileroVad, silero_session
 
 log = logging.getLogger(__name__)
@@ -45,6 +48,8 @@ class TurnDetectors:
         self._smart_turn_error = ""
         #: What a transcription costs here, shared by the Listen streams (early pause transcripts).
         self.cost = RecognitionCost()
+        #: The words' P(complete) for pause transcripts (the language model joins it at warm-up).
+        self.words = WordsJudge(unlikely=settings.text_unlikely)
 
     @property
     def settings(self) -> TurnSettings:
@@ -66,6 +71,12 @@ class TurnDetectors:
                         extra={"reason": str(exc)})
         if self._smart_turn is not None:
             self._smart_turn.probability(warm_up_clip())  # first run allocates
+        if self._settings.text_veto:
+            model = load_text_model(self._settings.text_model)
+            if model is not None:
+                model.end_probability("Hello there")  # first run allocates
+                log.info("text end-of-turn model ready", extra={"model": str(model.directory)})
+            self.words.model = model
 
     def endpointer(self, options: TurnOptions) -> Endpointer:
         """A fresh Endpointer for one stream (InvalidInput / NotConfigured for unusable options)."""

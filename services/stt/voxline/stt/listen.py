@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import numpy as np
@@ -107,6 +107,7 @@ class _Job:
     epoch: int
     audio_end_s: float
     ended: TurnEnded | None = None  # the end of turn waiting for this transcript
+    words: float | None = None  # a pause transcript's words: P(complete), None: no opinion
 
 
 class PcmToModelRate:
@@ -145,9 +146,12 @@ async def listen_stream(
     max_turn_seconds: float,
     run_blocking: Callable[..., Any] = asyncio.to_thread,
     cost: RecognitionCost | None = None,
+    read_words: Callable[[str, str], float | None] = text_complete_probability,
 ) -> AsyncIterator[ListenEvent]:
     """Yield the stream's events in order until the requests end and every transcript is out.
-    ``cost``: the server's ``RecognitionCost`` (shared by its streams; default: this stream's own)."""
+    ``cost``: the server's ``RecognitionCost`` (shared by its streams; default: this stream's own).
+    ``read_words(text, language)``: the words' P(complete) of a pause transcript, or None (blocking:
+    it runs in ``run_blocking``, after the transcription, as part of the pause's job)."""
     if not fmt.is_pcm:
         raise InvalidInput("Listen needs raw PCM (PCM_S16LE with sample_rate_hz): it hears a microphone")
     fmt.validate()
@@ -173,7 +177,13 @@ async def listen_stream(
     def start_job(job: _Job, idle_only: bool = False) -> None:
         data = clip(endpointer.turn_start_s, job.audio_end_s)
         work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
-        jobs[asyncio.ensure_future(work)] = job
+        jobs[asyncio.ensure_future(read_pause(job, work) if job.kind == "pause" else work)] = job
+
+    async def read_pause(job: _Job, work: Awaitable[Transcript | None]) -> Transcript | None:
+        result = await work
+        if result is not None:
+            job.words = await run_blocking(read_words, result.text, result.language)
+        return result
 
     def start_pause_job(event: PauseDetected) -> None:
         nonlocal deferred
@@ -236,8 +246,7 @@ async def listen_stream(
             if current:
                 pause_result = (job.epoch, result)
                 # the words may veto the voice's "complete", and withdraw a turn end waiting here
-                out += endpointer.judge_text(job.epoch, text_complete_probability(result.text,
-                                                                                  result.language))
+                out += endpointer.judge_text(job.epoch, job.words)
         elif job.kind == "interim":
             out.append(Interim(job.turn, result, job.audio_end_s, at_pause=False))
         if job.ended is not None and current and not endpointer.turn_open:

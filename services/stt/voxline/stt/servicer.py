@@ -200,5 +200,5 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         async for event in listen_stream(self._engine, endpointer, fmt, options, messages(),
                                          interim_interval_s=interval,
                                          max_turn_seconds=self._engine.max_audio_seconds,
-                                         cost=self._turns.cost):
+                                         cost=self._turns.cost, read_words=self._turns.words):
             yield listen_response(event)

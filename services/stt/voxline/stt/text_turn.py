@@ -11,12 +11,15 @@ Endpointer takes the lower of the voice's and the words' probabilities, so a vet
 silence limit into a longer one (``endpoint.silence_limit_ms``). Cost: a few microseconds.
 
 Word lists (and the missing final stop) are kept for English and French; in other languages only
-a trailing mark speaks.
+a trailing mark speaks. Where the lists have no opinion on English text, a small language model
+(``text_model``) may still read it as unfinished: "What time does the pharmacy on Main" ends on a
+noun, and lacks its verb (``WordsJudge``).
 """
 
 from __future__ import annotations
 
 import re
+from typing import Protocol
 
 #: What Whisper writes when speech trails off mid-sentence.
 _TRAILING = ("...", "…", ",", ";", ":", "-", "–", "—")
@@ -29,6 +32,8 @@ UNFINISHED = 0.05
 RARELY_FINISHED = 0.15
 #: ... has no final mark at all (Whisper leaves it out when the voice does not fall).
 UNPUNCTUATED = 0.2
+#: ... reads as unfinished to the language model (its P(final stop) is below its threshold).
+UNLIKELY_END = 0.1
 
 #: Words no sentence ends on: articles, possessive determiners, coordinating conjunctions.
 _NEVER_LAST = {
@@ -64,3 +69,23 @@ def text_complete_probability(text: str, language: str) -> float | None:
     if lang in _NEVER_LAST and not stripped.endswith(_FINAL):
         return UNPUNCTUATED
     return None
+
+
+class EndModel(Protocol):
+    def end_probability(self, text: str) -> float: ...
+
+
+class WordsJudge:
+    """The words' P(complete): the word lists first; where they have no opinion on English text,
+    the language model's P(final stop) below ``unlikely`` reads as unfinished (``UNLIKELY_END``).
+    Blocking (the model takes ~30 ms): call it from a worker thread."""
+
+    def __init__(self, model: EndModel | None = None, unlikely: float = 0.02) -> None:
+        self.model, self.unlikely = model, unlikely
+
+    def __call__(self, text: str, language: str) -> float | None:
+        probability = text_complete_probability(text, language)
+        if (probability is not None or self.model is None or not text.strip()
+                or language.lower().split("-")[0] != "en"):
+            return probability
+        return UNLIKELY_END if self.model.end_probability(text) < self.unlikely else None
