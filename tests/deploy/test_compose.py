@@ -120,16 +120,22 @@ def test_env_names_used_are_real_service_options() -> None:
 @pytest.mark.parametrize("stage", list(PORTS))
 def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
-    instructions = [line for line in text.splitlines() if line and not line.startswith("#")]
+    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
+    starts = [i for i, line in enumerate(lines) if line.startswith("FROM")]
+    stages = [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+    *builders, instructions = stages  # the image is the last stage
     assert instructions[0] == "FROM python:3.11-slim"
-    copies = [line.split()[1:] for line in instructions if line.startswith("COPY")]
-    assert copies == [["constraints.txt", "./"], ["services/common/", "common/"],
-                      [f"services/{stage}/", f"{stage}/"]]
-    assert f"pip install -c constraints.txt ./common ./{stage}" in text
-    # Every pip install but torch's (--no-deps, from the torch index) is held to constraints.txt.
-    for line in instructions:
-        for command in line.split("pip install")[1:]:
-            assert "-c constraints.txt" in command or "--no-deps --index-url" in command, line
+    for stage_lines in stages:
+        copies = [line.split()[1:] for line in stage_lines
+                  if line.startswith("COPY") and "--from" not in line]
+        assert copies == [["constraints.txt", "./"], ["services/common/", "common/"],
+                          [f"services/{stage}/", f"{stage}/"]]
+        # Every pip install but torch's (--no-deps, from the torch index) is held to constraints.txt.
+        for line in stage_lines:
+            for command in line.split("pip install")[1:]:
+                assert "-c constraints.txt" in command or "--no-deps --index-url" in command, line
+    body = "\n".join(instructions)
+    assert f"pip install -c constraints.txt ./common ./{stage}" in body
     for other in set(PORTS) - {stage}:
         assert f"./{other}" not in text and f" {other}/" not in text
     # The build context is the repository root: the Dockerfile's own ignore file sends only these.
@@ -138,15 +144,25 @@ def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     assert patterns[0] == "*"
     assert [p for p in patterns if p.startswith("!")] == [
         "!constraints.txt", "!services/common", f"!services/{stage}"]
-    assert f'CMD ["python", "-m", "voxline.{stage}"]' in text
-    assert f"EXPOSE {PORTS[stage]}" in text
-    assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in text
+    assert f'CMD ["python", "-m", "voxline.{stage}"]' in body
+    assert f"EXPOSE {PORTS[stage]}" in body
+    assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in body
     torch = [line for line in instructions if "torch" in line]
     if stage in ("llm", "tts"):
-        assert 'pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0' in text
-        assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in text
+        assert 'pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0' in body
+        assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in body
     else:
         assert torch == [], f"the {stage} image must not install torch"
+    if stage == "stt":
+        # torch only converts the text end-of-turn model, in a stage the image copies it from
+        [builder] = builders
+        assert builder[0] == "FROM python:3.11-slim AS text-model"
+        assert any("python -m voxline.stt.text_model build --out /opt/text-model" in line
+                   for line in builder)
+        assert "COPY --from=text-model /opt/text-model /opt/voxline/text-model" in instructions
+        assert "VOXLINE_STT_TEXT_MODEL=/opt/voxline/text-model" in body
+    else:
+        assert builders == []
 
 
 @pytest.fixture

@@ -27,10 +27,13 @@ from voxline.stt.endpoint import (
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcript
 from voxline.stt.listen import Final, Interim, ListenRequest, RecognitionCost, listen_stream
 from voxline.stt.stream import StreamFormat
+from voxline.stt.text_model import TextTurnModel
 from voxline.stt.text_turn import (
     RARELY_FINISHED,
     UNFINISHED,
+    UNLIKELY_END,
     UNPUNCTUATED,
+    WordsJudge,
     text_complete_probability,
 )
 
@@ -153,7 +156,9 @@ class ScriptedTranscriber:
 
 
 async def run_listen(engine: ScriptedTranscriber, audio: np.ndarray,
-                     paced: Callable[[int], float], cost: RecognitionCost | None = None) -> list[object]:
+                     paced: Callable[[int], float], cost: RecognitionCost | None = None,
+                     read_words: Callable[[str, str], float | None] = text_complete_probability,
+                     ) -> list[object]:
     """Stream ``audio`` as 20 ms chunks, sleeping ``paced(i)`` seconds before chunk ``i``."""
     data = float_to_pcm16(audio)
 
@@ -169,7 +174,7 @@ async def run_listen(engine: ScriptedTranscriber, audio: np.ndarray,
     ep = Endpointer(ScriptedVad(), SETTINGS, sure_voice, defer_judgement=True)
     return [e async for e in listen_stream(engine, ep, fmt, RecognitionOptions(language="en"), requests(),
                                            interim_interval_s=0.0, max_turn_seconds=60.0,
-                                           run_blocking=inline, cost=cost)]
+                                           run_blocking=inline, cost=cost, read_words=read_words)]
 
 
 @pytest.mark.parametrize("recogniser_s", [0.0, 0.3])
@@ -221,6 +226,28 @@ def test_the_detector_does_not_hear_the_silence_of_a_pause_the_speech_went_on_af
     # the second judgement hears the 0.6 s of speech, 64 ms of the pause, the 0.6 s of speech
     assert longest_inner_silence(heard[1]) == pytest.approx(0.064, abs=0.021)
     assert len(heard[1]) / RATE == pytest.approx(0.3 + 0.6 + 0.064 + 0.6 + 0.096, abs=0.05)
+
+
+@pytest.mark.parametrize("with_model", [True, False])
+async def test_a_question_that_lacks_its_verb_is_one_turn_with_the_language_model(
+        with_model: bool, text_model: TextTurnModel) -> None:
+    """The benchmark's split: the voice says "complete" at "What time does the pharmacy on Main"
+    (Smart Turn: 0.85), Whisper writes "…on Mainst?" and the word lists have nothing against it.
+    The language model reads the missing verb: one turn. Without it, two (the first one half a
+    question)."""
+    engine = ScriptedTranscriber(["What time does the pharmacy on Mainst?",
+                                  "What time does the pharmacy on Main Street close on Saturday evenings?"],
+                                 0.0)
+    audio = np.concatenate([silence(0.2), tone(0.8), silence(0.7), tone(0.5), silence(1.0)])
+    judge = WordsJudge(text_model if with_model else None)
+    events = await run_listen(engine, audio, lambda i: 0.0, read_words=judge)
+    finals = [e.transcript.text for e in events if isinstance(e, Final)]
+    if with_model:
+        assert finals == ["What time does the pharmacy on Main Street close on Saturday evenings?"]
+        vetoed = [e for e in events if isinstance(e, SpeechPaused) and e.text_probability == UNLIKELY_END]
+        assert len(vetoed) == 1 and vetoed[0].silence_limit_ms > 1000
+    else:
+        assert len(finals) == 2 and finals[0] == "What time does the pharmacy on Mainst?"
 
 
 def test_the_veto_and_the_heard_pause_are_server_flags() -> None:

@@ -7,9 +7,10 @@ speaks instead of after:
 - while speech goes on, an interim transcript of the turn so far every ``interim_interval_s`` of
   new audio, best effort (only when a Whisper worker is idle, as StreamingTranscribe's partials);
 - at each pause, a transcript of all of the turn's speech (``at_pause``): the text a reply can be
-  started on before the turn has even ended. Its words may veto the voice's "complete"
-  (``text_turn``): a new ``SpeechPaused`` with the longer limit, and a turn end that was waiting
-  for this transcript is withdrawn (the turn ends later, on the same transcript);
+  started on before the turn has even ended. It goes out at once; then its words are read
+  (``read_words``, in a worker thread: ``text_turn.WordsJudge``'s language model takes ~35 ms) and
+  may veto the voice's "complete": a new ``SpeechPaused`` with the longer limit, and a turn end that
+  was waiting for them is withdrawn (the turn ends later, on the same transcript);
 - when the turn ends, ``TurnEnded`` with the final transcript. When nothing was said since the
   pause, that is the pause's transcript: the end of a turn costs no second decode.
 
@@ -23,7 +24,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
@@ -102,12 +103,12 @@ class RecognitionCost:
 
 @dataclasses.dataclass
 class _Job:
-    kind: str  # "interim" | "pause" | "final"
+    kind: str  # "interim" | "pause" | "words" (reading a pause transcript) | "final"
     turn: int
     epoch: int
     audio_end_s: float
-    ended: TurnEnded | None = None  # the end of turn waiting for this transcript
-    words: float | None = None  # a pause transcript's words: P(complete), None: no opinion
+    ended: TurnEnded | None = None  # the end of turn waiting for this transcript (or its words)
+    transcript: Transcript | None = None  # "words": the pause transcript being read
 
 
 class PcmToModelRate:
@@ -151,7 +152,7 @@ async def listen_stream(
     """Yield the stream's events in order until the requests end and every transcript is out.
     ``cost``: the server's ``RecognitionCost`` (shared by its streams; default: this stream's own).
     ``read_words(text, language)``: the words' P(complete) of a pause transcript, or None (blocking:
-    it runs in ``run_blocking``, after the transcription, as part of the pause's job)."""
+    it runs in ``run_blocking`` once the transcript has gone out)."""
     if not fmt.is_pcm:
         raise InvalidInput("Listen needs raw PCM (PCM_S16LE with sample_rate_hz): it hears a microphone")
     fmt.validate()
@@ -162,7 +163,7 @@ async def listen_stream(
     base_s = 0.0
     received_s = 0.0
     last_interim_s = 0.0
-    jobs: dict[asyncio.Task[Transcript | None], _Job] = {}
+    jobs: dict[asyncio.Task[Any], _Job] = {}
     pause_result: tuple[int, Transcript] | None = None  # (epoch, transcript) of the last pause
     cost = cost or RecognitionCost()
     deferred: PauseDetected | None = None  # an early pause whose transcript waits for the pause
@@ -177,19 +178,13 @@ async def listen_stream(
     def start_job(job: _Job, idle_only: bool = False) -> None:
         data = clip(endpointer.turn_start_s, job.audio_end_s)
         work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
-        jobs[asyncio.ensure_future(read_pause(job, work) if job.kind == "pause" else work)] = job
-
-    async def read_pause(job: _Job, work: Awaitable[Transcript | None]) -> Transcript | None:
-        result = await work
-        if result is not None:
-            job.words = await run_blocking(read_words, result.text, result.language)
-        return result
+        jobs[asyncio.ensure_future(work)] = job
 
     def start_pause_job(event: PauseDetected) -> None:
         nonlocal deferred
         deferred = None
         for task, job in jobs.items():  # an older pause's transcript is not wanted any more
-            if job.kind == "pause":
+            if job.kind in ("pause", "words"):
                 task.cancel()
         start_job(_Job("pause", event.turn, event.epoch, received_s))
 
@@ -217,7 +212,8 @@ async def listen_stream(
             elif pause_result is not None and pause_result[0] == event.epoch:
                 out.append(Final(event, pause_result[1]))
             else:
-                waiting = [j for j in jobs.values() if j.kind == "pause" and j.epoch == event.epoch]
+                waiting = [j for j in jobs.values()
+                           if j.kind in ("pause", "words") and j.epoch == event.epoch]
                 if waiting:
                     waiting[0].ended = event
                 else:
@@ -225,10 +221,12 @@ async def listen_stream(
                     start_job(_Job("final", event.turn, event.epoch, received_s, event))
         return out
 
-    def on_job(task: asyncio.Task[Transcript | None], job: _Job) -> list[ListenEvent]:
-        nonlocal pause_result
+    def on_job(task: asyncio.Task[Any], job: _Job) -> list[ListenEvent]:
         if task.cancelled():
             return []
+        current = job.epoch == endpointer.epoch and job.turn == endpointer.turn
+        if job.kind == "words":
+            return on_words(task, job) if current else []
         try:
             result = task.result()
         except VoxlineError as exc:
@@ -239,18 +237,33 @@ async def listen_stream(
         if result is None:
             return []
         cost.add(result.processing_ms)
-        current = job.epoch == endpointer.epoch and job.turn == endpointer.turn
         out: list[ListenEvent] = []
         if job.kind == "pause":
             out.append(Interim(job.turn, result, job.audio_end_s, at_pause=current))
-            if current:
-                pause_result = (job.epoch, result)
-                # the words may veto the voice's "complete", and withdraw a turn end waiting here
-                out += endpointer.judge_text(job.epoch, job.words)
+            if current:  # its words are read next; an end waiting for the transcript waits for them
+                words = run_blocking(read_words, result.text, result.language)
+                jobs[asyncio.ensure_future(words)] = dataclasses.replace(job, kind="words",
+                                                                         transcript=result)
+                return out
         elif job.kind == "interim":
             out.append(Interim(job.turn, result, job.audio_end_s, at_pause=False))
         if job.ended is not None and current and not endpointer.turn_open:
             out.append(Final(job.ended, result))
+        return out
+
+    def on_words(task: asyncio.Task[Any], job: _Job) -> list[ListenEvent]:
+        nonlocal pause_result
+        assert job.transcript is not None
+        try:
+            probability: float | None = task.result()
+        except Exception as exc:  # a failing text model costs its opinion, not the conversation
+            log.warning("the pause transcript's words could not be read", extra={"error": repr(exc)})
+            probability = None
+        pause_result = (job.epoch, job.transcript)
+        # the words may veto the voice's "complete", and withdraw a turn end waiting for them
+        out: list[ListenEvent] = list(endpointer.judge_text(job.epoch, probability))
+        if job.ended is not None and not endpointer.turn_open:
+            out.append(Final(job.ended, job.transcript))
         return out
 
     receive: asyncio.Future[ListenRequest] | None = asyncio.ensure_future(anext(requests))

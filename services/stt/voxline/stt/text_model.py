@@ -13,10 +13,11 @@ CPU thread.
 
 The text is read twice in one batch: as plain text, and as a chat message's opening (the form
 the instruct model was tuned on, which knows that "Yes" or "Thanks" is a whole message). The
-higher of the two P(final stop) is the score. On 44 unfinished prefixes and 55 finished requests
-(the benchmark's sentences among them), int8 on this CPU: unfinished ≤ 0.019 but one (0.030,
-"Does the restaurant on Fifth Avenue"), finished ≥ 0.022 ("Stop"; 0.047 "How are you", ≥ 0.1 for
-most). ``UNLIKELY`` (0.02) sits between; it is a flag.
+higher of the two P(final stop) is the score. On 44 unfinished prefixes and 55 whole requests
+(the benchmark's sentences among them): unfinished ≤ 0.019 ("…on Mainst?" 0.013) but for "Can you
+tell me" (0.035) and "Does the restaurant on Fifth Avenue" (0.040); whole ≥ 0.021 ("Stop"; "How
+are you" 0.028, most ≥ 0.1) but for "That's all" (0.017). ``UNLIKELY`` (0.02) sits between; it is
+a flag (``--text-unlikely``).
 
 Like the word lists, the model only vetoes (``text_turn.WordsJudge``): a score below the threshold
 lengthens the silence that ends the turn, a high one does not shorten it.
