@@ -305,7 +305,8 @@ class ReplayedWhisper:
         await self._inner.close()
 
 
-async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float = 0.0
+async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float = 0.0,
+                     early_transcript_max_ms: int | None = None
                      ) -> tuple[Any, Any, ReplayedWhisper | None]:
     """The STT stage: the real servicer and models (smoke: the fake, figures meaningless), its stop,
     and the ``ReplayedWhisper`` behind it for ``stt="baseline"``."""
@@ -325,7 +326,8 @@ async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float 
     whisper = WhisperTranscriber(EngineSettings(language="en", encoder_window_s=encoder_window_s))
     replayed = ReplayedWhisper(whisper) if stt == "baseline" else None
     engine: Any = replayed or whisper
-    turns = TurnDetectors(TurnSettings())
+    turns = TurnDetectors(TurnSettings() if early_transcript_max_ms is None
+                          else TurnSettings(early_transcript_max_ms=early_transcript_max_ms))
     servicer = SpeechToTextServicer(engine, partial_interval_s=1.0, max_stream_bytes=1 << 26, turns=turns)
 
     async def warm_up() -> None:
@@ -350,7 +352,8 @@ async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float 
 
 
 async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper",
-                  encoder_window_s: float = 0.0) -> dict[str, Any]:
+                  encoder_window_s: float = 0.0, early_transcript_max_ms: int | None = None
+                  ) -> dict[str, Any]:
     """Run every path over every clip ``runs`` times (paths interleaved); the figures per group and
     path, and every clip's line. ``stt="baseline"`` first records Whisper's transcripts in an untimed
     pass (``RECORDING_SPEEDS``), then replays them in the timed one. ``smoke``: the fake STT, one main
@@ -367,7 +370,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     speed = 1.0
     if smoke:
         clips, speed = [c for c in clips if c.name in ("s1-pause", "c1-pause")], 4.0
-    stt_stage, stop_stt, replayed = await _serve_stt(smoke, stt, encoder_window_s)
+    stt_stage, stop_stt, replayed = await _serve_stt(smoke, stt, encoder_window_s, early_transcript_max_ms)
     llm = await FakeLlm(REPLY, delta_delay_s=LLM_DELTA_S, first_delay_s=LLM_FIRST_TOKEN_S).start()
     tts = await FakeTts(first_audio_s=TTS_FIRST_AUDIO_S).start()
     orchestrator = await start_server(build_spec(OrchestratorConfig(
@@ -430,7 +433,9 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     misses = kept_misses if replayed is not None else None
     main_clips = sum(clip.group == "main" for clip in clips)
     engine = "Whisper base int8 on this CPU" + (
-        f", encoder window max(audio + 1 s, {encoder_window_s:g} s)" if encoder_window_s else "")
+        f", encoder window max(audio + 1 s, {encoder_window_s:g} s)" if encoder_window_s else "") + (
+        f", --early-transcript-max-ms {early_transcript_max_ms}" if early_transcript_max_ms is not None
+        else "")
     if smoke:
         engine = "SMOKE: fake STT, figures meaningless"
     elif stt == "baseline":
@@ -440,6 +445,10 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
                   f"after a replay miss, {misses} replay misses in the runs kept"
                   + (" (transcribed by Whisper on this CPU, about a second each: the figures include "
                      "those waits)" if misses else ""))
+    from voxline.stt.text_model import default_dir, is_model_dir
+
+    words = ("the words' veto: word lists and the SmolLM2 text model" if is_model_dir(default_dir())
+             else "the words' veto: word lists only, the text model is not built")
     return {
         "paths": out,
         "control": {p: figures["control", p].summary() for p in PATHS},
@@ -449,7 +458,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
         "replay_misses": misses,
         "redone_after_miss": redone if replayed is not None else None,
         "clips": lines,
-        "setup": (f"real STT servicer ({engine}; Silero VAD, Smart Turn v3.2), real "
+        "setup": (f"real STT servicer ({engine}; Silero VAD, Smart Turn v3.2, {words}), real "
                   f"orchestrator, fake LLM (first token {LLM_FIRST_TOKEN_S * 1000:.0f} ms, then "
                   f"{len(REPLY) - 1} deltas {LLM_DELTA_S * 1000:.0f} ms apart) and fake TTS (first audio "
                   f"{TTS_FIRST_AUDIO_S * 1000:.0f} ms), one process; {main_clips} clips (sentences whole "
@@ -524,11 +533,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--encoder-window-s", type=float, default=0.0,
                         help="the STT service's --encoder-window-s for Whisper (0: its full 30 s window) "
                              "[default: 0]")
+    parser.add_argument("--early-transcript-max-ms", type=int, default=None,
+                        help="the STT service's --early-transcript-max-ms [default: the service's, 600]")
     ns = parser.parse_args(argv)
     from voxline.common.logs import setup_logging
 
     setup_logging("WARNING")  # the in-process services log as they do on their own
-    result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s))
+    result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s,
+                                 early_transcript_max_ms=ns.early_transcript_max_ms))
     print(result["setup"])
     print("\n".join(render(result)))
     if ns.json is not None:

@@ -15,6 +15,7 @@ import pytest
 from scripted import ScriptedVad, tone
 
 from voxline.common.audio import float_to_pcm16
+from voxline.stt.detectors import TurnDetectors
 from voxline.stt.endpoint import (
     Endpointer,
     EndpointSettings,
@@ -254,16 +255,22 @@ def test_the_veto_and_the_heard_pause_are_server_flags() -> None:
     from voxline.stt.config import parse
 
     assert parse([]).turns.text_veto and parse([]).turns.pause_heard_ms == 64
-    turns = parse(["--text-veto", "false", "--pause-heard-ms", "-1"]).turns
-    assert not turns.text_veto and turns.pause_heard_ms == -1
+    assert parse([]).turns.early_transcript_max_ms == 600
+    turns = parse(["--text-veto", "false", "--pause-heard-ms", "-1",
+                   "--early-transcript-max-ms", "0"]).turns
+    assert not turns.text_veto and turns.pause_heard_ms == -1 and turns.early_transcript_max_ms == 0
+    cost = TurnDetectors(turns).cost
+    cost.add(1.0)
+    assert not cost.early_start_pays  # 0: never at the early pause
 
 
-@pytest.mark.parametrize(("recogniser_ms", "transcriptions"), [(25.0, 2), (1000.0, 1)])
+@pytest.mark.parametrize(("recogniser_ms", "transcriptions"), [(25.0, 2), (400.0, 2), (1000.0, 1)])
 async def test_a_slow_recogniser_does_not_transcribe_a_gap_between_words(
         recogniser_ms: float, transcriptions: int) -> None:
-    """A 60 ms gap is an early pause (40 ms) but not a pause (100 ms). A fast recogniser transcribes
-    at the early pause (stale when the speech goes on: cheap); a slow one waits until the pause is
-    certain, so that no stale pass holds its worker when the real pause comes."""
+    """A 60 ms gap is an early pause (40 ms) but not a pause (100 ms). A fast recogniser (up to
+    600 ms a pass) transcribes at the early pause (stale when the speech goes on: cheap enough); a
+    slow one waits until the pause is certain, so that no stale pass holds its worker when the real
+    pause comes."""
     cost = RecognitionCost()
     cost.add(recogniser_ms)
     engine = ScriptedTranscriber(["how long", "how long it takes"], 0.0)

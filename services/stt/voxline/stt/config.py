@@ -88,6 +88,9 @@ class TurnSettings:
     #: Silence after which the pause transcript starts (and a speculative reply on it), before the
     #: pause is certain; 0: at ``pause_ms``. Speech within ``pause_ms`` makes that transcript stale.
     early_pause_ms: int = 32
+    #: Slowest recogniser (moving average, ms) whose pause transcript still starts at the early
+    #: pause; a slower one starts at the pause (voxline.stt.listen.RecognitionCost).
+    early_transcript_max_ms: int = 600
     #: energy_vad: RMS over which a 20 ms frame is speech.
     energy_threshold: float = 0.015
     #: smart_turn: the pause transcript's words may veto a "complete" (voxline.stt.text_turn).
@@ -112,6 +115,8 @@ class TurnSettings:
             raise ConfigError("--early-pause-ms must be 0..--pause-ms")
         if not -1 <= self.pause_heard_ms <= 10_000:
             raise ConfigError("--pause-heard-ms must be -1..10000")
+        if not 0 <= self.early_transcript_max_ms <= 60_000:
+            raise ConfigError("--early-transcript-max-ms must be 0..60000")
         if not 0 <= self.text_unlikely < 1:
             raise ConfigError("--text-unlikely must be 0..1 (0: the model never vetoes)")
         if not self.text_model.strip():
@@ -199,6 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     option(turns, "--early-pause-ms", env="VOXLINE_STT_EARLY_PAUSE_MS", default=32, type=int,
            help="silence after speech that starts the pause transcript (and a speculative reply) "
            "before the pause is certain; 0: at --pause-ms")
+    option(turns, "--early-transcript-max-ms", env="VOXLINE_STT_EARLY_TRANSCRIPT_MAX_MS", default=600,
+           type=int, help="the slowest recogniser (moving average of its transcriptions, ms) whose "
+           "pause transcript starts at --early-pause-ms; a slower one waits for --pause-ms, so "
+           "that a gap between words does not start a stale pass the real pause must wait behind")
     option(turns, "--text-veto", env="VOXLINE_STT_TEXT_VETO", default=True, type=bool,
            help="smart_turn: the pause transcript's words may veto Smart Turn's 'complete' (a "
            "sentence does not end on 'the', 'and', 'from', nor where Whisper wrote '...' or ','; "
@@ -256,6 +265,7 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
             early_pause_ms=ns.early_pause_ms,
             energy_threshold=ns.energy_threshold,
             text_veto=ns.text_veto,
+            early_transcript_max_ms=ns.early_transcript_max_ms,
             pause_heard_ms=ns.pause_heard_ms,
             text_model=ns.text_model,
             text_unlikely=ns.text_unlikely,

@@ -47,7 +47,7 @@ class TurnDetectors:
         self._smart_turn: SmartTurn | None = None
         self._smart_turn_error = ""
         #: What a transcription costs here, shared by the Listen streams (early pause transcripts).
-        self.cost = RecognitionCost()
+        self.cost = RecognitionCost(settings.early_transcript_max_ms)
         #: The words' P(complete) for pause transcripts (the language model joins it at warm-up).
         self.words = WordsJudge(unlikely=settings.text_unlikely)
 
