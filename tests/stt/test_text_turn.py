@@ -251,6 +251,22 @@ async def test_a_question_that_lacks_its_verb_is_one_turn_with_the_language_mode
         assert len(finals) == 2 and finals[0] == "What time does the pharmacy on Mainst?"
 
 
+async def test_words_that_cannot_be_read_cost_their_opinion_not_the_turn(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """A failing text model: the stream goes on, the words have no opinion, the turn ends on the
+    voice's judgement with its transcript, and the failure is logged."""
+    def broken(text: str, language: str) -> float | None:
+        raise RuntimeError("model file truncated")
+
+    engine = ScriptedTranscriber(["how long it takes to drive from Boston?"], 0.0)
+    audio = np.concatenate([silence(0.2), tone(0.8), silence(1.0)])
+    events = await run_listen(engine, audio, lambda i: 0.0, read_words=broken)
+    (final,) = [e for e in events if isinstance(e, Final)]
+    assert final.transcript.text == "how long it takes to drive from Boston?"
+    assert final.ended.reason is EndReason.COMPLETE
+    assert "could not be read" in caplog.text
+
+
 def test_the_veto_and_the_heard_pause_are_server_flags() -> None:
     from voxline.stt.config import parse
 
