@@ -15,6 +15,7 @@ from voxline.common.config import (
     server_config_from_args,
 )
 from voxline.stt.models import PACKAGED_MODEL, default_cache_dir
+from voxline.stt.text_model import UNLIKELY
 
 DEVICES = ("auto", "cpu", "cuda")
 COMPUTE_TYPES = ("auto", "default", "int8", "int8_float16", "int8_float32", "int8_bfloat16",
@@ -103,7 +104,7 @@ class TurnSettings:
     #: CTranslate2 model directory.
     text_model: str = "auto"
     #: ... below this P(final stop), the words read as unfinished.
-    text_unlikely: float = 0.02
+    text_unlikely: float = UNLIKELY
 
     def __post_init__(self) -> None:
         if self.detector not in TURN_DETECTORS:
@@ -221,7 +222,7 @@ def build_parser() -> argparse.ArgumentParser:
            "~30 ms a pause) reads English pause transcripts the word lists pass ('What time does "
            "the pharmacy on Main' lacks its verb): 'auto' (the one `make setup` builds with "
            "`python -m voxline.stt.text_model build`, if there), 'none', or a model directory")
-    option(turns, "--text-unlikely", env="VOXLINE_STT_TEXT_UNLIKELY", default=0.02, type=float,
+    option(turns, "--text-unlikely", env="VOXLINE_STT_TEXT_UNLIKELY", default=UNLIKELY, type=float,
            help="--text-model: below this probability of a final stop after the words, they read "
            "as unfinished and the turn waits for the longer silence")
     option(turns, "--listen-interim-interval-s", env="VOXLINE_STT_LISTEN_INTERIM_INTERVAL_S", default=0.0,

