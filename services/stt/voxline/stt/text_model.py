@@ -39,6 +39,7 @@ from typing import Any
 import numpy as np
 
 from voxline.common.errors import NotConfigured
+from voxline.stt.models import default_cache_dir
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ _TRAILING_MARKS = re.compile(r"[\s.?!,;:…。？！\"'”»)-]+$")
 
 def default_dir() -> Path:
     """``~/.cache/voxline/turn-text-smollm2``: where ``make setup`` builds the model."""
-    return Path.home() / ".cache" / "voxline" / DIRNAME
+    return default_cache_dir() / DIRNAME
 
 
 def is_model_dir(directory: Path) -> bool:
