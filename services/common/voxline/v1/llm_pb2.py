@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxline/v1/llm.proto\x12\nvoxline.v1\",\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\"\x97\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\x90\x01\n\x0fGenerateRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.voxline.v1.ChatMessage\x12-\n\x08sampling\x18\x02 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"D\n\x0fProviderAttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf4\x01\n\x0fGenerateSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x16time_to_first_token_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.voxline.v1.TokenUsage\x12\x0e\n\x06hedged\x18\x08 \x01(\x08\x12-\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x1b.voxline.v1.ProviderAttempt\"a\n\x10GenerateResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12.\n\x07summary\x18\x02 \x01(\x0b\x32\x1b.voxline.v1.GenerateSummaryH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14ListProvidersRequest\"a\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ircuit\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"F\n\x15ListProvidersResponse\x12-\n\tproviders\x18\x01 \x03(\x0b\x32\x1a.voxline.v1.ProviderStatus2\xae\x01\n\rLanguageModel\x12G\n\x08Generate\x12\x1b.voxline.v1.GenerateRequest\x1a\x1c.voxline.v1.GenerateResponse0\x01\x12T\n\rListProviders\x12 .voxline.v1.ListProvidersRequest\x1a!.voxline.v1.ListProvidersResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14voxline/v1/llm.proto\x12\nvoxline.v1\"l\n\x0b\x43hatMessage\x12\x0c\n\x04role\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12(\n\ntool_calls\x18\x03 \x03(\x0b\x32\x14.voxline.v1.ToolCall\x12\x14\n\x0ctool_call_id\x18\x04 \x01(\t\"L\n\x0eToolDefinition\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x13\n\x0b\x64\x65scription\x18\x02 \x01(\t\x12\x17\n\x0fparameters_json\x18\x03 \x01(\t\"<\n\x08ToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"Q\n\rToolCallDelta\x12\r\n\x05index\x18\x01 \x01(\x05\x12\n\n\x02id\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x17\n\x0f\x61rguments_delta\x18\x04 \x01(\t\"\x97\x01\n\x0fSamplingOptions\x12\x18\n\x0btemperature\x18\x01 \x01(\x02H\x00\x88\x01\x01\x12\x12\n\x05top_p\x18\x02 \x01(\x02H\x01\x88\x01\x01\x12\x12\n\nmax_tokens\x18\x03 \x01(\x05\x12\x0c\n\x04stop\x18\x04 \x03(\t\x12\x11\n\x04seed\x18\x05 \x01(\x03H\x02\x88\x01\x01\x42\x0e\n\x0c_temperatureB\x08\n\x06_top_pB\x07\n\x05_seed\"\xd0\x01\n\x0fGenerateRequest\x12)\n\x08messages\x18\x01 \x03(\x0b\x32\x17.voxline.v1.ChatMessage\x12-\n\x08sampling\x18\x02 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x11\n\tproviders\x18\x03 \x03(\t\x12\x10\n\x08no_cache\x18\x04 \x01(\x08\x12)\n\x05tools\x18\x05 \x03(\x0b\x32\x1a.voxline.v1.ToolDefinition\x12\x13\n\x0btool_choice\x18\x06 \x01(\t\">\n\nTokenUsage\x12\x15\n\rprompt_tokens\x18\x01 \x01(\x05\x12\x19\n\x11\x63ompletion_tokens\x18\x02 \x01(\x05\"D\n\x0fProviderAttempt\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\x0f\n\x07outcome\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"\xf4\x01\n\x0fGenerateSummary\x12\x10\n\x08provider\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x1e\n\x16time_to_first_token_ms\x18\x03 \x01(\x01\x12\x10\n\x08total_ms\x18\x04 \x01(\x01\x12\x11\n\tcache_hit\x18\x05 \x01(\x08\x12\x15\n\rfinish_reason\x18\x06 \x01(\t\x12%\n\x05usage\x18\x07 \x01(\x0b\x32\x16.voxline.v1.TokenUsage\x12\x0e\n\x06hedged\x18\x08 \x01(\x08\x12-\n\x08\x61ttempts\x18\t \x03(\x0b\x32\x1b.voxline.v1.ProviderAttempt\"\x97\x01\n\x10GenerateResponse\x12\x14\n\ntext_delta\x18\x01 \x01(\tH\x00\x12.\n\x07summary\x18\x02 \x01(\x0b\x32\x1b.voxline.v1.GenerateSummaryH\x00\x12\x34\n\x0ftool_call_delta\x18\x03 \x01(\x0b\x32\x19.voxline.v1.ToolCallDeltaH\x00\x42\x07\n\x05\x65vent\"\x16\n\x14ListProvidersRequest\"a\n\x0eProviderStatus\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\x11\n\tavailable\x18\x03 \x01(\x08\x12\x0f\n\x07\x63ircuit\x18\x04 \x01(\t\x12\x0e\n\x06reason\x18\x05 \x01(\t\"F\n\x15ListProvidersResponse\x12-\n\tproviders\x18\x01 \x03(\x0b\x32\x1a.voxline.v1.ProviderStatus2\xae\x01\n\rLanguageModel\x12G\n\x08Generate\x12\x1b.voxline.v1.GenerateRequest\x1a\x1c.voxline.v1.GenerateResponse0\x01\x12T\n\rListProviders\x12 .voxline.v1.ListProvidersRequest\x1a!.voxline.v1.ListProvidersResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,25 +32,31 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxline.v1.llm_pb2', _globa
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_CHATMESSAGE']._serialized_start=36
-  _globals['_CHATMESSAGE']._serialized_end=80
-  _globals['_SAMPLINGOPTIONS']._serialized_start=83
-  _globals['_SAMPLINGOPTIONS']._serialized_end=234
-  _globals['_GENERATEREQUEST']._serialized_start=237
-  _globals['_GENERATEREQUEST']._serialized_end=381
-  _globals['_TOKENUSAGE']._serialized_start=383
-  _globals['_TOKENUSAGE']._serialized_end=445
-  _globals['_PROVIDERATTEMPT']._serialized_start=447
-  _globals['_PROVIDERATTEMPT']._serialized_end=515
-  _globals['_GENERATESUMMARY']._serialized_start=518
-  _globals['_GENERATESUMMARY']._serialized_end=762
-  _globals['_GENERATERESPONSE']._serialized_start=764
-  _globals['_GENERATERESPONSE']._serialized_end=861
-  _globals['_LISTPROVIDERSREQUEST']._serialized_start=863
-  _globals['_LISTPROVIDERSREQUEST']._serialized_end=885
-  _globals['_PROVIDERSTATUS']._serialized_start=887
-  _globals['_PROVIDERSTATUS']._serialized_end=984
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=986
-  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1056
-  _globals['_LANGUAGEMODEL']._serialized_start=1059
-  _globals['_LANGUAGEMODEL']._serialized_end=1233
+  _globals['_CHATMESSAGE']._serialized_end=144
+  _globals['_TOOLDEFINITION']._serialized_start=146
+  _globals['_TOOLDEFINITION']._serialized_end=222
+  _globals['_TOOLCALL']._serialized_start=224
+  _globals['_TOOLCALL']._serialized_end=284
+  _globals['_TOOLCALLDELTA']._serialized_start=286
+  _globals['_TOOLCALLDELTA']._serialized_end=367
+  _globals['_SAMPLINGOPTIONS']._serialized_start=370
+  _globals['_SAMPLINGOPTIONS']._serialized_end=521
+  _globals['_GENERATEREQUEST']._serialized_start=524
+  _globals['_GENERATEREQUEST']._serialized_end=732
+  _globals['_TOKENUSAGE']._serialized_start=734
+  _globals['_TOKENUSAGE']._serialized_end=796
+  _globals['_PROVIDERATTEMPT']._serialized_start=798
+  _globals['_PROVIDERATTEMPT']._serialized_end=866
+  _globals['_GENERATESUMMARY']._serialized_start=869
+  _globals['_GENERATESUMMARY']._serialized_end=1113
+  _globals['_GENERATERESPONSE']._serialized_start=1116
+  _globals['_GENERATERESPONSE']._serialized_end=1267
+  _globals['_LISTPROVIDERSREQUEST']._serialized_start=1269
+  _globals['_LISTPROVIDERSREQUEST']._serialized_end=1291
+  _globals['_PROVIDERSTATUS']._serialized_start=1293
+  _globals['_PROVIDERSTATUS']._serialized_end=1390
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_start=1392
+  _globals['_LISTPROVIDERSRESPONSE']._serialized_end=1462
+  _globals['_LANGUAGEMODEL']._serialized_start=1465
+  _globals['_LANGUAGEMODEL']._serialized_end=1639
 # @@protoc_insertion_point(module_scope)

@@ -54,7 +54,7 @@ class LanguageModelServicer:
     """
 
     def Generate(self, request, context):
-        """Text deltas as they arrive, then exactly one summary.
+        """Text and tool-call deltas as they arrive, then exactly one summary.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -36,7 +36,7 @@ class LanguageModelStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> LanguageModelAsyncStub: ...
     Generate: _grpc.UnaryStreamMultiCallable[_llm_pb2.GenerateRequest, _llm_pb2.GenerateResponse]
-    """Text deltas as they arrive, then exactly one summary."""
+    """Text and tool-call deltas as they arrive, then exactly one summary."""
     ListProviders: _grpc.UnaryUnaryMultiCallable[_llm_pb2.ListProvidersRequest, _llm_pb2.ListProvidersResponse]
     """The configured providers and whether each can be used now."""
 
@@ -48,7 +48,7 @@ class LanguageModelAsyncStub(LanguageModelStub):
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     Generate: _aio.UnaryStreamMultiCallable[_llm_pb2.GenerateRequest, _llm_pb2.GenerateResponse]  # type: ignore[assignment]
-    """Text deltas as they arrive, then exactly one summary."""
+    """Text and tool-call deltas as they arrive, then exactly one summary."""
     ListProviders: _aio.UnaryUnaryMultiCallable[_llm_pb2.ListProvidersRequest, _llm_pb2.ListProvidersResponse]  # type: ignore[assignment]
     """The configured providers and whether each can be used now."""
 
@@ -63,7 +63,7 @@ class LanguageModelServicer(metaclass=_abc_1.ABCMeta):
         request: _llm_pb2.GenerateRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_llm_pb2.GenerateResponse], _abc.AsyncIterator[_llm_pb2.GenerateResponse]]:
-        """Text deltas as they arrive, then exactly one summary."""
+        """Text and tool-call deltas as they arrive, then exactly one summary."""
 
     @_abc_1.abstractmethod
     def ListProviders(

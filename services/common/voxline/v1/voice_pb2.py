@@ -27,29 +27,35 @@ from voxline.v1 import llm_pb2 as voxline_dot_v1_dot_llm__pb2
 from voxline.v1 import stt_pb2 as voxline_dot_v1_dot_stt__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voxline/v1/voice.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\x1a\x14voxline/v1/llm.proto\x1a\x14voxline/v1/stt.proto\"\xd7\x03\n\rSessionConfig\x12-\n\x0cinput_format\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12\x15\n\rllm_providers\x18\x06 \x03(\t\x12-\n\x08sampling\x18\x07 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x10\n\x08no_cache\x18\x08 \x01(\x08\x12\x12\n\nserver_vad\x18\t \x01(\x08\x12\x16\n\x0evad_silence_ms\x18\n \x01(\x05\x12/\n\rturn_detector\x18\x0b \x01(\x0e\x32\x18.voxline.v1.TurnDetector\x12 \n\x18turn_complete_silence_ms\x18\x0c \x01(\x05\x12\"\n\x1aturn_incomplete_silence_ms\x18\r \x01(\x05\x12\x1e\n\x11speculative_reply\x18\x0e \x01(\x08H\x00\x88\x01\x01\x42\x14\n\x12_speculative_reply\"\x10\n\x0e\x45ndOfUtterance\"\xa2\x01\n\x0f\x43onverseRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.voxline.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x36\n\x10\x65nd_of_utterance\x18\x03 \x01(\x0b\x32\x1a.voxline.v1.EndOfUtteranceH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x42\t\n\x07request\",\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\x1e\n\rAssistantText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"\x84\x04\n\x0bTurnMetrics\x12\x0e\n\x06stt_ms\x18\x01 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x02 \x01(\x01\x12\x14\n\x0cllm_total_ms\x18\x03 \x01(\x01\x12\x1a\n\x12tts_first_audio_ms\x18\x04 \x01(\x01\x12\x1e\n\x16time_to_first_audio_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0cllm_provider\x18\x08 \x01(\t\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12&\n\x06status\x18\n \x01(\x0e\x32\x16.voxline.v1.TurnStatus\x12\x11\n\tsentences\x18\x0b \x01(\x05\x12\x1b\n\x13reply_audio_seconds\x18\x0c \x01(\x01\x12\x14\n\x0ctts_total_ms\x18\r \x01(\x01\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12\'\n\x1f\x65nd_of_speech_to_first_audio_ms\x18\x0f \x01(\x01\x12\x16\n\x0e\x65ndpointing_ms\x18\x10 \x01(\x01\x12\x1a\n\x12speculative_starts\x18\x11 \x01(\x05\x12\x18\n\x10speculative_hits\x18\x12 \x01(\x05\x12\x1a\n\x12speculative_misses\x18\x13 \x01(\x05\x12!\n\x19speculative_tokens_wasted\x18\x14 \x01(\x05\"\xb0\x02\n\x10\x43onverseResponse\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12,\n\ntranscript\x18\x02 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x12\x33\n\x0e\x61ssistant_text\x18\x03 \x01(\x0b\x32\x19.voxline.v1.AssistantTextH\x00\x12/\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormatH\x00\x12\x0f\n\x05\x61udio\x18\x05 \x01(\x0cH\x00\x12*\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.voxline.v1.TurnMetricsH\x00\x12\x34\n\x12interim_transcript\x18\x07 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x42\x07\n\x05\x65vent*U\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32[\n\x0eVoiceAssistant\x12I\n\x08\x43onverse\x12\x1b.voxline.v1.ConverseRequest\x1a\x1c.voxline.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16voxline/v1/voice.proto\x12\nvoxline.v1\x1a\x16voxline/v1/audio.proto\x1a\x14voxline/v1/llm.proto\x1a\x14voxline/v1/stt.proto\"\x82\x04\n\rSessionConfig\x12-\n\x0cinput_format\x18\x01 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x10\n\x08language\x18\x02 \x01(\t\x12\r\n\x05voice\x18\x03 \x01(\t\x12.\n\routput_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormat\x12\x15\n\rsystem_prompt\x18\x05 \x01(\t\x12\x15\n\rllm_providers\x18\x06 \x03(\t\x12-\n\x08sampling\x18\x07 \x01(\x0b\x32\x1b.voxline.v1.SamplingOptions\x12\x10\n\x08no_cache\x18\x08 \x01(\x08\x12\x12\n\nserver_vad\x18\t \x01(\x08\x12\x16\n\x0evad_silence_ms\x18\n \x01(\x05\x12/\n\rturn_detector\x18\x0b \x01(\x0e\x32\x18.voxline.v1.TurnDetector\x12 \n\x18turn_complete_silence_ms\x18\x0c \x01(\x05\x12\"\n\x1aturn_incomplete_silence_ms\x18\r \x01(\x05\x12\x1e\n\x11speculative_reply\x18\x0e \x01(\x08H\x00\x88\x01\x01\x12)\n\x05tools\x18\x0f \x03(\x0b\x32\x1a.voxline.v1.ToolDefinitionB\x14\n\x12_speculative_reply\";\n\nToolResult\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0f\n\x07\x63ontent\x18\x02 \x01(\t\x12\x10\n\x08is_error\x18\x03 \x01(\x08\"\x10\n\x0e\x45ndOfUtterance\"\xd1\x01\n\x0f\x43onverseRequest\x12+\n\x06\x63onfig\x18\x01 \x01(\x0b\x32\x19.voxline.v1.SessionConfigH\x00\x12\x0f\n\x05\x61udio\x18\x02 \x01(\x0cH\x00\x12\x36\n\x10\x65nd_of_utterance\x18\x03 \x01(\x0b\x32\x1a.voxline.v1.EndOfUtteranceH\x00\x12\x0e\n\x04text\x18\x04 \x01(\tH\x00\x12-\n\x0btool_result\x18\x05 \x01(\x0b\x32\x16.voxline.v1.ToolResultH\x00\x42\t\n\x07request\",\n\nTranscript\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\x10\n\x08language\x18\x02 \x01(\t\"\x1e\n\rAssistantText\x12\r\n\x05\x64\x65lta\x18\x01 \x01(\t\"B\n\x0e\x43lientToolCall\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x16\n\x0e\x61rguments_json\x18\x03 \x01(\t\"/\n\x11ToolCallCancelled\x12\n\n\x02id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"\xa9\x04\n\x0bTurnMetrics\x12\x0e\n\x06stt_ms\x18\x01 \x01(\x01\x12\x13\n\x0bllm_ttft_ms\x18\x02 \x01(\x01\x12\x14\n\x0cllm_total_ms\x18\x03 \x01(\x01\x12\x1a\n\x12tts_first_audio_ms\x18\x04 \x01(\x01\x12\x1e\n\x16time_to_first_audio_ms\x18\x05 \x01(\x01\x12\x10\n\x08total_ms\x18\x06 \x01(\x01\x12\x10\n\x08trace_id\x18\x07 \x01(\t\x12\x14\n\x0cllm_provider\x18\x08 \x01(\t\x12\x11\n\tcache_hit\x18\t \x01(\x08\x12&\n\x06status\x18\n \x01(\x0e\x32\x16.voxline.v1.TurnStatus\x12\x11\n\tsentences\x18\x0b \x01(\x05\x12\x1b\n\x13reply_audio_seconds\x18\x0c \x01(\x01\x12\x14\n\x0ctts_total_ms\x18\r \x01(\x01\x12\r\n\x05\x65rror\x18\x0e \x01(\t\x12\'\n\x1f\x65nd_of_speech_to_first_audio_ms\x18\x0f \x01(\x01\x12\x16\n\x0e\x65ndpointing_ms\x18\x10 \x01(\x01\x12\x1a\n\x12speculative_starts\x18\x11 \x01(\x05\x12\x18\n\x10speculative_hits\x18\x12 \x01(\x05\x12\x1a\n\x12speculative_misses\x18\x13 \x01(\x05\x12!\n\x19speculative_tokens_wasted\x18\x14 \x01(\x05\x12\x12\n\ntool_calls\x18\x15 \x01(\x05\x12\x0f\n\x07tool_ms\x18\x16 \x01(\x01\"\x9f\x03\n\x10\x43onverseResponse\x12\x0c\n\x04turn\x18\x01 \x01(\x05\x12,\n\ntranscript\x18\x02 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x12\x33\n\x0e\x61ssistant_text\x18\x03 \x01(\x0b\x32\x19.voxline.v1.AssistantTextH\x00\x12/\n\x0c\x61udio_format\x18\x04 \x01(\x0b\x32\x17.voxline.v1.AudioFormatH\x00\x12\x0f\n\x05\x61udio\x18\x05 \x01(\x0cH\x00\x12*\n\x07metrics\x18\x06 \x01(\x0b\x32\x17.voxline.v1.TurnMetricsH\x00\x12\x34\n\x12interim_transcript\x18\x07 \x01(\x0b\x32\x16.voxline.v1.TranscriptH\x00\x12/\n\ttool_call\x18\x08 \x01(\x0b\x32\x1a.voxline.v1.ClientToolCallH\x00\x12<\n\x13tool_call_cancelled\x18\t \x01(\x0b\x32\x1d.voxline.v1.ToolCallCancelledH\x00\x42\x07\n\x05\x65vent*U\n\nTurnStatus\x12\x1b\n\x17TURN_STATUS_UNSPECIFIED\x10\x00\x12\r\n\tCOMPLETED\x10\x01\x12\x0f\n\x0bINTERRUPTED\x10\x02\x12\n\n\x06\x46\x41ILED\x10\x03\x32[\n\x0eVoiceAssistant\x12I\n\x08\x43onverse\x12\x1b.voxline.v1.ConverseRequest\x1a\x1c.voxline.v1.ConverseResponse(\x01\x30\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'voxline.v1.voice_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TURNSTATUS']._serialized_start=1667
-  _globals['_TURNSTATUS']._serialized_end=1752
+  _globals['_TURNSTATUS']._serialized_start=2083
+  _globals['_TURNSTATUS']._serialized_end=2168
   _globals['_SESSIONCONFIG']._serialized_start=107
-  _globals['_SESSIONCONFIG']._serialized_end=578
-  _globals['_ENDOFUTTERANCE']._serialized_start=580
-  _globals['_ENDOFUTTERANCE']._serialized_end=596
-  _globals['_CONVERSEREQUEST']._serialized_start=599
-  _globals['_CONVERSEREQUEST']._serialized_end=761
-  _globals['_TRANSCRIPT']._serialized_start=763
-  _globals['_TRANSCRIPT']._serialized_end=807
-  _globals['_ASSISTANTTEXT']._serialized_start=809
-  _globals['_ASSISTANTTEXT']._serialized_end=839
-  _globals['_TURNMETRICS']._serialized_start=842
-  _globals['_TURNMETRICS']._serialized_end=1358
-  _globals['_CONVERSERESPONSE']._serialized_start=1361
-  _globals['_CONVERSERESPONSE']._serialized_end=1665
-  _globals['_VOICEASSISTANT']._serialized_start=1754
-  _globals['_VOICEASSISTANT']._serialized_end=1845
+  _globals['_SESSIONCONFIG']._serialized_end=621
+  _globals['_TOOLRESULT']._serialized_start=623
+  _globals['_TOOLRESULT']._serialized_end=682
+  _globals['_ENDOFUTTERANCE']._serialized_start=684
+  _globals['_ENDOFUTTERANCE']._serialized_end=700
+  _globals['_CONVERSEREQUEST']._serialized_start=703
+  _globals['_CONVERSEREQUEST']._serialized_end=912
+  _globals['_TRANSCRIPT']._serialized_start=914
+  _globals['_TRANSCRIPT']._serialized_end=958
+  _globals['_ASSISTANTTEXT']._serialized_start=960
+  _globals['_ASSISTANTTEXT']._serialized_end=990
+  _globals['_CLIENTTOOLCALL']._serialized_start=992
+  _globals['_CLIENTTOOLCALL']._serialized_end=1058
+  _globals['_TOOLCALLCANCELLED']._serialized_start=1060
+  _globals['_TOOLCALLCANCELLED']._serialized_end=1107
+  _globals['_TURNMETRICS']._serialized_start=1110
+  _globals['_TURNMETRICS']._serialized_end=1663
+  _globals['_CONVERSERESPONSE']._serialized_start=1666
+  _globals['_CONVERSERESPONSE']._serialized_end=2081
+  _globals['_VOICEASSISTANT']._serialized_start=2170
+  _globals['_VOICEASSISTANT']._serialized_end=2261
 # @@protoc_insertion_point(module_scope)

@@ -68,6 +68,7 @@ class SessionConfig(_message.Message):
     TURN_COMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
     TURN_INCOMPLETE_SILENCE_MS_FIELD_NUMBER: _builtins.int
     SPECULATIVE_REPLY_FIELD_NUMBER: _builtins.int
+    TOOLS_FIELD_NUMBER: _builtins.int
     language: _builtins.str
     """Language of the user's speech ("en", "fr"); empty: auto-detect."""
     voice: _builtins.str
@@ -112,6 +113,13 @@ class SessionConfig(_message.Message):
     def sampling(self) -> _llm_pb2.SamplingOptions:
         """LLM sampling options."""
 
+    @_builtins.property
+    def tools(self) -> _containers.RepeatedCompositeFieldContainer[_llm_pb2.ToolDefinition]:
+        """Tools that this client runs itself: when the model calls one, the server sends a `tool_call`
+        event and waits (up to its client-tool timeout) for a `tool_result` request with the same id.
+        Names must not clash with the server's own tools (MCP servers configured by the operator).
+        """
+
     def __init__(
         self,
         *,
@@ -129,16 +137,47 @@ class SessionConfig(_message.Message):
         turn_complete_silence_ms: _builtins.int = ...,
         turn_incomplete_silence_ms: _builtins.int = ...,
         speculative_reply: _builtins.bool | None = ...,
+        tools: _abc.Iterable[_llm_pb2.ToolDefinition] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply", "input_format", b"input_format", "output_format", b"output_format", "sampling", b"sampling", "speculative_reply", b"speculative_reply"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply", "input_format", b"input_format", "language", b"language", "llm_providers", b"llm_providers", "no_cache", b"no_cache", "output_format", b"output_format", "sampling", b"sampling", "server_vad", b"server_vad", "speculative_reply", b"speculative_reply", "system_prompt", b"system_prompt", "turn_complete_silence_ms", b"turn_complete_silence_ms", "turn_detector", b"turn_detector", "turn_incomplete_silence_ms", b"turn_incomplete_silence_ms", "vad_silence_ms", b"vad_silence_ms", "voice", b"voice"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply", "input_format", b"input_format", "language", b"language", "llm_providers", b"llm_providers", "no_cache", b"no_cache", "output_format", b"output_format", "sampling", b"sampling", "server_vad", b"server_vad", "speculative_reply", b"speculative_reply", "system_prompt", b"system_prompt", "tools", b"tools", "turn_complete_silence_ms", b"turn_complete_silence_ms", "turn_detector", b"turn_detector", "turn_incomplete_silence_ms", b"turn_incomplete_silence_ms", "vad_silence_ms", b"vad_silence_ms", "voice", b"voice"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__speculative_reply: _TypeAlias = _typing.Literal["speculative_reply"]  # noqa: Y015
     _WhichOneofArgType__speculative_reply: _TypeAlias = _typing.Literal["_speculative_reply", b"_speculative_reply"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType__speculative_reply) -> _WhichOneofReturnType__speculative_reply | None: ...
 
 Global___SessionConfig: _TypeAlias = SessionConfig  # noqa: Y015
+
+@_typing.final
+class ToolResult(_message.Message):
+    """The client's answer to a `tool_call` event."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    CONTENT_FIELD_NUMBER: _builtins.int
+    IS_ERROR_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The `ClientToolCall.id` this answers."""
+    content: _builtins.str
+    """The result, as text for the model (JSON is fine)."""
+    is_error: _builtins.bool
+    """True: the tool failed and `content` says why (the model explains it to the user)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        content: _builtins.str = ...,
+        is_error: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "id", b"id", "is_error", b"is_error"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolResult: _TypeAlias = ToolResult  # noqa: Y015
 
 @_typing.final
 class EndOfUtterance(_message.Message):
@@ -167,6 +206,7 @@ class ConverseRequest(_message.Message):
     AUDIO_FIELD_NUMBER: _builtins.int
     END_OF_UTTERANCE_FIELD_NUMBER: _builtins.int
     TEXT_FIELD_NUMBER: _builtins.int
+    TOOL_RESULT_FIELD_NUMBER: _builtins.int
     audio: _builtins.bytes
     """A chunk of the user's speech."""
     text: _builtins.str
@@ -179,6 +219,10 @@ class ConverseRequest(_message.Message):
     def end_of_utterance(self) -> Global___EndOfUtterance:
         """The user finished speaking."""
 
+    @_builtins.property
+    def tool_result(self) -> Global___ToolResult:
+        """The result of a client-side tool call (see SessionConfig.tools)."""
+
     def __init__(
         self,
         *,
@@ -186,12 +230,13 @@ class ConverseRequest(_message.Message):
         audio: _builtins.bytes = ...,
         end_of_utterance: Global___EndOfUtterance | None = ...,
         text: _builtins.str = ...,
+        tool_result: Global___ToolResult | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_of_utterance", b"end_of_utterance", "request", b"request", "text", b"text"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_of_utterance", b"end_of_utterance", "request", b"request", "text", b"text", "tool_result", b"tool_result"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_of_utterance", b"end_of_utterance", "request", b"request", "text", b"text"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["audio", b"audio", "config", b"config", "end_of_utterance", b"end_of_utterance", "request", b"request", "text", b"text", "tool_result", b"tool_result"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["config", "audio", "end_of_utterance", "text"]  # noqa: Y015
+    _WhichOneofReturnType_request: _TypeAlias = _typing.Literal["config", "audio", "end_of_utterance", "text", "tool_result"]  # noqa: Y015
     _WhichOneofArgType_request: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_request) -> _WhichOneofReturnType_request | None: ...
 
@@ -246,6 +291,62 @@ class AssistantText(_message.Message):
 Global___AssistantText: _TypeAlias = AssistantText  # noqa: Y015
 
 @_typing.final
+class ClientToolCall(_message.Message):
+    """The model called a client-side tool: run it and send a `tool_result` with the same id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    NAME_FIELD_NUMBER: _builtins.int
+    ARGUMENTS_JSON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """Unique within the conversation."""
+    name: _builtins.str
+    """One of SessionConfig.tools."""
+    arguments_json: _builtins.str
+    """The arguments, a JSON object (already validated against the tool's schema)."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        name: _builtins.str = ...,
+        arguments_json: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["arguments_json", b"arguments_json", "id", b"id", "name", b"name"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ClientToolCall: _TypeAlias = ClientToolCall  # noqa: Y015
+
+@_typing.final
+class ToolCallCancelled(_message.Message):
+    """A client-side tool call is no longer wanted (barge-in, timeout): stop it; its result is ignored."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ID_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    id: _builtins.str
+    """The `ClientToolCall.id`."""
+    reason: _builtins.str
+    """"interrupted" or "timed out"."""
+    def __init__(
+        self,
+        *,
+        id: _builtins.str = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["id", b"id", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ToolCallCancelled: _TypeAlias = ToolCallCancelled  # noqa: Y015
+
+@_typing.final
 class TurnMetrics(_message.Message):
     """Latency of one turn, milliseconds. Times are measured from end of utterance."""
 
@@ -271,6 +372,8 @@ class TurnMetrics(_message.Message):
     SPECULATIVE_HITS_FIELD_NUMBER: _builtins.int
     SPECULATIVE_MISSES_FIELD_NUMBER: _builtins.int
     SPECULATIVE_TOKENS_WASTED_FIELD_NUMBER: _builtins.int
+    TOOL_CALLS_FIELD_NUMBER: _builtins.int
+    TOOL_MS_FIELD_NUMBER: _builtins.int
     stt_ms: _builtins.float
     """Speech-to-text: end of utterance to final transcript."""
     llm_ttft_ms: _builtins.float
@@ -315,6 +418,10 @@ class TurnMetrics(_message.Message):
     """Speculative replies cancelled because the user went on speaking or the transcript changed."""
     speculative_tokens_wasted: _builtins.int
     """LLM output tokens generated by cancelled speculative replies."""
+    tool_calls: _builtins.int
+    """Tool calls made in this turn (server and client tools)."""
+    tool_ms: _builtins.float
+    """Time spent waiting for tools in this turn (rounds in parallel count once), ms."""
     def __init__(
         self,
         *,
@@ -338,10 +445,12 @@ class TurnMetrics(_message.Message):
         speculative_hits: _builtins.int = ...,
         speculative_misses: _builtins.int = ...,
         speculative_tokens_wasted: _builtins.int = ...,
+        tool_calls: _builtins.int = ...,
+        tool_ms: _builtins.float = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "endpointing_ms", b"endpointing_ms", "error", b"error", "llm_provider", b"llm_provider", "llm_total_ms", b"llm_total_ms", "llm_ttft_ms", b"llm_ttft_ms", "reply_audio_seconds", b"reply_audio_seconds", "sentences", b"sentences", "speculative_hits", b"speculative_hits", "speculative_misses", b"speculative_misses", "speculative_starts", b"speculative_starts", "speculative_tokens_wasted", b"speculative_tokens_wasted", "status", b"status", "stt_ms", b"stt_ms", "time_to_first_audio_ms", b"time_to_first_audio_ms", "total_ms", b"total_ms", "trace_id", b"trace_id", "tts_first_audio_ms", b"tts_first_audio_ms", "tts_total_ms", b"tts_total_ms"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_hit", b"cache_hit", "end_of_speech_to_first_audio_ms", b"end_of_speech_to_first_audio_ms", "endpointing_ms", b"endpointing_ms", "error", b"error", "llm_provider", b"llm_provider", "llm_total_ms", b"llm_total_ms", "llm_ttft_ms", b"llm_ttft_ms", "reply_audio_seconds", b"reply_audio_seconds", "sentences", b"sentences", "speculative_hits", b"speculative_hits", "speculative_misses", b"speculative_misses", "speculative_starts", b"speculative_starts", "speculative_tokens_wasted", b"speculative_tokens_wasted", "status", b"status", "stt_ms", b"stt_ms", "time_to_first_audio_ms", b"time_to_first_audio_ms", "tool_calls", b"tool_calls", "tool_ms", b"tool_ms", "total_ms", b"total_ms", "trace_id", b"trace_id", "tts_first_audio_ms", b"tts_first_audio_ms", "tts_total_ms", b"tts_total_ms"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -360,6 +469,8 @@ class ConverseResponse(_message.Message):
     AUDIO_FIELD_NUMBER: _builtins.int
     METRICS_FIELD_NUMBER: _builtins.int
     INTERIM_TRANSCRIPT_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_FIELD_NUMBER: _builtins.int
+    TOOL_CALL_CANCELLED_FIELD_NUMBER: _builtins.int
     turn: _builtins.int
     """Turn number in this conversation, from 1."""
     audio: _builtins.bytes
@@ -386,6 +497,14 @@ class ConverseResponse(_message.Message):
         transcript event carries the final text).
         """
 
+    @_builtins.property
+    def tool_call(self) -> Global___ClientToolCall:
+        """The model called a client-side tool."""
+
+    @_builtins.property
+    def tool_call_cancelled(self) -> Global___ToolCallCancelled:
+        """A client-side tool call was cancelled."""
+
     def __init__(
         self,
         *,
@@ -396,12 +515,14 @@ class ConverseResponse(_message.Message):
         audio: _builtins.bytes = ...,
         metrics: Global___TurnMetrics | None = ...,
         interim_transcript: Global___Transcript | None = ...,
+        tool_call: Global___ClientToolCall | None = ...,
+        tool_call_cancelled: Global___ToolCallCancelled | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "transcript", b"transcript"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "tool_call", b"tool_call", "tool_call_cancelled", b"tool_call_cancelled", "transcript", b"transcript"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "transcript", b"transcript", "turn", b"turn"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assistant_text", b"assistant_text", "audio", b"audio", "audio_format", b"audio_format", "event", b"event", "interim_transcript", b"interim_transcript", "metrics", b"metrics", "tool_call", b"tool_call", "tool_call_cancelled", b"tool_call_cancelled", "transcript", b"transcript", "turn", b"turn"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["transcript", "assistant_text", "audio_format", "audio", "metrics", "interim_transcript"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["transcript", "assistant_text", "audio_format", "audio", "metrics", "interim_transcript", "tool_call", "tool_call_cancelled"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
