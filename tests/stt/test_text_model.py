@@ -15,21 +15,28 @@ import pytest
 from voxline.common.config import ConfigError
 from voxline.common.errors import NotConfigured
 from voxline.stt.config import parse
-from voxline.stt.text_model import TextTurnModel, load
+from voxline.stt.endpoint import EndpointSettings, silence_limit_ms
+from voxline.stt.text_model import UNLIKELY, TextTurnModel, load
 from voxline.stt.text_turn import UNFINISHED, UNLIKELY_END, WordsJudge
 
+# The model's P(final stop) moves with the CPU's int8 kernels (CTranslate2 picks MKL or oneDNN, and
+# AVX-512, AVX2, AVX or generic code, by CPU). Measured on this repository's texts with every backend
+# this Intel AVX-512 machine can force (CT2_FORCE_CPU_ISA, CT2_USE_MKL=0, float32 weights), and as
+# reported from an AVX2-only AMD CPU: the same text moved up to 3.5x ("Could you please." 0.0063 here,
+# 0.022 there). The tests use texts whose verdict keeps a margin of at least 4x to the 0.02 threshold
+# on every backend measured; the texts within a hair of it are checked only for what a wrong verdict
+# costs (BORDERLINE below).
+
 #: Where a user paused in the middle of a request, as Whisper wrote it (the word lists pass them all).
+#: P(final stop), lowest-highest over the backends measured: 0.0007-0.0011, 0.0018-0.0039,
+#: 0.0026-0.0038 (a 5x margin to the threshold).
 UNFINISHED_REQUESTS = [
-    "What time does the pharmacy on Mainst?",
     "What time does the pharmacy on Main.",
-    "Could you please.",
-    "Text John that I'll be.",
     "Remind me to call my mother when.",
-    "Why is the sky?",
-    "Order a pizza with extra.",
     "I would like to know.",
 ]
-#: Whole requests, short ones included: the model must not hold any of them back.
+#: Whole requests, short ones included: the model must not hold any of them back (lowest over the
+#: backends measured: 0.11, "Yes.").
 FINISHED_REQUESTS = [
     "What time does the pharmacy on Main Street close on Saturday evenings?",
     "Could you tell me how long it takes to drive from Boston to New York City?",
@@ -37,10 +44,20 @@ FINISHED_REQUESTS = [
     "Play some relaxing music in the living room while I cook dinner.",
     "Send a message to my sister.",
     "What is the capital of France?",
-    "How are you?",
     "Yes.",
     "Tell me a joke.",
     "Turn off the lights.",
+]
+#: Within a hair of the threshold on some CPU (0.0134-0.0174, 0.0063-0.022, 0.0262-0.0282): either
+#: verdict may come. Unfinished ones at about 2x below it are kept here too, as the AMD CPU moved a
+#: score 3.5x: 0.0074-0.0114, 0.0043-0.0099, 0.0012-0.0095.
+BORDERLINE = [
+    "What time does the pharmacy on Mainst?",
+    "Could you please.",
+    "How are you?",
+    "Text John that I'll be.",
+    "Order a pizza with extra.",
+    "Why is the sky?",
 ]
 
 
@@ -54,10 +71,23 @@ def test_a_finished_request_is_not_held_back(text: str, text_model: TextTurnMode
     assert WordsJudge(text_model)(text, "en") is None
 
 
-def test_the_score_separates_the_two(text_model: TextTurnModel) -> None:
+def test_the_score_separates_the_two_with_a_margin(text_model: TextTurnModel) -> None:
     unfinished = max(text_model.end_probability(t) for t in UNFINISHED_REQUESTS)
     finished = min(text_model.end_probability(t) for t in FINISHED_REQUESTS)
-    assert unfinished < 0.02 < finished
+    assert unfinished < UNLIKELY / 4 and finished > UNLIKELY * 4, (unfinished, finished)
+
+
+@pytest.mark.parametrize("text", BORDERLINE)
+def test_a_borderline_verdict_costs_a_longer_wait_never_a_lost_turn(
+        text: str, text_model: TextTurnModel) -> None:
+    """Either verdict is allowed; what turn-taking does with it is bounded: a veto scores the pause
+    UNLIKELY_END, so Smart Turn's "complete" waits longer (below the incomplete limit), and speech
+    that comes in that wait continues the same turn."""
+    verdict = WordsJudge(text_model)(text, "en")
+    assert verdict in (None, UNLIKELY_END)
+    settings = EndpointSettings()
+    wait = silence_limit_ms(UNLIKELY_END, settings)
+    assert settings.complete_silence_ms < wait < settings.incomplete_silence_ms
 
 
 class CountingModel:

@@ -233,10 +233,11 @@ def test_the_detector_does_not_hear_the_silence_of_a_pause_the_speech_went_on_af
 async def test_a_question_that_lacks_its_verb_is_one_turn_with_the_language_model(
         with_model: bool, text_model: TextTurnModel) -> None:
     """The benchmark's split: the voice says "complete" at "What time does the pharmacy on Main"
-    (Smart Turn: 0.85), Whisper writes "…on Mainst?" and the word lists have nothing against it.
-    The language model reads the missing verb: one turn. Without it, two (the first one half a
-    question)."""
-    engine = ScriptedTranscriber(["What time does the pharmacy on Mainst?",
+    (Smart Turn: 0.85), Whisper writes "…on Main." (or "…on Mainst?") and the word lists have nothing
+    against it. The language model reads the missing verb: one turn. Without it, two (the first one
+    half a question). "…on Main." keeps a 20x margin to the threshold on every CPU measured;
+    "…on Mainst?" sits within 15-33% of it and may read either way (see test_text_model)."""
+    engine = ScriptedTranscriber(["What time does the pharmacy on Main.",
                                   "What time does the pharmacy on Main Street close on Saturday evenings?"],
                                  0.0)
     audio = np.concatenate([silence(0.2), tone(0.8), silence(0.7), tone(0.5), silence(1.0)])
@@ -248,7 +249,7 @@ async def test_a_question_that_lacks_its_verb_is_one_turn_with_the_language_mode
         vetoed = [e for e in events if isinstance(e, SpeechPaused) and e.text_probability == UNLIKELY_END]
         assert len(vetoed) == 1 and vetoed[0].silence_limit_ms > 1000
     else:
-        assert len(finals) == 2 and finals[0] == "What time does the pharmacy on Mainst?"
+        assert len(finals) == 2 and finals[0] == "What time does the pharmacy on Main."
 
 
 async def test_words_that_cannot_be_read_cost_their_opinion_not_the_turn(

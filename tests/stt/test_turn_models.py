@@ -129,7 +129,14 @@ def test_a_mid_sentence_pause_continues_the_turn(smart_turn: SmartTurn, snr_db: 
     assert {e.turn for e in events if hasattr(e, "turn")} == {1}
     assert len(ends) == 1, events  # one turn: the pause did not end it
     assert pauses[0].end_of_speech_s == pytest.approx(LEAD_S + cut_s, abs=0.3)
-    assert pauses[0].probability < 0.2 and pauses[0].silence_limit_ms > 1000  # waits past the 700 ms
+    # The decision, not the score: the pause reads as unfinished, so the turn waits past the 700 ms
+    # pause. Smart Turn's P at this pause moves with the CPU's kernels and the noise: clean 0.016
+    # (0.018 unoptimised graph); 15 dB babble, seed 0: 0.024 here, 0.044 unoptimised, 0.214 on an
+    # AVX2-only AMD CPU (silence limit 944 ms, still one turn).
+    assert pauses[0].probability < EndpointSettings().complete_threshold
+    assert pauses[0].silence_limit_ms > 700
+    if snr_db is None:  # clean speech keeps a wide margin on every CPU measured
+        assert pauses[0].silence_limit_ms > 1200
     assert pauses[-1].probability >= 0.5 and pauses[-1].silence_limit_ms == 200
     end = ends[0]
     assert end.reason is EndReason.COMPLETE
