@@ -81,6 +81,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from voxline.common.telemetry import setup_telemetry
 
     setup_logging(config.log_level, config.log_format)
+    # aioice logs every candidate pair check at INFO
+    for name in ("aioice", "aiortc"):
+        logging.getLogger(name).setLevel(max(logging.WARNING, logging.getLogger().level))
     log.info("config", extra={"config": describe(config)})
     exit_with_parent()
     setup_telemetry("voxline-edge")
