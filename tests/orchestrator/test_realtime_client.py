@@ -7,7 +7,15 @@ import grpc
 import pytest
 from orchestrator_harness import PCM16K, converse
 
-from voxline.cli.realtime import chunks_of, last_voiced_s, microphone_schedule, run_paced
+from voxline.cli.client import Conversation
+from voxline.cli.realtime import (
+    SessionUnfinished,
+    chunks_of,
+    describe_run,
+    last_voiced_s,
+    microphone_schedule,
+    run_paced,
+)
 from voxline.testing.fake_listen import ListenScript
 from voxline.testing.fake_servers import FakeStack, silence_pcm, tone_pcm
 from voxline.v1 import audio_pb2, voice_pb2
@@ -36,3 +44,34 @@ async def test_a_paced_session_reports_the_felt_latency(channel: grpc.aio.Channe
     assert felt is not None and felt >= 200  # at least the 200 ms of silence that ended the turn
     server_felt = turn.metrics["end_of_speech_to_first_audio_ms"]
     assert isinstance(server_felt, float) and server_felt >= turn.metrics["endpointing_ms"]  # type: ignore[operator]
+
+
+async def test_a_paced_session_waits_for_a_slow_recogniser(channel: grpc.aio.Channel,
+                                                           fakes: FakeStack) -> None:
+    """A CPU Whisper pass can take 10 s: the client waits while the server works (it used to give up
+    10 s after its last chunk and blame the whole session's timeout)."""
+    fakes.stt.listen_script = ListenScript(segments=["Hello there."], final_delay_s=10.5)
+    pcm = silence_pcm(0.2) + tone_pcm(0.4) + silence_pcm(0.3)
+    config = voice_pb2.SessionConfig(input_format=PCM16K, server_vad=True,
+                                     output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE))
+    run = await run_paced(Conversation.on_channel(channel, read_timeout_s=60), config,
+                          microphone_schedule(pcm, 16_000), last_voiced_s(pcm, 16_000))
+    (turn,) = run.turns
+    assert turn.transcript == "Hello there." and turn.audio_bytes > 0
+    # the recogniser's 10.5 s is recognition, not endpointing (the silence waited)
+    assert turn.metrics["stt_ms"] >= 10_000  # type: ignore[operator]
+    assert turn.metrics["endpointing_ms"] < 2_000  # type: ignore[operator]
+
+
+async def test_a_session_past_its_time_names_what_it_waited_for(channel: grpc.aio.Channel,
+                                                                fakes: FakeStack) -> None:
+    fakes.stt.listen_script = ListenScript(segments=["Hello there."], transcript_before_judgement=True,
+                                           final_delay_s=30.0)
+    pcm = silence_pcm(0.2) + tone_pcm(0.4) + silence_pcm(0.6)
+    config = voice_pb2.SessionConfig(input_format=PCM16K, server_vad=True,
+                                     output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE))
+    with pytest.raises(SessionUnfinished, match="still recognising") as failed:
+        await run_paced(converse(channel), config, microphone_schedule(pcm, 16_000),
+                        last_voiced_s(pcm, 16_000), timeout_s=3.0)
+    assert failed.value.run.interims == ["Hello there."]  # the partial transcript is kept
+    assert "heard so far (interim): 'Hello there.'" in describe_run(failed.value.run)

@@ -74,7 +74,7 @@ async def test_a_paused_question_is_one_turn_answered_after_it_ends(
         output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE))
     conversation = Conversation.on_channel(channel, read_timeout_s=60)
     run = await run_paced(conversation, config, microphone_schedule(pcm, 16_000),
-                          last_voiced_s(float_to_pcm16(clean), 16_000), settle_s=60)
+                          last_voiced_s(float_to_pcm16(clean), 16_000), timeout_s=180)
 
     spoken = [t for t in run.turns if t.transcript]
     assert len(spoken) == 1, [t.transcript for t in run.turns]

@@ -47,6 +47,11 @@ class RealtimeRun:
     speech_ended_at: float
     turns: list[SeenTurn]
     interims: list[str]
+    #: What the session was waiting for when this was taken (see ``SessionUnfinished``).
+    awaited: str = ""
+
+    def waiting_for(self) -> str:
+        return self.awaited
 
     @property
     def replied(self) -> list[SeenTurn]:
@@ -96,14 +101,44 @@ def last_voiced_s(pcm: bytes, rate: int, channels: int = 1, threshold: float = 0
     return float((voiced[-1] + 1) * frame / rate) if len(voiced) else 0.0
 
 
+class SessionUnfinished(Exception):
+    """The session did not end within its time: what the client had seen, and what it waited for."""
+
+    def __init__(self, run: RealtimeRun, waited_s: float) -> None:
+        self.run, self.waited_s = run, waited_s
+        super().__init__(f"the session had not ended after {waited_s:.0f} s: {run.waiting_for()}")
+
+
+def _waiting_for(turns: list[SeenTurn], interims: list[str], sent_all: bool) -> str:
+    """What a session that has not ended is waiting for, as far as the client can tell."""
+    if not sent_all:
+        return "the audio was still being sent"
+    last = turns[-1] if turns else None
+    if last is None or not last.transcript:
+        heard = f" (last interim transcript: {interims[-1]!r})" if interims else " (no transcript yet)"
+        return "the server was still recognising the speech or waiting for its end" + heard
+    if not last.reply:
+        return f"the LLM had not started the reply to {last.transcript!r}"
+    if last.first_audio_at is None:
+        return f"TTS had not sent audio for the reply {last.reply[:60]!r}"
+    return "the reply was still streaming (the server had not closed the stream)"
+
+
 async def run_paced(conversation: Conversation, config: voice_pb2.SessionConfig, schedule: list[Tick],
-                    end_of_speech_s: float, *, settle_s: float = 10.0, speed: float = 1.0) -> RealtimeRun:
+                    end_of_speech_s: float, *, timeout_s: float = 120.0, speed: float = 1.0) -> RealtimeRun:
     """Send ``config``, then each tick's requests at its real time (``speed`` times faster: only for
-    smoke runs); half-close after the last tick, and read until the stream ends (at most
-    ``settle_s`` after the last tick)."""
+    smoke runs); half-close after the last tick, and read until the server ends the stream: as long
+    as it is working, up to ``timeout_s`` for the whole session. Past it, ``SessionUnfinished`` says
+    what was still awaited and carries what had arrived (interim transcripts included)."""
     turns: dict[int, SeenTurn] = {}
     interims: list[str] = []
-    await conversation.send_config(config)
+    sent_all = False
+    started = time.perf_counter()
+
+    def seen() -> RealtimeRun:
+        ordered = sorted(turns.values(), key=lambda t: t.number)
+        return RealtimeRun(started, started + end_of_speech_s / speed, ordered, interims,
+                           _waiting_for(ordered, interims, sent_all))
 
     async def read() -> None:
         while (event := await conversation.read()) is not None:
@@ -123,27 +158,35 @@ async def run_paced(conversation: Conversation, config: voice_pb2.SessionConfig,
             elif kind == "metrics":
                 turn.metrics = metrics_to_dict(event.metrics)
 
-    reader = asyncio.create_task(read(), name="realtime-reader")
-    started = time.perf_counter()
+    async def talk() -> None:
+        nonlocal sent_all
+        await conversation.send_config(config)
+        reader = asyncio.create_task(read(), name="realtime-reader")
+        try:
+            for i, tick in enumerate(schedule):
+                due = started + (i + 1) * CHUNK_MS / 1000.0 / speed  # sent once it has been captured
+                delay = due - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                for request in tick:
+                    await conversation.call.write(request)
+                if reader.done():
+                    break  # the stream ended (an error): stop talking to it
+            await conversation.call.done_writing()
+            sent_all = True
+            await asyncio.shield(reader)  # the server ends the stream once its turns are done
+        finally:
+            if not reader.done():
+                reader.cancel()
+            await asyncio.wait([reader])
+        reader.result()  # the stream's error, if it failed
+
     try:
-        for i, tick in enumerate(schedule):
-            due = started + (i + 1) * CHUNK_MS / 1000.0 / speed  # sent once it has been captured
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            for request in tick:
-                await conversation.call.write(request)
-            if reader.done():
-                break  # the stream ended (an error): stop talking to it
-        await conversation.call.done_writing()
-        await asyncio.wait_for(asyncio.shield(reader), settle_s)
-    finally:
-        if not reader.done():
-            reader.cancel()
-        await asyncio.wait([reader])
-    reader.result()  # the stream's error, if it failed
-    return RealtimeRun(started, started + end_of_speech_s / speed,
-                       sorted(turns.values(), key=lambda t: t.number), interims)
+        async with asyncio.timeout(timeout_s):
+            await talk()
+    except TimeoutError:  # the session's time, or the conversation's read timeout (no event)
+        raise SessionUnfinished(seen(), time.perf_counter() - started) from None
+    return seen()
 
 
 def realtime_pcm(audio: bytes, rate: int, channels: int) -> bytes:
@@ -156,15 +199,18 @@ def realtime_pcm(audio: bytes, rate: int, channels: int) -> bytes:
 
 
 def describe_run(run: RealtimeRun) -> list[str]:
-    """What ``voxline talk --realtime`` prints after the session."""
+    """What ``voxline talk --realtime`` prints after the session (or as far as it got)."""
     lines = []
+    if run.interims and not any(t.transcript for t in run.turns):
+        lines.append(f"heard so far (interim): {run.interims[-1]!r}")
     for turn in run.turns:
         m = turn.metrics
         lines.append(f"turn {turn.number}: you: {turn.transcript!r}")
         lines.append(f"        assistant: {turn.reply!r}")
         felt = m.get("end_of_speech_to_first_audio_ms") or 0.0
         lines.append(f"        server: end of speech -> first audio {felt:.0f} ms (endpointing "
-                     f"{m.get('endpointing_ms', 0.0):.0f} ms), speculative starts/hits/misses "
+                     f"{m.get('endpointing_ms', 0.0):.0f} ms, recognition after it "
+                     f"{m.get('stt_ms', 0.0):.0f} ms), speculative starts/hits/misses "
                      f"{m.get('speculative_starts', 0)}/{m.get('speculative_hits', 0)}/"
                      f"{m.get('speculative_misses', 0)}")
     felt_ms = run.end_of_speech_to_first_audio_ms

@@ -250,6 +250,7 @@ def run_realtime(ns: argparse.Namespace, audio: bytes, out: TextIO, err: TextIO,
                  credentials: grpc.ChannelCredentials | None, token: str) -> int:
     """``voxline talk --realtime``: the file as a microphone would send it, then silence."""
     from voxline.cli.realtime import (
+        SessionUnfinished,
         describe_run,
         last_voiced_s,
         microphone_schedule,
@@ -276,9 +277,10 @@ def run_realtime(ns: argparse.Namespace, audio: bytes, out: TextIO, err: TextIO,
         config.turn_detector = stt_pb2.TurnDetector.Value(ns.turn_detector.upper())
 
     async def session() -> list[str]:
-        async with asyncio.timeout(ns.timeout), Conversation(
-                ns.address, None, credentials=credentials, token=token, read_timeout_s=ns.timeout) as conv:
-            run = await run_paced(conv, config, microphone_schedule(pcm, 16_000), end_of_speech_s)
+        async with Conversation(ns.address, None, credentials=credentials, token=token,
+                                read_timeout_s=ns.timeout) as conv:
+            run = await run_paced(conv, config, microphone_schedule(pcm, 16_000), end_of_speech_s,
+                                  timeout_s=ns.timeout)
         return describe_run(run)
 
     out.write(f"streaming {len(pcm) / 32_000:.1f} s at real-time pace (speech ends at "
@@ -292,8 +294,9 @@ def run_realtime(ns: argparse.Namespace, audio: bytes, out: TextIO, err: TextIO,
     except grpc.aio.AioRpcError as exc:
         err.write(f"voxline talk: {describe_rpc_error(exc, ns.address)}\n")
         return 1
-    except TimeoutError:
-        err.write(f"voxline talk: the session did not end within {ns.timeout:g} s\n")
+    except SessionUnfinished as exc:
+        out.write("\n".join(describe_run(exc.run)) + "\n")  # what had arrived
+        err.write(f"voxline talk: {exc} (raise --timeout to wait longer)\n")
         return 1
     out.write("\n".join(lines) + "\n")
     return 0

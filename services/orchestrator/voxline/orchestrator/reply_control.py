@@ -46,11 +46,21 @@ class ReplyControl:
         self.ended_at = 0.0
         self.speech_ended_at: float | None = None
         self.first_audio_at: float | None = None
-        #: The transcript's arrival after the commit, ms (0 when it came with the commit).
+        #: perf_counter: when STT decided the turn had ended (the audio it ended on was sent then;
+        #: None: the commit's own time). The wait from there to the commit was recognition.
+        self.decided_at: float | None = None
+        #: The final transcript's wait after STT's decision, ms (server VAD: the recognition that
+        #: was left at the end of the turn; 0 when it came with the decision).
         self.stt_ms = 0.0
         self.speculation = Speculation()
         #: LLM output so far: deltas, then the summary's output tokens (written by the reply).
         self.output_units = 0
+
+    def note_decision(self, decided_at: float | None) -> None:
+        """Split the wait before ``ended_at``: endpointing up to ``decided_at``, recognition after."""
+        if decided_at is not None:
+            self.decided_at = min(decided_at, self.ended_at)
+            self.stt_ms = round((self.ended_at - self.decided_at) * 1000.0, 1)
 
     @property
     def silent(self) -> bool:
@@ -77,9 +87,12 @@ class ReplyControl:
         for event in held:
             self._emit(event)
 
-    def commit(self, ended_at: float, speech_ended_at: float | None) -> None:
-        """The turn is confirmed: held audio goes out at once."""
+    def commit(self, ended_at: float, speech_ended_at: float | None,
+               decided_at: float | None = None) -> None:
+        """The turn is confirmed: held audio goes out at once. ``decided_at``: when STT decided the
+        end (before ``ended_at``, by the time its final transcript took)."""
         self.ended_at, self.speech_ended_at = ended_at, speech_ended_at
+        self.note_decision(decided_at)
         self.committed.set()
         if any(isinstance(e, AudioEvent) for e in self._held):
             self._audible()

@@ -382,12 +382,15 @@ def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, sp
     control = turn.control
     ended_at, first_sent = turn.ended_at, speech.first_sent_at
     speech_ended_at: float | None = None
+    decided_at = ended_at
     speculation = Speculation()
     if control is not None:
         ended_at, first_sent = control.ended_at, control.first_audio_at
         speech_ended_at, speculation = control.speech_ended_at, control.speculation
+        decided_at = control.decided_at if control.decided_at is not None else ended_at
     return TurnMetrics(
-        stt_ms=heard.stt_ms,
+        # server VAD: known at the commit, which a speculative reply's run started before
+        stt_ms=control.stt_ms if control is not None else heard.stt_ms,
         llm_ttft_ms=reply.ttft_ms,
         llm_total_ms=reply.total_ms,
         tts_first_audio_ms=speech.first_audio_ms,
@@ -396,7 +399,7 @@ def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, sp
         end_of_speech_to_first_audio_ms=(_ms(first_sent - speech_ended_at)
                                          if first_sent is not None and speech_ended_at is not None
                                          else 0.0),
-        endpointing_ms=_ms(ended_at - speech_ended_at) if speech_ended_at is not None else 0.0,
+        endpointing_ms=_ms(decided_at - speech_ended_at) if speech_ended_at is not None else 0.0,
         speculative_starts=speculation.starts,
         speculative_hits=speculation.hits,
         speculative_misses=speculation.misses,

@@ -41,6 +41,9 @@ class ListenScript:
     #: The pause transcript comes at the pause itself, before the judgement (as the real service's
     #: often does: it starts at the first silent frame); by default it follows the judgement.
     transcript_before_judgement: bool = False
+    #: Seconds a turn's final transcript takes (the stream hears nothing meanwhile): a slow
+    #: recogniser, as Whisper's full window on a small CPU.
+    final_delay_s: float = 0.0
 
 
 class ScriptedListener:

@@ -161,6 +161,7 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
     async def Listen(self, request_iterator: AsyncIterator[stt_pb2.ListenRequest], context: Any
                      ) -> AsyncIterator[stt_pb2.ListenResponse]:
         """Real turn-taking decisions over a tone/silence detector, scripted texts (fake_listen)."""
+        from voxline.stt.listen import Final
         from voxline.stt.servicer import listen_response
         from voxline.testing.fake_listen import ScriptedListener
 
@@ -192,6 +193,8 @@ class FakeStt(FakeServer, stt_pb2_grpc.SpeechToTextServicer):
                     self.replies_started += 1
                     events = []
                 for event in events:
+                    if isinstance(event, Final) and self.listen_script.final_delay_s:
+                        await asyncio.sleep(self.listen_script.final_delay_s)  # a busy recogniser
                     yield listen_response(event)
             for event in listener.finish() if listener is not None else []:
                 yield listen_response(event)
