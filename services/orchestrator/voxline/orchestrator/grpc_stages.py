@@ -17,12 +17,15 @@ replica up to ``--stage-retry-wait-s`` (within the deadline), so a stage restart
 delays the turn instead of failing it. Retried: STT of a whole utterance, an LLM reply before its
 first token, one sentence's TTS before its first audio, ListVoices. A half-streamed reply or
 sentence is never retried (the user would hear it twice). The Listen stream is reopened and
-replayed by the turn-taker instead (its turn state lives in one replica).
+replayed by the turn-taker instead (its turn state lives in one replica); each Listen call first
+waits, up to ``--stage-retry-wait-s``, for a ready replica, so a reopened stream reaches STT back
+from its restart instead of failing again at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -83,6 +86,10 @@ RETRYABLE = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.CANCELLED})
 #: Pause before the retry (gRPC's own retry policy backs off too): when a replica dies, its calls
 #: fail the moment its socket closes, a little before round_robin has dropped it from the rotation.
 RETRY_BACKOFF_S = 0.05
+#: A channel younger than this is not replaced after a failure unless its connection failed: it is
+#: still making its first connection, and when many calls fail at once (a replica died under every session) replacing it
+#: again for each would close the channels the others just moved to.
+RECOVER_MIN_AGE_S = 1.0
 _Reply = TypeVar("_Reply")
 
 
@@ -112,6 +119,7 @@ class StageChannel:
             (("authorization", f"Bearer {token}"),) if token else ())
         self._channel: Any = None
         self._retired: Any = None
+        self._created_at = 0.0
 
     def _new_channel(self) -> Any:
         target = channel_target(self.address)
@@ -124,15 +132,37 @@ class StageChannel:
     def channel(self) -> Any:
         if self._channel is None:
             self._channel = self._new_channel()
+            self._created_at = asyncio.get_running_loop().time()
         return self._channel
 
     async def recover(self) -> None:
-        """After a failed call: replace the channel unless it is connected (READY)."""
-        if self.channel.get_state(try_to_connect=False) == grpc.ChannelConnectivity.READY:
+        """After a failed call: replace the channel unless it is connected (READY) or is a new one
+        still making its first connection."""
+        state = self.channel.get_state(try_to_connect=False)
+        if state == grpc.ChannelConnectivity.READY:
             return  # the service itself answered with an error: the connection is fine
+        now = asyncio.get_running_loop().time()
+        if state != grpc.ChannelConnectivity.TRANSIENT_FAILURE and now - self._created_at < RECOVER_MIN_AGE_S:
+            return
         if self._retired is not None:
             await self._retired.close()
-        self._retired, self._channel = self._channel, self._new_channel()
+        self._retired, self._channel, self._created_at = self._channel, self._new_channel(), now
+
+    async def wait_ready(self, wait_s: float) -> bool:
+        """Whether a replica is ready (READY: connected and SERVING), waiting up to ``wait_s``."""
+        loop = asyncio.get_running_loop()
+        end = loop.time() + wait_s
+        while True:
+            channel = self.channel  # re-read: a failed call elsewhere may have replaced it
+            state = channel.get_state(try_to_connect=True)
+            if state == grpc.ChannelConnectivity.READY:
+                return True
+            left = end - loop.time()
+            if left <= 0:
+                return False
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(left, 1.0)):
+                    await channel.wait_for_state_change(state)
 
     def call_options(self, deadline: _Deadline, attempt: int) -> dict[str, Any]:
         """Timeout and readiness for try ``attempt``: the first fails at once when no replica is
@@ -147,14 +177,11 @@ class StageChannel:
             return False
         await self.recover()
         await asyncio.sleep(RETRY_BACKOFF_S)
-        if self.retry_wait_s > 0:
-            try:
-                async with asyncio.timeout(max(0.0, min(self.retry_wait_s, deadline.left()))):
-                    await self.channel.channel_ready()
-            except TimeoutError:
-                log.warning("stage not back in time; the call fails", extra={
-                    "stage": self.stage, "address": self.address, "waited_s": self.retry_wait_s})
-                return False
+        if self.retry_wait_s > 0 and not await self.wait_ready(
+                max(0.0, min(self.retry_wait_s, deadline.left()))):
+            log.warning("stage not back in time; the call fails", extra={
+                "stage": self.stage, "address": self.address, "waited_s": self.retry_wait_s})
+            return False
         record_stage_retry(self.stage)
         log.warning("stage call retried", extra={"stage": self.stage, "address": self.address,
                                                  "code": exc.code().name, "reason": exc.details()})
@@ -352,6 +379,11 @@ class GrpcStages:
                 complete_silence_ms=detection.complete_silence_ms,
                 incomplete_silence_ms=detection.incomplete_silence_ms,
                 silence_ms=detection.silence_ms))
+
+        wait_s = self.stt.retry_wait_s
+        if wait_s > 0 and not await self.stt.wait_ready(wait_s):
+            raise StageError("stt", "UNAVAILABLE", f"no speech recogniser ready within {wait_s:g} s",
+                             self.stt.address)
 
         async def requests() -> AsyncIterator[stt_pb2.ListenRequest]:
             yield stt_pb2.ListenRequest(config=config)

@@ -9,7 +9,9 @@ and the stream ends; when the client cancels, everything is cancelled and nothin
 
 With server VAD, a ``TurnTaker`` forwards the audio to the STT service's Listen stream and starts
 the turns it ends (see ``turntaking``); its Listen loop is a task owned here, and a failure of it
-(STT down) ends the stream like bad input does.
+(STT down for longer than ``--stage-retry-wait-s``, bad audio) ends the stream like bad input does
+— at once, whether or not the client is sending anything. The audio it holds is given back when
+the stream ends.
 
 Stage failures do not end the stream: the turn ends with FAILED metrics naming the stage, and the
 next turn uses the stage again (it may be back by then). Only bad session input ends the stream,
@@ -48,7 +50,7 @@ from voxline.orchestrator.events import (
 from voxline.orchestrator.history import History
 from voxline.orchestrator.outbox import ClientNotReading, Outbox
 from voxline.orchestrator.turn import TurnInput, TurnRunner
-from voxline.orchestrator.turntaking import TurnTaker
+from voxline.orchestrator.turntaking import LISTEN_REOPENS, TurnTaker
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +67,7 @@ class ConverseSession:
         self._history = History(config.max_history_turns, config.max_history_chars)
         self._reader: asyncio.Task[None] | None = None
         self._error: ClientNotReading | None = None
+        self._listen_error: BaseException | None = None
         self._draining = False
         self._settings: SessionSettings | None = None
         self._runner: TurnRunner | None = None
@@ -86,6 +89,8 @@ class ConverseSession:
                 yield event  # type: ignore[misc]
             if self._error is not None:
                 raise self._error
+            if self._listen_error is not None:
+                raise self._listen_error
             if reader.cancelled():  # drained: the stream ends cleanly
                 return
             await reader  # re-raises the reader's error (bad input) after the events before it
@@ -109,6 +114,9 @@ class ConverseSession:
                 self._listener.cancel()
                 await asyncio.wait([self._listener])
             await self._cancel_turn()
+            if self._taker is not None:
+                self._taker.release()
+            self._audio = bytearray()
             self._out.put_nowait(_END)
 
     async def _handle(self, request: Request) -> None:
@@ -164,11 +172,26 @@ class ConverseSession:
                                   self._out.put_nowait, self._session_span, session_id=self._session_id,
                                   room=self._room)
         if settings.server_vad:
+            # STT may take nothing while it is reopened (each try waits up to the retry wait), and
+            # for a transcription's deadline after that; longer, and the stream ends
+            stall_s = ((LISTEN_REOPENS + 1) * self._config.stage_retry_wait_s
+                       + self._config.deadlines.stt_s)
             self._taker = TurnTaker(self._stages, settings, self._out.put_nowait,
                                     start_turn=self._start_turn, cancel_turn=self._cancel_turn,
                                     last_turn=lambda: self._turns,
-                                    default_silence_ms=self._config.vad_silence_ms)
+                                    default_silence_ms=self._config.vad_silence_ms,
+                                    max_audio_bytes=self._config.max_turn_audio_bytes, stall_s=stall_s)
             self._listener = asyncio.create_task(self._taker.run(), name="converse-listener")
+            self._listener.add_done_callback(self._listener_done)
+
+    def _listener_done(self, task: asyncio.Task[None]) -> None:
+        """The Listen loop failed (STT down, bad audio): the stream ends with its error now, not
+        when the client next sends something (it may be waiting for a reply, or half-closed)."""
+        if task.cancelled() or task.exception() is None:
+            return
+        self._listen_error = task.exception()
+        if self._reader is not None:
+            self._reader.cancel()
 
     def _check_listener(self) -> None:
         """Raise the Listen loop's failure (STT down, bad audio), which ends the stream."""
@@ -177,6 +200,11 @@ class ConverseSession:
 
     async def _on_audio(self, data: bytes) -> None:
         if self._taker is not None:
+            assert self._settings is not None
+            frame = 2 * max(self._settings.input_format.channels, 1)
+            if len(data) % frame:  # STT would refuse it too, after the backlog before it
+                raise InvalidInput(f"audio chunk of {len(data)} bytes is not whole "
+                                   f"{frame // 2}-channel 16-bit frames")
             await self._taker.feed(data)  # barge-in and turns come from the Listen loop
             return
         if not self._audio:

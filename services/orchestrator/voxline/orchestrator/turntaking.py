@@ -11,10 +11,17 @@ interim transcripts and ends of turns; this class turns them into replies:
   and TTS calls end) and counted as a *miss*; the turn ends later with the whole transcript.
 - **Barge-in** happens only once the assistant is audible: the first reply audio tells STT
   (``ReplyStartedSignal``) that further speech is a new turn, which then cancels the reply.
-- **Failover.** A Listen stream that fails as UNAVAILABLE (its STT replica died or is draining) is
-  opened again — through the balanced channel, so on another replica — and replayed the audio since
-  the last turn boundary (the moment a reply became audible), so the turn in progress is heard
-  whole: no user turn is lost. A reply not yet audible is redone on the new stream's transcript.
+- **A turn that ends unheard** (its reply failed, or the transcript was empty) is a turn boundary
+  too: STT is told (``ReplyStarted``) so the user's next words are a new turn, instead of being
+  appended to the failed one until STT's turn limit ends the conversation.
+- **Failover.** A Listen stream that fails as UNAVAILABLE (its STT replica died or is draining, or
+  it ended before the conversation did) is opened again once a replica is ready — through the
+  balanced channel, so on another replica, or on the same one back from a restart, waiting up to
+  ``--stage-retry-wait-s`` as unary calls do — and replayed the audio since the last turn boundary
+  (``listen_input.InputLog``), so the turn in progress is heard whole: no user turn is lost. A reply
+  not yet audible is redone on the new stream's transcript.
+- **Bounds.** The audio held for that replay and the backlog not yet read by STT are bounded in
+  bytes (``listen_input``); a dead Listen loop wakes whoever waits to feed it, with its error.
 - **The honest clock.** STT reports the end of speech as a position in the stream (the last voiced
   frame); the arrival time of the chunk that held it converts it to this process's clock, so
   ``end_of_speech_to_first_audio_ms`` includes the silence waited and every delay after it.
@@ -26,16 +33,15 @@ import asyncio
 import collections
 import contextlib
 import dataclasses
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 
-from voxline.common.errors import LimitExceeded
 from voxline.orchestrator.domain import (
     EndTurnSignal,
     InterimText,
     ListenInput,
-    ReplyStartedSignal,
     SpeechPause,
     SpeechStart,
     StageClients,
@@ -45,16 +51,12 @@ from voxline.orchestrator.domain import (
     TurnEnd,
 )
 from voxline.orchestrator.events import Event, InterimTranscriptEvent, SessionSettings
+from voxline.orchestrator.listen_input import Close, InputLog
 from voxline.orchestrator.reply_control import ReplyControl, Speculation
 from voxline.orchestrator.turn import TurnInput
 
 log = logging.getLogger(__name__)
 
-#: Chunks (and signals) waiting to be sent to STT; a microphone's 20 ms chunks: ~5 s.
-INPUT_QUEUE = 256
-#: Audio kept for replaying the current user turn into a new Listen stream after a failure (at most
-#: this many seconds of the stream's format; older audio is dropped first).
-REPLAY_SECONDS = 120
 #: Failures of a Listen stream that reopen it; more in a row (no event in between) end the session.
 LISTEN_REOPENS = 2
 #: Listen failures after which the stream is reopened on another replica: the replica went away.
@@ -62,8 +64,6 @@ LISTEN_REOPENS = 2
 #: from Core" rather than UNAVAILABLE; bad input — INVALID_ARGUMENT, RESOURCE_EXHAUSTED — is not
 #: retried, and a failure that repeats ends the session after LISTEN_REOPENS tries.)
 _REOPEN_CODES = frozenset({"UNAVAILABLE", "CANCELLED", "INTERNAL", "UNKNOWN"})
-#: The end of the input (half-close) in the input log.
-_CLOSE = object()
 #: Arrival times kept for the clock: the last ~60 s of 20 ms chunks.
 CLOCK_CHUNKS = 3000
 
@@ -104,7 +104,10 @@ class TurnTaker:
     def __init__(self, stages: StageClients, settings: SessionSettings, emit: Callable[[Event], None], *,
                  start_turn: Callable[[TurnInput], Awaitable[asyncio.Task[None]]],
                  cancel_turn: Callable[[], Awaitable[None]], last_turn: Callable[[], int],
-                 default_silence_ms: int) -> None:
+                 default_silence_ms: int, max_audio_bytes: int = 16 * 1024 * 1024,
+                 stall_s: float = 60.0) -> None:
+        """``max_audio_bytes``: the most audio one turn may hold (``--max-turn-audio-mb``);
+        ``stall_s``: how long the backlog may go untaken by STT before the stream ends."""
         self._stages = stages
         self._settings = settings
         self._emit = emit
@@ -114,15 +117,8 @@ class TurnTaker:
         fmt = settings.input_format
         self._bytes_per_second = 2 * max(fmt.channels, 1) * fmt.sample_rate_hz
         self._clock = StreamClock(self._bytes_per_second)
-        # The input log: every input in order, as (index, item). The current Listen stream reads it
-        # at its own cursor (``_sent``); what comes after the last turn boundary stays for a replay.
-        self._log: collections.deque[tuple[int, object]] = collections.deque()
-        self._log_bytes = 0
-        self._next_index = 0
-        self._sent = 0
-        self._generation = 0
-        self._added = asyncio.Event()
-        self._taken = asyncio.Event()
+        # Every input in order; the current Listen stream reads it, a replay reads it again.
+        self._input = InputLog(self._bytes_per_second, max_audio_bytes, stall_s)
         self._detection = TurnDetection(settings.turn_detector, settings.turn_complete_silence_ms,
                                         settings.turn_incomplete_silence_ms,
                                         settings.vad_silence_ms or default_silence_ms)
@@ -131,70 +127,63 @@ class TurnTaker:
         self._speculation = Speculation()
         self._attempt: _Attempt | None = None
         self._reuse_number = False
+        self._turn_closed = False  # the current turn reached a boundary: next speech is a new turn
 
     # ---- from the session ----------------------------------------------------------------------
     async def feed(self, data: bytes) -> None:
-        """A chunk of the user's audio (waits while STT is behind: the backlog is bounded)."""
-        await self._put((data, time.perf_counter()))
+        """A chunk of the user's audio (waits while STT is behind: the backlog is bounded; raises
+        the Listen loop's error once it has failed, LimitExceeded for a turn over the limit)."""
+        await self._input.put_audio(data, time.perf_counter())
 
     async def end_turn(self) -> None:
         """The client marked the end of the utterance."""
-        await self._put(EndTurnSignal())
+        await self._input.put(EndTurnSignal())
 
     def reply_started(self) -> None:
         """A reply became audible (also a typed turn's): next speech is a new turn."""
-        if self._backlog() >= INPUT_QUEUE:
-            raise LimitExceeded("the speech recogniser is not keeping up with the audio")
-        self._append(ReplyStartedSignal())
+        self._turn_closed = True
+        self._input.boundary()
 
     async def close(self) -> None:
         """No more audio: the stream ends once STT has finished the last turn."""
-        await self._put(_CLOSE)
+        await self._input.put(Close())
 
-    # ---- the input log -------------------------------------------------------------------------
-    def _backlog(self) -> int:
-        return self._next_index - self._sent
+    def release(self) -> None:
+        """The session ended: give back the audio held for a replay."""
+        self._input.release()
+        self._clock = StreamClock(self._bytes_per_second)
 
-    async def _put(self, item: object) -> None:
-        while self._backlog() >= INPUT_QUEUE:
-            self._taken.clear()
-            await self._taken.wait()
-        self._append(item)
-
-    def _append(self, item: object) -> None:
-        self._log.append((self._next_index, item))
-        self._next_index += 1
-        if isinstance(item, tuple):
-            self._log_bytes += len(item[0])
-            # keep at most REPLAY_SECONDS of audio, dropping only what STT already has
-            while (self._log_bytes > REPLAY_SECONDS * self._bytes_per_second and self._log
-                   and self._log[0][0] < self._sent):
-                self._forget_oldest()
-        self._added.set()
-
-    def _forget_oldest(self) -> None:
-        _, old = self._log.popleft()
-        if isinstance(old, tuple):
-            self._log_bytes -= len(old[0])
+    @property
+    def held_bytes(self) -> int:
+        """What the audio held for STT costs now, bytes."""
+        return self._input.held_bytes
 
     # ---- the Listen loop -----------------------------------------------------------------------
     async def run(self) -> None:
         """Forward the audio and act on STT's events until the stream ends. A stream that fails as
         UNAVAILABLE is reopened (another replica) and replayed; StageError when that fails too."""
         failures = 0
-        while True:
-            heard = [False]
-            try:
-                await self._listen(heard)
-                return
-            except StageError as exc:
-                failures = 1 if heard[0] else failures + 1
-                if exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS:
-                    raise
-                log.warning("speech recogniser stream failed; reopening it and replaying the turn",
-                            extra={"turn": self._number, "code": exc.code_name, "attempt": failures})
-            await self._prepare_reopen()
-            await asyncio.sleep(0.05 * failures)  # the balancer's view of the dead replica settles
+        try:
+            while True:
+                heard = [False]
+                try:
+                    await self._listen(heard)
+                    return
+                except StageError as exc:
+                    failures = 1 if heard[0] else failures + 1
+                    if exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS:
+                        raise
+                    log.warning("speech recogniser stream failed; reopening it and replaying the turn",
+                                extra={"turn": self._number, "code": exc.code_name, "attempt": failures})
+                await self._prepare_reopen()
+                # the balancer's view of the dead replica settles; the new stream then waits for a
+                # ready replica (GrpcStages.listen, up to --stage-retry-wait-s)
+                await asyncio.sleep(0.05 * failures)
+        except Exception as exc:
+            self._input.stop(exc)
+            raise
+        finally:  # whoever waits to feed a loop that ended learns it at once
+            self._input.stop(StageError("stt", "UNAVAILABLE", "the speech recogniser stream ended"))
 
     async def _prepare_reopen(self) -> None:
         """Before a new stream: a reply not yet audible is cancelled (the new stream's turn end
@@ -204,13 +193,13 @@ class TurnTaker:
         audible = attempt is not None and attempt.control.first_audio_at is not None
         if attempt is not None and not audible:
             await self._drop(attempt)
-        self._reuse_number = self._number > 0 and not audible
+        self._reuse_number = self._number > 0 and not audible and not self._turn_closed
         self._stt_turn = -1
 
     async def _listen(self, heard: list[bool]) -> None:
         fmt = self._settings.input_format
-        self._generation += 1
-        events = self._stages.listen(self._requests(self._generation), fmt, self._settings.language,
+        closed = [False]
+        events = self._stages.listen(self._requests(closed), fmt, self._settings.language,
                                      self._detection)
         async with contextlib.aclosing(events):
             async for event in events:
@@ -223,34 +212,18 @@ class TurnTaker:
                     await self._on_interim(event)
                 elif isinstance(event, TurnEnd):
                     await self._on_end(event)
+        if not closed[0]:  # a replica that ended the stream on its own (draining): another one goes on
+            raise StageError("stt", "UNAVAILABLE", "the speech recogniser ended the stream early")
 
-    async def _requests(self, generation: int) -> AsyncIterator[ListenInput]:
-        """The inputs from the oldest one kept (a replay, after a failure) onwards. A stream that was
-        replaced stops without taking anything: gRPC may still hold its iterator."""
-        cursor = self._log[0][0] if self._log else self._next_index
-        self._sent = cursor
-        self._clock = StreamClock(self._bytes_per_second)  # stream time starts again at 0
-        while generation == self._generation:
-            if cursor == self._next_index:
-                self._added.clear()
-                await self._added.wait()
-                continue
-            item = self._log[cursor - self._log[0][0]][1]
-            cursor = self._sent = cursor + 1
-            self._taken.set()
-            if item is _CLOSE:
-                return
-            if isinstance(item, ReplyStartedSignal):  # a turn boundary: no replay before it
-                while self._log and self._log[0][0] < cursor:
-                    self._forget_oldest()
-                yield item
-            elif isinstance(item, tuple):
-                data, arrived = item
-                self._clock.add(len(data), arrived)
-                yield data
-            else:
-                assert isinstance(item, EndTurnSignal)
-                yield item
+    async def _requests(self, closed: list[bool]) -> AsyncIterator[ListenInput]:
+        """The inputs from the oldest one kept (a replay, after a failure) up to the half-close,
+        which sets ``closed[0]``."""
+        clock = self._clock = StreamClock(self._bytes_per_second)  # stream time starts again at 0
+        async for entry in self._input.read():
+            if isinstance(entry.item, bytes):
+                clock.add(entry.size, entry.arrived)
+            yield entry.item  # type: ignore[misc]
+        closed[0] = self._input.closed
 
     async def _on_speech(self, event: SpeechStart) -> None:
         attempt = self._attempt
@@ -265,7 +238,9 @@ class TurnTaker:
         else:  # a new user turn (or, after a reopened stream, the one in progress again)
             number = self._number if self._reuse_number else self._last_turn() + 1
             self._stt_turn, self._number, self._reuse_number = event.turn, number, False
+            self._turn_closed = False
             self._speculation = Speculation()
+            self._input.new_turn(event.at_s)
         # a new turn, or the user talks over a reply already audible: barge-in (no-op when it ended)
         self._attempt = None
         await self._cancel_turn()
@@ -285,26 +260,40 @@ class TurnTaker:
         task = await self._start_turn(TurnInput(self._number, 0.0, transcription=transcription,
                                                 control=control))
         self._attempt = _Attempt(control, event.text, task)
+        task.add_done_callback(functools.partial(self._reply_done, self._attempt))
 
     async def _on_end(self, event: TurnEnd) -> None:
         if event.turn != self._stt_turn:
             return
         now = time.perf_counter()
         speech_ended_at = self._clock.when(event.end_of_speech_s)
+        decided_at = self._clock.when(event.ended_at_s)  # then STT ended the turn; then it transcribed
         attempt, text = self._attempt, event.transcription.text
         if (attempt is not None and not attempt.control.committed.is_set() and attempt.text == text
                 and not attempt.task.done()):
             self._speculation.hits += 1
-            attempt.control.commit(now, speech_ended_at)
+            attempt.control.commit(now, speech_ended_at, decided_at)
             return
         if attempt is not None:
             await self._drop(attempt)
         control = ReplyControl(self._emit, committed=True, on_first_audio=self.reply_started)
         control.speculation = self._speculation
         control.ended_at, control.speech_ended_at = now, speech_ended_at
+        control.note_decision(decided_at)
         task = await self._start_turn(TurnInput(self._number, now, transcription=event.transcription,
                                                 control=control))
         self._attempt = _Attempt(control, text, task)
+        task.add_done_callback(functools.partial(self._reply_done, self._attempt))
+
+    def _reply_done(self, attempt: _Attempt, _: asyncio.Task[None]) -> None:
+        """A committed reply that ended with nothing audible (it failed, or the transcript was
+        empty) still ends its turn: without the boundary STT would append the user's next words
+        to it, until the turn passed STT's limit and the conversation ended."""
+        control = attempt.control
+        if (attempt is self._attempt and control.committed.is_set() and not control.discarded
+                and control.first_audio_at is None):
+            self._attempt = None
+            self.reply_started()
 
     async def _drop(self, attempt: _Attempt) -> None:
         """Cancel a reply nobody heard: a miss, and its LLM output wasted."""
