@@ -131,6 +131,7 @@ class EdgeClient:
                     frame = await track.recv()
                 except MediaStreamError:
                     return
+                assert isinstance(frame, av.AudioFrame)
                 samples = frame.to_ndarray().astype(np.float64)
                 if np.sqrt(np.mean(samples ** 2)) > VOICED_RMS:
                     self.voiced_frames.append(time.perf_counter())

@@ -21,6 +21,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import aioice.ice
+import aiortc.sdp
 import av
 import grpc
 from aiortc import (
@@ -143,9 +144,12 @@ class WebRtcSession:
         pc.on("track", self._on_track)
         pc.on("connectionstatechange", self._on_state)
         try:
+            # aiortc's parser checks with assert statements; parsed apart, any failure is bad SDP
+            aiortc.sdp.SessionDescription.parse(sdp)
             await pc.setRemoteDescription(RTCSessionDescription(sdp=sdp, type="offer"))
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise BadOffer(f"unusable SDP offer: {exc or type(exc).__name__}") from None
+        except (ValueError, AssertionError, KeyError, IndexError, TypeError, AttributeError) as exc:
+            detail = str(exc) or "does not parse"
+            raise BadOffer(f"unusable SDP offer: {detail[:200]}") from None
         audio = [t for t in pc.getTransceivers() if t.kind == "audio"]
         if not audio:
             raise BadOffer("the offer has no audio transceiver")
