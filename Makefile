@@ -1,5 +1,6 @@
 # voxline: every command a developer needs. All targets set up .venv first.
-.PHONY: setup check test demo up bench protos clean
+BASE_IMAGE ?=
+.PHONY: setup check test demo up bench protos clean images compose-test
 
 setup:            ## create/update .venv with every service and tool
 	bash scripts/setup.sh
@@ -18,6 +19,12 @@ up: setup         ## run the stack locally until Ctrl-C
 
 bench: setup      ## the benchmark suite, quick mode
 	.venv/bin/python -m bench --quick
+
+images: setup     ## the stack's Docker images from a host-made wheelhouse (BASE_IMAGE=... picks the base)
+	BASE_IMAGE="$(BASE_IMAGE)" bash scripts/images.sh
+
+compose-test: setup  ## build and start the docker-compose stack, talk to it, crash STT, check, tear down
+	BASE_IMAGE="$(BASE_IMAGE)" bash scripts/compose_test.sh
 
 protos: setup     ## regenerate the Python stubs from protos/
 	bash scripts/gen_protos.sh
