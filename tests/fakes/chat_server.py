@@ -12,8 +12,14 @@ clients at it. It speaks the OpenAI-style SSE wire format both SDKs parse:
 each ``data: {...}`` chunk carrying id, object ``chat.completion.chunk``, created, model and
 ``choices[{index, delta{role, content}, finish_reason}]``, then ``data: [DONE]``.
 
-Each request takes the next scripted :class:`Behaviour` (``server.script(...)``), else the default
-(``server.default``). Behaviours: delay before the first token, delay between tokens, an HTTP error
+Each request takes the next scripted :class:`Behaviour` (``server.script(...)``), else what
+``server.responder(body)`` returns when a responder is set (a reply that depends on the request, for
+example one that reads a tool result), else the default (``server.default``). A behaviour with
+``tool_calls`` streams them after its text in OpenAI's format: a call's first delta carries
+``index``, ``id``, ``type`` and ``function.name`` (arguments ""), the next ones further pieces of
+``function.arguments``; the final chunk's finish reason is then ``tool_calls``.
+
+Behaviours: delay before the first token, delay between tokens, an HTTP error
 status, hanging until the client gives up, or dropping the connection after N tokens. Every request
 is recorded (:class:`RequestRecord`): path, headers (the Authorization header included, to test key
 handling), JSON body, and events for "arrived", "first token sent", "client disconnected" and
@@ -28,7 +34,7 @@ import json
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +67,17 @@ class Behaviour:
     finish_reason: str = "stop"
     #: Send the role-only chunk before the first content chunk (as both real APIs do).
     role_chunk: bool = True
+    #: Tool calls streamed after the text: (id, name, arguments JSON) each.
+    tool_calls: Sequence[tuple[str, str, str]] = ()
+    #: Characters of arguments per tool-call delta.
+    argument_piece: int = 7
+
+
+def tool_call(name: str, arguments: dict[str, Any], call_id: str = "", text: Sequence[str] = (),
+              **kwargs: Any) -> Behaviour:
+    """A reply that (after ``text``) calls one tool."""
+    return Behaviour(tokens=tuple(text), tool_calls=((call_id or f"call_{name}", name,
+                                                      json.dumps(arguments)),), **kwargs)
 
 
 @dataclass
@@ -101,6 +118,8 @@ class FakeChatServer:
         self.default = default or Behaviour()
         self.requests: list[RequestRecord] = []
         self._scripted: deque[Behaviour] = deque()
+        #: Chooses the behaviour of a request from its JSON body (after scripted ones).
+        self.responder: Callable[[dict[str, Any]], Behaviour] | None = None
         self._lock = threading.Lock()
         self._arrivals = threading.Condition(self._lock)
         self._loop = asyncio.new_event_loop()
@@ -155,6 +174,7 @@ class FakeChatServer:
             self._scripted.clear()
             self.requests.clear()
             self.default = default or Behaviour()
+            self.responder = None
 
     def wait_requests(self, count: int, timeout: float = 10.0) -> list[RequestRecord]:
         """Block until at least ``count`` requests have arrived (thread-safe; use to_thread)."""
@@ -191,7 +211,12 @@ class FakeChatServer:
         raw = await reader.readexactly(length) if length else b""
         body = json.loads(raw) if raw else {}
         with self._arrivals:
-            behaviour = self._scripted.popleft() if self._scripted else self.default
+            if self._scripted:
+                behaviour = self._scripted.popleft()
+            elif self.responder is not None:
+                behaviour = self.responder(body)
+            else:
+                behaviour = self.default
             record = RequestRecord(path=path, headers=headers, body=body, behaviour=behaviour)
             self.requests.append(record)
             self._arrivals.notify_all()
@@ -241,7 +266,27 @@ class FakeChatServer:
             await self._send_event(writer, chunks.delta({"content": token}))
             record.tokens_sent += 1
             record.first_token_sent.set()
-        await self._send_event(writer, chunks.final(behaviour.finish_reason, len(behaviour.tokens)))
+        for index, (call_id, name, arguments) in enumerate(behaviour.tool_calls):
+            if not behaviour.tokens:
+                await self._pause(behaviour.first_token_delay if index == 0 else behaviour.token_delay,
+                                  reader)
+            await self._send_event(writer, chunks.delta({"tool_calls": [{
+                "index": index, "id": call_id, "type": "function",
+                "function": {"name": name, "arguments": ""}}]}))
+            record.first_token_sent.set()
+            step = max(1, behaviour.argument_piece)
+            for start in range(0, len(arguments), step):
+                piece: dict[str, Any] = {"index": index,
+                                         "function": {"arguments": arguments[start:start + step]}}
+                if not chunks.groq:
+                    # Cerebras's chunk schema requires "type" on every tool-call delta (its SDK
+                    # reads a chunk without it as another response type); OpenAI and Groq send
+                    # it on a call's first delta only.
+                    piece["type"] = "function"
+                await self._send_event(writer, chunks.delta({"tool_calls": [piece]}))
+        finish = "tool_calls" if behaviour.tool_calls and behaviour.finish_reason == "stop" \
+            else behaviour.finish_reason
+        await self._send_event(writer, chunks.final(finish, len(behaviour.tokens)))
         await self._send_event(writer, "[DONE]")
         writer.write(b"0\r\n\r\n")
         await writer.drain()

@@ -56,6 +56,8 @@ class Gateway:
 class Reply:
     deltas: list[str] = field(default_factory=list)
     summary: Any = None
+    #: The tool-call deltas, in order (llm_pb2.ToolCallDelta).
+    tool_deltas: list[Any] = field(default_factory=list)
 
     @property
     def text(self) -> str:
@@ -78,9 +80,13 @@ def request(text: str = "Bonjour, qui es-tu ?", *, messages: Sequence[tuple[str,
 async def collect(call: Any) -> Reply:
     reply = Reply()
     async for message in call:
-        if message.WhichOneof("event") == "text_delta":
+        kind = message.WhichOneof("event")
+        if kind == "text_delta":
             assert reply.summary is None, "text after the summary"
             reply.deltas.append(message.text_delta)
+        elif kind == "tool_call_delta":
+            assert reply.summary is None, "a tool call after the summary"
+            reply.tool_deltas.append(message.tool_call_delta)
         else:
             assert reply.summary is None, "two summaries"
             reply.summary = message.summary

@@ -4,15 +4,47 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
+#: What ``tool_choice`` may be besides the name of one tool.
+TOOL_CHOICE_MODES = ("auto", "none", "required")
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """One complete tool call of an assistant message."""
+
+    id: str
+    name: str
+    arguments_json: str
 
 
 @dataclass(frozen=True)
 class Message:
-    """One chat message."""
+    """One chat message; an assistant message may carry tool calls, a "tool" message answers one."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool the model may call: its JSON Schema parameters as text ("" : no arguments)."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""
+
+
+@dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call: ``id`` and ``name`` on a call's first delta only."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_delta: str = ""
 
 
 @dataclass(frozen=True)
@@ -35,6 +67,14 @@ class ChatRequest:
     #: Provider names in the order to try; empty: the server's chain.
     providers: tuple[str, ...] = ()
     no_cache: bool = False
+    tools: tuple[ToolSpec, ...] = ()
+    #: "auto", "none", "required" or a tool name; "" : the provider's default ("auto").
+    tool_choice: str = ""
+
+    @property
+    def uses_tools(self) -> bool:
+        """True when the request offers tools or carries an earlier tool exchange."""
+        return bool(self.tools) or any(m.role == "tool" or m.tool_calls for m in self.messages)
 
     @property
     def system_prompt(self) -> str:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import re
 import time
 from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass
@@ -13,9 +15,17 @@ from voxline.common.admission import AdmissionGate
 from voxline.common.errors import InvalidInput, LimitExceeded, NotConfigured, NotReady, clip
 from voxline.llm.breaker import CircuitBreaker, TtftStats
 from voxline.llm.cache import ReplyCache, load_phrasebook
-from voxline.llm.chat import ROLES, ChatRequest, Finish, Summary, Usage
+from voxline.llm.chat import (
+    ROLES,
+    TOOL_CHOICE_MODES,
+    ChatRequest,
+    Finish,
+    Summary,
+    ToolCallDelta,
+    Usage,
+)
 from voxline.llm.config import KEY_ENV, PROVIDER_NAMES, LlmConfig
-from voxline.llm.provider import ChatProvider
+from voxline.llm.provider import ChatProvider, supports_tools
 from voxline.llm.router import HedgePolicy, ProviderState, Router, RouteResult
 
 log = logging.getLogger(__name__)
@@ -28,6 +38,9 @@ _MAX_STOP_CHARS = 32
 _MAX_MESSAGES = 512
 _MAX_PROVIDER_NAMES = 8
 _MAX_TOKENS_LIMIT = 8192
+#: OpenAI's (and so Groq's and Cerebras's) rule for function names.
+_TOOL_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+_MAX_TOOLS = 128
 _HOW_TO_CONFIGURE = ("set GROQ_API_KEY or CEREBRAS_API_KEY in the gateway's environment, or enable "
                      "the offline model with --local-model smollm2 (and keep 'local' in --providers)")
 
@@ -129,15 +142,27 @@ def validate(request: ChatRequest, max_input_chars: int) -> None:
     if len(request.providers) > _MAX_PROVIDER_NAMES:
         raise InvalidInput(f"{len(request.providers)} provider names; at most {_MAX_PROVIDER_NAMES}")
     total = sum(len(s) for s in sampling.stop) + sum(len(p) for p in request.providers)
+    total += _validate_tools(request)
     for index, message in enumerate(request.messages):
         if message.role not in ROLES:
             raise InvalidInput(f"messages[{index}].role is {clip(message.role)}; "
                                f"expected one of {list(ROLES)}")
-        if not message.content.strip():
+        if message.tool_calls and message.role != "assistant":
+            raise InvalidInput(f"messages[{index}] has tool_calls but role {clip(message.role)}; "
+                               "only an assistant message calls tools")
+        if message.role == "tool" and not message.tool_call_id:
+            raise InvalidInput(f"messages[{index}] is a tool result without tool_call_id")
+        for call in message.tool_calls:
+            if not call.id or not _TOOL_NAME.match(call.name):
+                raise InvalidInput(f"messages[{index}].tool_calls: each call needs an id and a "
+                                   "name of 1-64 characters [A-Za-z0-9_-]")
+            total += len(call.arguments_json) + len(call.name) + len(call.id)
+        if not message.content.strip() and not message.tool_calls and message.role != "tool":
             raise InvalidInput(f"messages[{index}].content is empty")
         total += len(message.content)
-    if request.messages[-1].role != "user":
-        raise InvalidInput(f"the last message must be from 'user', not {clip(request.messages[-1].role)}")
+    if request.messages[-1].role not in ("user", "tool"):
+        raise InvalidInput("the last message must be from 'user' (or a 'tool' result), not "
+                           f"{clip(request.messages[-1].role)}")
     if total > max_input_chars:
         raise InvalidInput(f"conversation is {total} characters; the limit is {max_input_chars}")
     if sampling.temperature is not None and not 0.0 <= sampling.temperature <= 2.0:
@@ -149,6 +174,35 @@ def validate(request: ChatRequest, max_input_chars: int) -> None:
     unknown = [name for name in request.providers if name not in PROVIDER_NAMES]
     if unknown:
         raise InvalidInput(f"unknown provider(s) {clip(unknown)}; known: {list(PROVIDER_NAMES)}")
+
+
+def _validate_tools(request: ChatRequest) -> int:
+    """Check the tool definitions and tool choice; the characters they add to the request."""
+    if len(request.tools) > _MAX_TOOLS:
+        raise LimitExceeded(f"{len(request.tools)} tools; the limit is {_MAX_TOOLS}")
+    total = len(request.tool_choice)
+    names: set[str] = set()
+    for index, tool in enumerate(request.tools):
+        if not _TOOL_NAME.match(tool.name):
+            raise InvalidInput(f"tools[{index}].name is {clip(tool.name)}; expected 1-64 "
+                               "characters of [A-Za-z0-9_-]")
+        if tool.name in names:
+            raise InvalidInput(f"tools[{index}].name {tool.name!r} is given twice")
+        names.add(tool.name)
+        if tool.parameters_json:
+            try:
+                schema = json.loads(tool.parameters_json)
+            except ValueError as exc:
+                raise InvalidInput(f"tools[{index}].parameters_json is not JSON ({exc})") from None
+            if not isinstance(schema, dict):
+                raise InvalidInput(f"tools[{index}].parameters_json must be a JSON object "
+                                   "(a JSON Schema)")
+        total += len(tool.name) + len(tool.description) + len(tool.parameters_json)
+    choice = request.tool_choice
+    if choice and choice not in TOOL_CHOICE_MODES and choice not in names:
+        raise InvalidInput(f"tool_choice is {clip(choice)}; expected one of "
+                           f"{list(TOOL_CHOICE_MODES)} or the name of a tool of the request")
+    return total
 
 
 class LanguageModelEngine:
@@ -218,16 +272,24 @@ class LanguageModelEngine:
             if local is not None and local in chain and not isinstance(local, DisabledProvider):
                 raise NotReady(f"no LLM provider is ready yet ({reasons})")
             raise NotConfigured(f"no LLM provider is available ({reasons}); {_HOW_TO_CONFIGURE}")
+        if request.uses_tools and not any(supports_tools(p) for p in chain):
+            listed = ", ".join(p.name for p in chain)
+            raise NotConfigured(f"this request uses tools, and no provider of its chain ({listed}) "
+                                "supports them: the local model does not; use groq or cerebras")
         return chain
 
-    async def generate(self, request: ChatRequest) -> AsyncGenerator[str | Summary, None]:
-        """Text deltas, then one Summary. Raises InvalidInput, NotConfigured, DependencyUnavailable."""
+    async def generate(self, request: ChatRequest
+                       ) -> AsyncGenerator[str | ToolCallDelta | Summary, None]:
+        """Text and tool-call deltas, then one Summary. Raises InvalidInput, NotConfigured,
+        DependencyUnavailable. A request that uses tools never reads or fills the reply cache: a
+        tool's answer changes with the world (and a cached text cannot call a tool)."""
         started = time.perf_counter()
         validate(request, self.config.max_input_chars)
         chain = self._chain(request)
         chain_key = ",".join(f"{p.name}:{p.model}" for p in chain)
         system = request.system_prompt
-        if not request.no_cache:
+        cacheable = not request.no_cache and not request.uses_tools
+        if cacheable:
             hit = self.cache.get(request.last_user_text, system, chain_key)
             if hit is not None:
                 elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -241,13 +303,18 @@ class LanguageModelEngine:
         closing: Summary | None = None
         async with self._gate.admit():
             parts: list[str] = []
+            called_tools = False
             async for item in self.router.route(request, chain, started):
                 if isinstance(item, str):
                     parts.append(item)
                     yield item
                     continue
+                if isinstance(item, ToolCallDelta):
+                    called_tools = True
+                    yield item
+                    continue
                 closing = _summary(item, started)
-                if not request.no_cache and item.finish.finish_reason == "stop":
+                if cacheable and not called_tools and item.finish.finish_reason == "stop":
                     self.cache.put(request.last_user_text, system, chain_key, "".join(parts),
                                    closing.model)
         # yielded after the slot is released: a consumer that stops at the summary without

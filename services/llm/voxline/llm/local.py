@@ -163,6 +163,9 @@ class LocalProvider:
     """A transformers causal LM served token by token; available once loaded and warmed up."""
 
     name = "local"
+    #: A 135M-parameter chat model does not call tools reliably: the router skips it for a
+    #: request with tools (attempt "skipped", reason "does not support tools").
+    supports_tools = False
 
     def __init__(self, model_spec: str = BUILTIN_MODEL, device: str = "cpu",
                  max_new_tokens: int = _DEFAULT_MAX_NEW_TOKENS, cache_dir: str = "",

@@ -1,8 +1,10 @@
 """The one small interface every LLM provider implements, and the error it raises.
 
-A provider turns a :class:`ChatRequest` into an async stream of text deltas (``str``) closed by one
-:class:`Finish`. Cancelling the consumer (closing the generator) must cancel the work at the source:
-close the HTTP stream, stop the local generation.
+A provider turns a :class:`ChatRequest` into an async stream of text deltas (``str``) and tool-call
+deltas (:class:`ToolCallDelta`) closed by one :class:`Finish`. A provider that can call tools says
+so with a class attribute ``supports_tools = True``; one without it (or False) is never given a
+request that uses tools (the router skips it). Cancelling the consumer (closing the generator)
+must cancel the work at the source: close the HTTP stream, stop the local generation.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ from collections.abc import AsyncGenerator, Iterable
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from voxline.llm.chat import ChatRequest, Finish
+from voxline.llm.chat import ChatRequest, Finish, ToolCallDelta
 
 #: Shapes of API keys and bearer tokens, scrubbed from any text that leaves the provider even when
 #: the exact key is unknown (a key echoed back by an API, a proxy's error page).
@@ -76,8 +78,8 @@ class ChatProvider(Protocol):
         """Why it is not available, and how to fix that ("" when available)."""
         ...
 
-    def stream(self, request: ChatRequest) -> AsyncGenerator[str | Finish, None]:
-        """Text deltas as they arrive, then exactly one Finish. Raises ProviderError."""
+    def stream(self, request: ChatRequest) -> AsyncGenerator[str | ToolCallDelta | Finish, None]:
+        """Text and tool-call deltas as they arrive, then exactly one Finish. Raises ProviderError."""
         ...
 
     async def warm_up(self) -> None:
@@ -87,6 +89,11 @@ class ChatProvider(Protocol):
     async def aclose(self) -> None:
         """Release connections, threads and models."""
         ...
+
+
+def supports_tools(provider: ChatProvider) -> bool:
+    """True when ``provider`` declares it can call tools."""
+    return bool(getattr(provider, "supports_tools", False))
 
 
 def scrub(text: str, secrets: Iterable[str] = ()) -> str:

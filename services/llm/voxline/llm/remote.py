@@ -8,6 +8,7 @@ response bodies, and some APIs echo the rejected key back.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ from typing import Any
 
 import httpx
 
-from voxline.llm.chat import ChatRequest, Finish, Usage
+from voxline.llm.chat import ChatRequest, Finish, Message, ToolCallDelta, Usage
 from voxline.llm.provider import ProviderError, scrub
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,9 @@ _CLIENT_FACTORIES: dict[str, Callable[[RemoteSettings, httpx.Timeout], Any]] = {
 
 class RemoteProvider:
     """A hosted provider reached through its SDK; unavailable without an API key."""
+
+    #: Both APIs take OpenAI-style ``tools`` and stream ``tool_calls`` deltas.
+    supports_tools = True
 
     def __init__(self, settings: RemoteSettings) -> None:
         if settings.name not in _CLIENT_FACTORIES:
@@ -115,9 +119,17 @@ class RemoteProvider:
         sampling = request.sampling
         params: dict[str, Any] = {
             "model": self.model,
-            "messages": [{"role": m.role, "content": m.content} for m in request.messages],
+            "messages": [_wire_message(m) for m in request.messages],
             "stream": True,
         }
+        if request.tools:
+            params["tools"] = [_wire_tool(t.name, t.description, t.parameters_json)
+                               for t in request.tools]
+            if request.tool_choice in ("auto", "none", "required"):
+                params["tool_choice"] = request.tool_choice
+            elif request.tool_choice:
+                params["tool_choice"] = {"type": "function",
+                                         "function": {"name": request.tool_choice}}
         if sampling.temperature is not None:
             params["temperature"] = sampling.temperature
         if sampling.top_p is not None:
@@ -130,7 +142,8 @@ class RemoteProvider:
             params["seed"] = sampling.seed
         return params
 
-    async def stream(self, request: ChatRequest) -> AsyncGenerator[str | Finish, None]:
+    async def stream(self, request: ChatRequest
+                     ) -> AsyncGenerator[str | ToolCallDelta | Finish, None]:
         """Stream the reply; closing this generator closes the HTTP response (and connection)."""
         if self._client is None:
             raise ProviderError(self.unavailable_reason)
@@ -145,12 +158,14 @@ class RemoteProvider:
             async for chunk in response:
                 model = getattr(chunk, "model", "") or model
                 for choice in getattr(chunk, "choices", None) or []:
-                    delta = getattr(choice, "delta", None)
-                    text = getattr(delta, "content", None) if delta is not None else None
+                    delta = _field(choice, "delta")
+                    text = _field(delta, "content")
                     if text:
-                        yield text
-                    if choice.finish_reason:
-                        finish_reason = str(choice.finish_reason)
+                        yield str(text)
+                    for call in _field(delta, "tool_calls") or []:
+                        yield _tool_call_delta(call)
+                    if _field(choice, "finish_reason"):
+                        finish_reason = str(_field(choice, "finish_reason"))
                 usage = _usage_of(chunk) or usage
         except Exception as exc:
             raise ProviderError(self._reason(exc)) from None
@@ -160,6 +175,42 @@ class RemoteProvider:
         # The HTTP body ended cleanly (a dropped connection raises above): the reply is whole even
         # when the provider left out finish_reason, as some OpenAI-style servers do.
         yield Finish(finish_reason=finish_reason or "stop", usage=usage, model=model)
+
+
+def _wire_message(message: Message) -> dict[str, Any]:
+    """A message in the OpenAI chat-completions shape both SDKs send."""
+    out: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.tool_calls:
+        out["tool_calls"] = [{"id": c.id, "type": "function",
+                              "function": {"name": c.name, "arguments": c.arguments_json or "{}"}}
+                             for c in message.tool_calls]
+    if message.role == "tool":
+        out["tool_call_id"] = message.tool_call_id
+    return out
+
+
+def _wire_tool(name: str, description: str, parameters_json: str) -> dict[str, Any]:
+    parameters = json.loads(parameters_json) if parameters_json else {"type": "object",
+                                                                     "properties": {}}
+    return {"type": "function",
+            "function": {"name": name, "description": description, "parameters": parameters}}
+
+
+def _field(obj: Any, name: str) -> Any:
+    """``obj.name``, or ``obj[name]`` where the SDK left a part of a chunk as a plain dict (the
+    Cerebras SDK does for a chunk its union of response types does not recognise)."""
+    if isinstance(obj, dict):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _tool_call_delta(call: Any) -> ToolCallDelta:
+    """The SDK's tool-call delta (index, id, function.name, function.arguments)."""
+    function = _field(call, "function")
+    return ToolCallDelta(index=int(_field(call, "index") or 0),
+                         id=str(_field(call, "id") or ""),
+                         name=str(_field(function, "name") or ""),
+                         arguments_delta=str(_field(function, "arguments") or ""))
 
 
 def _usage_of(chunk: Any) -> Usage | None:

@@ -2,15 +2,18 @@
 
 Rules, in the order they apply:
 
-- Providers are tried in chain order. One whose circuit is open is skipped (attempt "skipped").
-- **First token.** An attempt "produces" when its first non-empty text delta arrives. Each attempt
+- Providers are tried in chain order. One whose circuit is open is skipped (attempt "skipped"), and
+  so is one that cannot call tools when the request uses tools.
+- **First token.** An attempt "produces" when its first non-empty text delta or its first tool-call
+  delta arrives. Each attempt
   has its own first-token timeout; an attempt that errors or times out before producing has failed,
   and the next provider starts at once (**fallback**).
 - **Hedging.** While exactly one attempt is running and has not produced within the hedge delay of
   its provider (fixed, or a percentile of that provider's recent times to first token, clamped to
   [floor, ceiling]), the next provider starts as well. At most two attempts run at once.
 - **Winner.** The first attempt to produce wins; every other running attempt is cancelled at once
-  (its HTTP stream closed / its local generation stopped) and its outcome is "cancelled".
+  (its HTTP stream closed / its local generation stopped) and its outcome is "cancelled". Only the
+  winner's deltas reach the caller, so with hedging a tool call is asked for once, never twice.
 - **After the first token** nothing is switched: text already reached the caller, and splicing
   another model's reply onto it would produce a garbled sentence. A winner that fails mid-reply
   fails the call with UNAVAILABLE naming the provider and how much text had been sent.
@@ -35,8 +38,14 @@ from dataclasses import dataclass, field
 
 from voxline.common.errors import DependencyUnavailable
 from voxline.llm.breaker import CircuitBreaker, TtftStats
-from voxline.llm.chat import AttemptRecord, ChatRequest, Finish, Usage
-from voxline.llm.provider import AttemptProgress, ChatProvider, ProviderError, current_attempt
+from voxline.llm.chat import AttemptRecord, ChatRequest, Finish, ToolCallDelta, Usage
+from voxline.llm.provider import (
+    AttemptProgress,
+    ChatProvider,
+    ProviderError,
+    current_attempt,
+    supports_tools,
+)
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +103,7 @@ class _Attempt:
 @dataclass
 class _Event:
     attempt: _Attempt
-    item: str | Finish | None = None
+    item: str | ToolCallDelta | Finish | None = None
     error: str = ""
     #: False when the failure is our own saturation, not the provider's (breaker not charged).
     counts: bool = True
@@ -120,8 +129,10 @@ class Router:
         self.hedge = hedge
 
     async def route(self, request: ChatRequest, chain: Sequence[ChatProvider],
-                    started: float | None = None) -> AsyncGenerator[str | RouteResult, None]:
-        """Text deltas from the winning provider, then one RouteResult. Raises DependencyUnavailable.
+                    started: float | None = None
+                    ) -> AsyncGenerator[str | ToolCallDelta | RouteResult, None]:
+        """Text and tool-call deltas from the winning provider, then one RouteResult. Raises
+        DependencyUnavailable.
 
         ``started`` (a ``time.perf_counter()`` value) is when the request arrived; time to first
         token is measured from it.
@@ -159,6 +170,10 @@ class _Run:
                 self.attempts.append(_Attempt(provider, time.perf_counter(), hedge, outcome="skipped",
                                               reason=provider.unavailable_reason))
                 continue
+            if self.request.uses_tools and not supports_tools(provider):
+                self.attempts.append(_Attempt(provider, time.perf_counter(), hedge, outcome="skipped",
+                                              reason="does not support tools"))
+                continue
             if not state.breaker.try_acquire():
                 attempt = _Attempt(provider, time.perf_counter(), hedge, outcome="skipped",
                                    reason=f"circuit open, retry in {state.breaker.retry_in_s():.1f} s")
@@ -195,7 +210,10 @@ class _Run:
         try:
             async with deadline, contextlib.aclosing(attempt.provider.stream(self.request)) as stream:
                 async for item in stream:
-                    if isinstance(item, str):
+                    if isinstance(item, ToolCallDelta):
+                        attempt.produced = True
+                        deadline.reschedule(loop.time() + stall_timeout_s)
+                    elif isinstance(item, str):
                         if not item:
                             continue
                         attempt.produced = True
@@ -245,7 +263,7 @@ class _Run:
         reasons = "; ".join(f"{a.provider.name}: {a.outcome} ({a.reason})" for a in self.attempts)
         return DependencyUnavailable(f"every LLM provider failed: {reasons}")
 
-    async def events(self) -> AsyncGenerator[str | RouteResult, None]:
+    async def events(self) -> AsyncGenerator[str | ToolCallDelta | RouteResult, None]:
         if not self._launch_next(hedge=False):
             raise self._all_failed()
         sent_chars = 0
@@ -287,6 +305,9 @@ class _Run:
                         self._cancel(other, f"lost the race to {attempt.provider.name}")
             if isinstance(event.item, str):
                 sent_chars += len(event.item)
+                yield event.item
+                continue
+            if isinstance(event.item, ToolCallDelta):
                 yield event.item
                 continue
             finish = event.item if isinstance(event.item, Finish) else Finish(usage=Usage())

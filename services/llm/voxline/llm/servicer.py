@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 import grpc
 
 from voxline.common.grpc_errors import translate_errors
-from voxline.llm.chat import ChatRequest, Message, Sampling, Summary
+from voxline.llm.chat import ChatRequest, Message, Sampling, Summary, ToolCall, ToolCallDelta, ToolSpec
 from voxline.llm.engine import LanguageModelEngine
 from voxline.v1 import llm_pb2, llm_pb2_grpc
 
@@ -26,10 +26,16 @@ def chat_request(request: llm_pb2.GenerateRequest) -> ChatRequest:
         seed=s.seed if s.HasField("seed") else None,
     )
     return ChatRequest(
-        messages=tuple(Message(role=m.role.strip().lower(), content=m.content) for m in request.messages),
+        messages=tuple(Message(role=m.role.strip().lower(), content=m.content,
+                               tool_calls=tuple(ToolCall(c.id, c.name, c.arguments_json)
+                                                for c in m.tool_calls),
+                               tool_call_id=m.tool_call_id)
+                       for m in request.messages),
         sampling=sampling,
         providers=tuple(p.strip().lower() for p in request.providers if p.strip()),
         no_cache=request.no_cache,
+        tools=tuple(ToolSpec(t.name, t.description, t.parameters_json) for t in request.tools),
+        tool_choice=request.tool_choice.strip(),
     )
 
 
@@ -65,6 +71,10 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
             async for item in stream:
                 if isinstance(item, str):
                     yield llm_pb2.GenerateResponse(text_delta=item)
+                elif isinstance(item, ToolCallDelta):
+                    yield llm_pb2.GenerateResponse(tool_call_delta=llm_pb2.ToolCallDelta(
+                        index=item.index, id=item.id, name=item.name,
+                        arguments_delta=item.arguments_delta))
                 else:
                     yield summary_message(item)
 
