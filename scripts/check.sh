@@ -8,7 +8,7 @@ echo "== ruff"
 "$bin/ruff" check services tests bench scripts
 echo "== mypy (strict, services and bench)"
 "$bin/mypy" services/common/voxline/common services/stt/voxline services/llm/voxline \
-  services/tts/voxline services/orchestrator/voxline services/testing/voxline bench
+  services/tts/voxline services/orchestrator/voxline services/testing/voxline services/edge/voxline bench
 echo "== generated stubs match protos/"
 PYTHON="$bin/python" bash scripts/gen_protos.sh --check
 if [[ -f scripts/check_compose.sh ]]; then

