@@ -70,6 +70,43 @@ class EngineSettings:
             raise ConfigError("--encoder-window-s must be 0..30")
 
 
+@dataclasses.dataclass(frozen=True)
+class LiveLimits:
+    """What one Listen stream may cost: every bound in seconds of audio, time or messages, never in
+    chunks of whatever size (``voxline.stt.listen``). Past one: RESOURCE_EXHAUSTED, except a rate
+    under ``min_rate_hz`` (INVALID_ARGUMENT at the config)."""
+
+    #: Lowest sample rate a stream may declare, Hz: below it a byte is so many seconds that a small
+    #: message is a long recording (1 kHz: 8 MiB = 70 min of audio, 1.3 GB once at 16 kHz).
+    min_rate_hz: int = 8_000
+    #: Shortest average chunk, ms: each message costs a hop to a worker thread whatever it holds
+    #: (2-byte chunks streamed at 0.11x real time while costing other streams); past a slack of
+    #: ``CHUNK_SLACK`` messages, a stream's messages may not outnumber its audio / this.
+    min_chunk_ms: float = 10.0
+    #: Fastest sustained audio, x real time, after ``burst_s`` seconds of audio ahead of the clock
+    #: (a reconnecting client replays its turn at once).
+    max_speed: float = 2.0
+    burst_s: float = 120.0
+    #: Recognition time a stream's optional passes (pause and interim transcripts) may take per
+    #: second of its audio, and the most it may save up, s: past it, a turn is transcribed once,
+    #: at its end, so no stream's work grows with the square of its turn.
+    recognition_budget: float = 1.0
+    recognition_burst_s: float = 10.0
+
+    #: Messages a stream may send beyond ``min_chunk_ms``'s rule (a config, turn ends, odd chunks).
+    CHUNK_SLACK = 100
+
+    def __post_init__(self) -> None:
+        if not 1_000 <= self.min_rate_hz <= 48_000:
+            raise ConfigError("--listen-min-rate-hz must be 1000..48000")
+        if not 0 <= self.min_chunk_ms <= 1_000:
+            raise ConfigError("--listen-min-chunk-ms must be 0..1000 (0: no minimum)")
+        if self.max_speed < 1 or self.burst_s < 0:
+            raise ConfigError("--listen-max-speed must be >= 1 and --listen-burst-s >= 0")
+        if self.recognition_budget < 0 or self.recognition_burst_s < 0:
+            raise ConfigError("--listen-recognition-budget and --listen-recognition-burst-s must be >= 0")
+
+
 TURN_DETECTORS = ("smart_turn", "silero_vad", "energy_vad")
 
 
@@ -142,6 +179,8 @@ class SttConfig:
     #: pauses. Each is a whole Whisper pass that the end-of-turn transcript may have to wait for
     #: (a worker runs one at a time), so on a CPU it costs latency: 0 by default.
     listen_interim_interval_s: float = 0.0
+    #: What one Listen stream may cost.
+    live: LiveLimits = dataclasses.field(default_factory=LiveLimits)
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < 1024:
@@ -190,6 +229,23 @@ def build_parser() -> argparse.ArgumentParser:
            help="longest audio accepted, seconds")
     option(limits, "--max-stream-bytes", env="VOXLINE_STT_MAX_STREAM_BYTES", default=32 * 1024 * 1024,
            type=int, help="most audio bytes one streaming call may send")
+    live = parser.add_argument_group("limits of a Listen stream (RESOURCE_EXHAUSTED past them)")
+    option(live, "--listen-min-rate-hz", env="VOXLINE_STT_LISTEN_MIN_RATE_HZ", default=8_000, type=int,
+           help="lowest sample rate a Listen stream may declare (INVALID_ARGUMENT below): at a low "
+           "rate a small message is hours of audio")
+    option(live, "--listen-min-chunk-ms", env="VOXLINE_STT_LISTEN_MIN_CHUNK_MS", default=10.0,
+           type=float, help=f"shortest average audio chunk, ms (beyond {LiveLimits.CHUNK_SLACK} "
+           "messages of slack); 0: no minimum")
+    option(live, "--listen-max-speed", env="VOXLINE_STT_LISTEN_MAX_SPEED", default=2.0, type=float,
+           help="fastest sustained audio of one stream, x real time, once --listen-burst-s are ahead")
+    option(live, "--listen-burst-s", env="VOXLINE_STT_LISTEN_BURST_S", default=120.0, type=float,
+           help="seconds of audio a stream may send ahead of real time (a reconnect's replay)")
+    option(live, "--listen-recognition-budget", env="VOXLINE_STT_LISTEN_RECOGNITION_BUDGET",
+           default=1.0, type=float, help="recognition time one stream's pause and interim "
+           "transcripts may take per second of its audio; past it (and its saved-up "
+           "--listen-recognition-burst-s) a turn is transcribed once, at its end")
+    option(live, "--listen-recognition-burst-s", env="VOXLINE_STT_LISTEN_RECOGNITION_BURST_S",
+           default=10.0, type=float, help="recognition time a stream may save up, s")
     turns = parser.add_argument_group("turn-taking (Listen; a stream may override the first four)")
     option(turns, "--turn-detector", env="VOXLINE_STT_TURN_DETECTOR", default="smart_turn",
            choices=TURN_DETECTORS, help="how a turn ends: smart_turn (Silero VAD + Smart Turn v3 "
@@ -257,6 +313,14 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
         max_stream_bytes=ns.max_stream_bytes,
         partial_interval_s=ns.partial_interval_s,
         listen_interim_interval_s=ns.listen_interim_interval_s,
+        live=LiveLimits(
+            min_rate_hz=ns.listen_min_rate_hz,
+            min_chunk_ms=ns.listen_min_chunk_ms,
+            max_speed=ns.listen_max_speed,
+            burst_s=ns.listen_burst_s,
+            recognition_budget=ns.listen_recognition_budget,
+            recognition_burst_s=ns.listen_recognition_burst_s,
+        ),
         turns=TurnSettings(
             detector=ns.turn_detector,
             complete_silence_ms=ns.complete_silence_ms,

@@ -106,6 +106,20 @@ class Transcriber(Protocol):
         """Release the model and the worker threads."""
 
 
+class PassStopped(Exception):
+    """A cancelled transcription stopped at its next segment (nobody waits for its result)."""
+
+
+async def outlast(job: asyncio.Future[Any]) -> None:
+    """Wait until ``job`` is done, however many times the caller is cancelled meanwhile (the caller
+    re-raises its own cancellation afterwards); its outcome is retrieved and dropped."""
+    while not job.done():
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.wait([job])
+    if not job.cancelled():
+        job.exception()
+
+
 def warm_up_clip(seconds: float = 1.0) -> np.ndarray:
     """A quiet tone with a little noise: enough for Whisper to run its encoder and decoder."""
     t = np.arange(int(seconds * WHISPER_RATE), dtype=np.float32) / WHISPER_RATE
@@ -116,10 +130,13 @@ def warm_up_clip(seconds: float = 1.0) -> np.ndarray:
 class WhisperTranscriber:
     """faster-whisper ``WhisperModel`` behind an admission gate and a sized thread pool."""
 
-    def __init__(self, settings: EngineSettings) -> None:
+    def __init__(self, settings: EngineSettings, model: Any = None) -> None:
+        """``model``: an already loaded faster-whisper-like model (benchmarks and tests script a
+        slow one); warm-up then only runs it once."""
         self._settings = settings
-        self._model: Any = None
-        self._languages: frozenset[str] = frozenset()
+        self._model: Any = model
+        self._languages: frozenset[str] = (frozenset(model.supported_languages) if model is not None
+                                           else frozenset())
         self._executor = ThreadPoolExecutor(max_workers=settings.num_workers,
                                             thread_name_prefix="stt-worker")
         self._gate = AdmissionGate(settings.num_workers, settings.max_queued, "transcriptions")
@@ -140,7 +157,8 @@ class WhisperTranscriber:
 
     async def warm_up(self) -> None:
         loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._load)
+        if self._model is None:
+            await loop.run_in_executor(self._executor, self._load)
         started = time.perf_counter()
         # a fixed language skips detection, which would only run the same encoder a second time
         language = self._settings.language or ("en" if "en" in self._languages else "")
@@ -208,25 +226,31 @@ class WhisperTranscriber:
 
     async def _run(self, audio: AudioInput, resolved: tuple[str, int, bool]) -> Transcript:
         loop = asyncio.get_running_loop()
+        stop = threading.Event()
         self._running += 1
         try:
-            job = loop.run_in_executor(self._executor, self._transcribe_sync, audio, *resolved)
+            job = loop.run_in_executor(self._executor, self._transcribe_sync, audio, *resolved, stop)
             try:
                 return await asyncio.shield(job)
             except asyncio.CancelledError:
-                # The thread cannot be stopped: keep its slot until it really ends, so the
-                # number of running transcriptions never exceeds num_workers.
-                await asyncio.wait([job])
+                # The thread cannot be killed: it stops at its next segment, and keeps its slot
+                # (this coroutine holds the admission gate) until it really ends, however many
+                # times this is cancelled, so running transcriptions never exceed num_workers.
+                stop.set()
+                await outlast(job)
                 raise
         finally:
             self._running -= 1
 
-    def _transcribe_sync(self, audio: AudioInput, language: str, beam: int, vad: bool) -> Transcript:
+    def _transcribe_sync(self, audio: AudioInput, language: str, beam: int, vad: bool,
+                         stop: threading.Event | None = None) -> Transcript:
         started = time.perf_counter()
+        if stop is not None and stop.is_set():
+            raise PassStopped("cancelled before it started")
         decoded = decode(audio.data, audio.encoding, sample_rate=audio.sample_rate,
                          channels=audio.channels, max_seconds=self._settings.max_audio_seconds)
         decoded_at = time.perf_counter()
-        text, lang, prob, segments = self._infer(decoded.samples, language, beam, vad)
+        text, lang, prob, segments = self._infer(decoded.samples, language, beam, vad, stop)
         finished = time.perf_counter()
         result = Transcript(
             text=text, language=lang, language_probability=prob, segments=segments,
@@ -241,9 +265,10 @@ class WhisperTranscriber:
                                        "decode_ms": round(result.decode_ms, 2)})
         return result
 
-    def _infer(self, samples: np.ndarray, language: str, beam: int, vad: bool
-               ) -> tuple[str, str, float, tuple[Segment, ...]]:
-        return run_whisper(self._model, samples, language, beam, vad, self._settings.encoder_window_s)
+    def _infer(self, samples: np.ndarray, language: str, beam: int, vad: bool,
+               stop: threading.Event | None = None) -> tuple[str, str, float, tuple[Segment, ...]]:
+        return run_whisper(self._model, samples, language, beam, vad, self._settings.encoder_window_s,
+                           stop)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
@@ -341,29 +366,35 @@ def degenerate(pieces: tuple[Any, ...], audio_seconds: float) -> str:
 
 
 def run_whisper(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool,
-                encoder_window_s: float = 0.0) -> tuple[str, str, float, tuple[Segment, ...]]:
+                encoder_window_s: float = 0.0, stop: threading.Event | None = None
+                ) -> tuple[str, str, float, tuple[Segment, ...]]:
     """Run a faster-whisper model on 16 kHz mono float32 samples (or a file path, as the baseline
     did); returns (text, language, language probability, segments). Blocking: call from a worker.
 
     ``encoder_window_s`` > 0 (samples only, and a model from ``windowed_whisper_model``): encode
     max(audio + 1 s, that) seconds instead of 30, decoding at most ``token_cap`` tokens; a
-    degenerate result (``degenerate``) is redone with the full window and logged at DEBUG."""
+    degenerate result (``degenerate``) is redone with the full window and logged at DEBUG.
+
+    ``stop``: once set, the run ends before its next segment (``PassStopped``): faster-whisper
+    encodes and decodes a 30 s window as its segments are read, so a cancelled pass of a long turn
+    stops within one window instead of running to its end."""
     seconds = len(audio) / WHISPER_RATE if isinstance(audio, np.ndarray) else 0.0
     frames = window_frames_for(seconds, encoder_window_s) if seconds else 0
     if frames:
         with _encoder_window(frames):
             # the encoder runs while the segments are iterated: inside the window's scope
-            pieces, info = _transcribe(model, audio, language, beam, vad, token_cap(seconds))
+            pieces, info = _transcribe(model, audio, language, beam, vad, token_cap(seconds), stop)
         reason = degenerate(pieces, seconds)
         if not reason:
             return _result(pieces, info)
         log.debug("short encoder window result degenerate: redone with the full window",
                   extra={"window_s": frames / 100, "reason": reason})
-    return _result(*_transcribe(model, audio, language, beam, vad, None))
+    return _result(*_transcribe(model, audio, language, beam, vad, None, stop))
 
 
 def _transcribe(model: Any, audio: np.ndarray | str, language: str, beam: int, vad: bool,
-                max_new_tokens: int | None) -> tuple[tuple[Any, ...], Any]:
+                max_new_tokens: int | None, stop: threading.Event | None = None
+                ) -> tuple[tuple[Any, ...], Any]:
     pieces, info = model.transcribe(
         audio,
         language=language or None,
@@ -375,7 +406,19 @@ def _transcribe(model: Any, audio: np.ndarray | str, language: str, beam: int, v
         condition_on_previous_text=False,
         max_new_tokens=max_new_tokens,
     )
-    return tuple(pieces), info
+    if stop is None:
+        return tuple(pieces), info
+    read: list[Any] = []
+    for piece in pieces:
+        read.append(piece)
+        if stop.is_set():
+            close = getattr(pieces, "close", None)
+            if close is not None:  # faster-whisper's generator: the next window is never encoded
+                close()
+            raise PassStopped(f"stopped after {len(read)} segments")
+    if stop.is_set():
+        raise PassStopped("stopped")
+    return tuple(read), info
 
 
 def _result(pieces: tuple[Any, ...], info: Any) -> tuple[str, str, float, tuple[Segment, ...]]:

@@ -14,9 +14,17 @@ speaks instead of after:
 - when the turn ends, ``TurnEnded`` with the final transcript. When nothing was said since the
   pause, that is the pause's transcript: the end of a turn costs no second decode.
 
-Work started for an older *epoch* (speech resumed since) is stale: a stale pause transcript goes
-out as a plain interim, and an end of turn whose speech resumed before its transcript was ready is
-dropped — the turn goes on, and ends later with everything that was said.
+Work started for an older *epoch* (speech resumed since) is stale: its pass is cancelled (dropped
+before it starts, or stopped at its next segment; ``voxline.stt.passes``), a stale pause
+transcript that was ready anyway goes out as a plain interim, and an end of turn whose speech
+resumed before its transcript was ready is dropped — the turn goes on, and ends later with
+everything that was said. A stream has at most one pass waiting for or holding a worker.
+
+What a stream may cost is bounded (``LiveLimits``): a declared rate under ``min_rate_hz`` is
+refused, a chunk longer than a turn is refused before it is read, chunks are read a second at a time
+(a large one never becomes a large float array), audio kept is one turn at most (in seconds of the
+stream's own rate and channels), the audio's pace beyond a burst and the messages per second of
+audio are capped, and its optional passes spend a budget of recognition time.
 """
 
 from __future__ import annotations
@@ -24,12 +32,14 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import numpy as np
 
 from voxline.common.errors import InvalidInput, LimitExceeded, VoxlineError
+from voxline.stt.config import LiveLimits
 from voxline.stt.endpoint import (
     RATE,
     Endpointer,
@@ -40,6 +50,7 @@ from voxline.stt.endpoint import (
     TurnEnded,
 )
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
+from voxline.stt.passes import StreamPasses
 from voxline.stt.stream import StreamFormat
 from voxline.stt.text_turn import text_complete_probability
 
@@ -151,16 +162,29 @@ async def listen_stream(
     run_blocking: Callable[..., Any] = asyncio.to_thread,
     cost: RecognitionCost | None = None,
     read_words: Callable[[str, str], float | None] = text_complete_probability,
+    limits: LiveLimits | None = None,
+    passes: StreamPasses | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> AsyncIterator[ListenEvent]:
     """Yield the stream's events in order until the requests end and every transcript is out.
     ``cost``: the server's ``RecognitionCost`` (shared by its streams; default: this stream's own).
     ``read_words(text, language)``: the words' P(complete) of a pause transcript, or None (blocking:
-    it runs in ``run_blocking`` once the transcript has gone out)."""
+    it runs in ``run_blocking`` once the transcript has gone out). ``limits``: what the stream may
+    cost (default: ``LiveLimits()``); ``passes``: its recognition passes (default: built from
+    ``limits``; pass one to read its counts)."""
     if not fmt.is_pcm:
         raise InvalidInput("Listen needs raw PCM (PCM_S16LE with sample_rate_hz): it hears a microphone")
     fmt.validate()
+    limits = limits or LiveLimits()
+    if fmt.sample_rate < limits.min_rate_hz:
+        raise InvalidInput(f"sample rate {fmt.sample_rate} Hz is under {limits.min_rate_hz} Hz, the "
+                           "lowest a Listen stream may use")
     engine.check_options(options)
+    passes = passes or StreamPasses(limits.recognition_budget, limits.recognition_burst_s)
     bytes_per_s = fmt.frame_bytes * fmt.sample_rate
+    slice_bytes = bytes_per_s - bytes_per_s % fmt.frame_bytes  # one second: read a chunk in these
+    started_at = clock()
+    messages = 0
     to_model = PcmToModelRate(fmt.sample_rate, fmt.channels)
     audio = bytearray()  # raw PCM from stream second ``base_s``
     base_s = 0.0
@@ -179,15 +203,20 @@ async def listen_stream(
         return AudioInput(bytes(audio[first:last]), fmt.encoding, fmt.sample_rate, fmt.channels)
 
     def start_job(job: _Job, idle_only: bool = False) -> None:
+        """Start a pass (it supersedes the stream's older one); an optional one only within budget."""
+        if job.kind != "final" and not passes.affordable():
+            log.debug("optional transcript skipped: the stream's recognition budget is spent",
+                      extra={"kind": job.kind})
+            return
         data = clip(endpointer.turn_start_s, job.audio_end_s)
         work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
-        jobs[asyncio.ensure_future(work)] = job
+        jobs[passes.submit(work, job.epoch)] = job
 
     def start_pause_job(event: PauseDetected) -> None:
         nonlocal deferred
         deferred = None
-        for task, job in jobs.items():  # an older pause's transcript is not wanted any more
-            if job.kind in ("pause", "words"):
+        for task, job in jobs.items():  # an older pause's words are not wanted any more
+            if job.kind == "words":
                 task.cancel()
         start_job(_Job("pause", event.turn, event.epoch, received_s))
 
@@ -201,6 +230,7 @@ async def listen_stream(
         out: list[ListenEvent] = []
         for event in events:
             if isinstance(event, SpeechStarted):
+                passes.drop_stale(event.epoch)
                 out.append(event)
                 last_interim_s = received_s
                 deferred = None  # it was a gap between words
@@ -240,6 +270,7 @@ async def listen_stream(
         if result is None:
             return []
         cost.add(result.processing_ms)
+        passes.spend(result.processing_ms / 1000.0)
         out: list[ListenEvent] = []
         if job.kind == "pause":
             out.append(Interim(job.turn, result, job.audio_end_s, at_pause=current))
@@ -269,6 +300,48 @@ async def listen_stream(
             out.append(Final(job.ended, job.transcript))
         return out
 
+    def trim() -> None:
+        """Keep the turn's audio (from its start, pre-roll included); otherwise only the last second."""
+        nonlocal base_s
+        keep_from = endpointer.turn_start_s if endpointer.holds_turn else received_s - 1.0
+        if keep_from > base_s + 1.0:
+            drop = int((keep_from - base_s) * bytes_per_s)
+            drop -= drop % fmt.frame_bytes
+            del audio[:drop]
+            base_s += drop / bytes_per_s
+        if received_s - base_s > max_turn_seconds:
+            raise LimitExceeded(f"a turn is longer than {max_turn_seconds:g} s of audio (the limit)")
+
+    def check_pace(audio_s: float, count: int) -> None:
+        """The audio's pace (``max_speed`` beyond ``burst_s``) and its messages per second of audio."""
+        ahead_s = audio_s - limits.max_speed * (clock() - started_at)
+        if ahead_s > limits.burst_s:
+            raise LimitExceeded(f"audio arrives faster than {limits.max_speed:g}x real time (beyond "
+                                f"{limits.burst_s:g} s ahead, the limit)")
+        if (limits.min_chunk_ms > 0
+                and count > LiveLimits.CHUNK_SLACK + audio_s * 1000.0 / limits.min_chunk_ms):
+            raise LimitExceeded(f"{count} messages for {audio_s:.2f} s of audio: chunks must hold "
+                                f"{limits.min_chunk_ms:g} ms of audio on average (the limit)")
+
+    async def settle(events: list[EndpointEvent]) -> AsyncIterator[ListenEvent]:
+        """What the endpointer's events lead to (the pause transcript starts before the judgement
+        runs), then the audio no longer needed is let go."""
+        ready = on_endpoint(events)
+        if endpointer.judgement_due:
+            start_deferred()
+            ready += on_endpoint(await run_blocking(endpointer.judge))
+        for event in ready:
+            yield event
+        trim()
+
+    def continue_interims() -> None:
+        nonlocal last_interim_s
+        if (interim_interval_s > 0 and endpointer.speaking
+                and received_s - last_interim_s >= interim_interval_s
+                and not any(j.kind == "interim" for j in jobs.values())):
+            last_interim_s = received_s
+            start_job(_Job("interim", endpointer.turn, endpointer.epoch, received_s), idle_only=True)
+
     receive: asyncio.Future[ListenRequest] | None = asyncio.ensure_future(anext(requests))
     try:
         while receive is not None or jobs:
@@ -289,6 +362,7 @@ async def listen_stream(
                     yield event
                 continue
             receive = asyncio.ensure_future(anext(requests))
+            messages += 1
             if isinstance(request, EndTurn):
                 events = endpointer.end_turn()
             elif isinstance(request, ReplyStarted):
@@ -298,29 +372,24 @@ async def listen_stream(
                 if len(request) % fmt.frame_bytes:
                     raise InvalidInput(f"audio chunk of {len(request)} bytes is not whole "
                                        f"{fmt.channels or 1}-channel 16-bit frames")
-                audio += request
-                received_s += len(request) / bytes_per_s
-                events = await run_blocking(endpointer.feed, to_model(request))
-            ready = on_endpoint(events)  # starts the pause transcript before the judgement runs
-            if endpointer.judgement_due:
-                start_deferred()
-                ready += on_endpoint(await run_blocking(endpointer.judge))
-            for event in ready:
+                chunk_s = len(request) / bytes_per_s
+                if chunk_s > max_turn_seconds:
+                    raise LimitExceeded(f"an audio chunk of {chunk_s:.0f} s is longer than a turn may "
+                                        f"be ({max_turn_seconds:g} s of audio, the limit)")
+                check_pace(received_s + chunk_s, messages)
+                for first in range(0, len(request), slice_bytes):  # a second at a time
+                    piece = request[first:first + slice_bytes]
+                    audio += piece
+                    received_s += len(piece) / bytes_per_s
+                    passes.earn(len(piece) / bytes_per_s)
+                    async for event in settle(await run_blocking(endpointer.feed, to_model(piece))):
+                        yield event
+                continue_interims()
+                continue
+            check_pace(received_s, messages)
+            async for event in settle(events):
                 yield event
-            # keep the turn's audio (from its start, pre-roll included); otherwise only the last second
-            keep_from = endpointer.turn_start_s if endpointer.holds_turn else received_s - 1.0
-            if keep_from > base_s + 1.0:
-                drop = int((keep_from - base_s) * bytes_per_s)
-                drop -= drop % fmt.frame_bytes
-                del audio[:drop]
-                base_s += drop / bytes_per_s
-            if received_s - base_s > max_turn_seconds:
-                raise LimitExceeded(f"a turn is longer than {max_turn_seconds:g} s of audio (the limit)")
-            if (interim_interval_s > 0 and endpointer.speaking
-                    and received_s - last_interim_s >= interim_interval_s
-                    and not any(j.kind == "interim" for j in jobs.values())):
-                last_interim_s = received_s
-                start_job(_Job("interim", endpointer.turn, endpointer.epoch, received_s), idle_only=True)
+            continue_interims()
     finally:
         owned: list[asyncio.Future[Any]] = list(jobs)
         if receive is not None:

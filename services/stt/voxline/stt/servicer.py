@@ -9,6 +9,7 @@ import grpc
 
 from voxline.common.errors import InvalidInput, NotConfigured
 from voxline.common.grpc_errors import translate_errors
+from voxline.stt.config import LiveLimits
 from voxline.stt.detectors import TurnDetectors, TurnOptions
 from voxline.stt.endpoint import EndReason, SpeechPaused, SpeechStarted
 from voxline.stt.engine import AudioInput, RecognitionOptions, Transcriber, Transcript
@@ -125,8 +126,10 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
     """voxline.v1.SpeechToText over a Transcriber."""
 
     def __init__(self, engine: Transcriber, *, partial_interval_s: float, max_stream_bytes: int,
-                 turns: TurnDetectors | None = None, listen_interim_interval_s: float = 0.0) -> None:
+                 turns: TurnDetectors | None = None, listen_interim_interval_s: float = 0.0,
+                 live: LiveLimits | None = None) -> None:
         self._engine = engine
+        self._live = live or LiveLimits()
         self._partial_interval_s = partial_interval_s
         self._max_stream_bytes = max_stream_bytes
         self._turns = turns
@@ -200,5 +203,6 @@ class SpeechToTextServicer(stt_pb2_grpc.SpeechToTextServicer):
         async for event in listen_stream(self._engine, endpointer, fmt, options, messages(),
                                          interim_interval_s=interval,
                                          max_turn_seconds=self._engine.max_audio_seconds,
-                                         cost=self._turns.cost, read_words=self._turns.words):
+                                         cost=self._turns.cost, read_words=self._turns.words,
+                                         limits=self._live):
             yield listen_response(event)

@@ -19,7 +19,8 @@ def build_spec(config: SttConfig) -> ServiceSpec:
     turns = TurnDetectors(config.turns)
     servicer = SpeechToTextServicer(engine, partial_interval_s=config.partial_interval_s,
                                     max_stream_bytes=config.max_stream_bytes, turns=turns,
-                                    listen_interim_interval_s=config.listen_interim_interval_s)
+                                    listen_interim_interval_s=config.listen_interim_interval_s,
+                                    live=config.live)
 
     async def warm_up() -> None:
         await engine.warm_up()
