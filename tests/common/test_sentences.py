@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from voxline.common.sentences import SentenceChunker, split_sentences
+import pytest
+
+from voxline.common.sentences import RepetitionGuard, SentenceChunker, split_sentences
 
 
 def test_split_keeps_abbreviations_and_decimals() -> None:
@@ -72,3 +74,34 @@ def test_numbers_stay_whole_in_a_complete_text() -> None:
     assert list(split_sentences("The bridge is 1,000 m long. It rose 3.5 metres. Done.")) == [
         "The bridge is 1,000 m long.", "It rose 3.5 metres.", "Done."]
     assert list(split_sentences("Costs 3. 5 people came.")) == ["Costs 3.", "5 people came."]
+
+
+def test_the_first_piece_is_capped_at_a_space_or_hard() -> None:
+    chunker = SentenceChunker(first_clause_chars=20, first_max_chars=40)
+    assert chunker.feed("Le capital de France est le 75" + "4" * 30) == ["Le capital de France est le"]
+    assert chunker.feed("4" * 50) == []  # the cap is for the first piece only
+    hard = SentenceChunker(first_max_chars=10)
+    assert hard.feed("7" * 25) == ["7" * 10]
+
+
+@pytest.mark.parametrize("text", [
+    "It costs 1,000,000 dollars, that is 1000000.",
+    "Very, very, very good. Ha ha ha ha!",
+    "The code is 0000 0000. No no no, that's wrong.",
+    "Le numéro est le 01 23 45 67 89.",
+])
+def test_what_people_say_is_not_a_loop(text: str) -> None:
+    guard = RepetitionGuard()
+    assert all(guard.feed(ch) is None for ch in text)
+
+
+@pytest.mark.parametrize(("text", "kept"), [
+    ("Le capital de France est le 75" + "4" * 60, "Le capital de France est le 754"),
+    ("I think " + "the " * 20, "I think the"),
+    ("Hello! " + "ha" * 40, "Hello! ha"),
+])
+def test_a_loop_is_noticed_and_cut_after_one_copy(text: str, kept: str) -> None:
+    guard = RepetitionGuard()
+    cuts = [guard.feed(ch) for ch in text]
+    first = next(c for c in cuts if c is not None)
+    assert text[:first] == kept

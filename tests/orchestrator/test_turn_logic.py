@@ -183,6 +183,36 @@ async def test_whole_sentences_only_with_first_clause_off(stages: InMemoryStages
     assert stages.texts == ["Water boils at one hundred degrees, which is 212 Fahrenheit."]
 
 
+async def test_a_first_sentence_with_no_boundary_starts_speaking_at_the_cap(stages: InMemoryStages) -> None:
+    """A French question on English audio once gave "Le capital de France est le 7544444…" (256
+    tokens, no space): its audio waited for the LLM's last token, 24.9 s on a CPU."""
+    stages.deltas = ["Le capital de France est le ", "75", *["4"] * 150]
+    stages.llm.gate, stages.gate_after = asyncio.Event(), 120  # the LLM is still writing digits
+    session = Session(stages, OrchestratorConfig(repetition_stop=0))
+    session.send(ConfigRequest(SessionSettings()), TextRequest("Quelle est la capitale de la France ?"))
+    await session.until(AudioEvent)
+    assert stages.texts == ["Le capital de France est le"]  # cut at the last space before the cap
+    assert not stages.llm.log.finished.is_set()
+    stages.llm.gate.set()
+    assert metrics(await session.turn()).status == COMPLETED
+
+
+async def test_a_reply_that_loops_is_stopped_and_the_loop_is_not_spoken(stages: InMemoryStages) -> None:
+    stages.deltas = ["Le capital de France est le ", "75", *["4"] * 2000]
+    session = Session(stages)
+    session.send(ConfigRequest(SessionSettings()), TextRequest("Quelle est la capitale de la France ?"))
+    events = await session.turn()
+    assert metrics(events).status == COMPLETED
+    assert stages.llm.log.cancelled.is_set() and not stages.llm.log.finished.is_set()  # the LLM was stopped
+    spoken = " ".join(stages.texts)
+    assert spoken.startswith("Le capital de France est le") and spoken.count("4") <= 1
+    assert len(text_of(events)) < 100  # the client was sent a few dozen digits, not 2000
+    session.send(TextRequest("Et en Espagne ?"))  # the history holds no loop
+    await session.turn()
+    (history, _), = stages.requests[1:]
+    assert "4444" not in " ".join(m.content for m in history)
+
+
 async def test_barge_in_cancels_both_the_llm_and_the_tts_call(stages: InMemoryStages) -> None:
     stages.deltas = ["One sentence. ", "Another one ", "that never comes."]
     stages.llm.gate = asyncio.Event()  # the LLM hangs after its first sentence...

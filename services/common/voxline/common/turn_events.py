@@ -8,5 +8,7 @@ from __future__ import annotations
 FIRST_TOKEN = "first_token"
 #: On the ``llm`` span: the reply's first clause was complete and handed to TTS.
 FIRST_CLAUSE_TO_TTS = "first_clause_to_tts"
+#: On the ``llm`` span: the reply degenerated into a loop and was stopped (``voxline.chars`` kept).
+REPETITION_STOPPED = "repetition_stopped"
 #: On the ``voxline.turn`` span: the first reply audio was sent to the client.
 FIRST_AUDIO_SENT = "first_audio_sent"

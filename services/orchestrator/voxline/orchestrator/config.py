@@ -82,6 +82,12 @@ class OrchestratorConfig:
     #: The first piece of a reply may end at a clause (, ; :) once it has this many characters, so
     #: a long first sentence starts speaking sooner; 0: whole sentences only.
     first_clause_chars: int = 20
+    #: The first piece of a reply is cut (at a space, or hard) once it has this many characters with
+    #: no clause boundary, so a run-on first sentence does not hold the audio back; 0: no cap.
+    first_piece_max_chars: int = 120
+    #: A reply whose tail is one short unit repeated this many times ("7544444…") is stopped there
+    #: (the LLM call is cancelled; what came before is spoken); 0: never.
+    repetition_stop: int = 8
     #: Server VAD with a fixed-silence detector (silero_vad, energy_vad): the silence that ends a
     #: turn when the session gives none (the detectors themselves run in the STT service).
     vad_silence_ms: int = 600
@@ -135,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     option(turn, "--first-clause-chars", env=_ENV + "FIRST_CLAUSE_CHARS", default=d.first_clause_chars,
            type=int, help="speak the reply's first clause (cut at , ; :) once it has this many "
            "characters, before its sentence ends (lower time to first audio); 0: whole sentences")
+    option(turn, "--first-piece-max-chars", env=_ENV + "FIRST_PIECE_MAX_CHARS",
+           default=d.first_piece_max_chars, type=int,
+           help="cut the reply's first piece (at a space, or hard) once it has this many characters "
+           "without a clause boundary, so its audio starts; 0: no cap")
+    option(turn, "--repetition-stop", env=_ENV + "REPETITION_STOP", default=d.repetition_stop, type=int,
+           help="stop a reply whose end is one short unit (up to 16 characters) repeated this many "
+           "times over 32+ characters (a degenerate loop: '7544444...'); 0: never")
     dl = parser.add_argument_group("deadlines (seconds)")
     dd = Deadlines()
     option(dl, "--stt-deadline", env=_ENV + "STT_DEADLINE", default=dd.stt_s, type=float,
@@ -181,6 +194,10 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         raise ConfigError("--sentence-queue must be >= 1")
     if ns.first_clause_chars < 0:
         raise ConfigError("--first-clause-chars must be >= 0")
+    if ns.first_piece_max_chars < 0 or 0 < ns.first_piece_max_chars < ns.first_clause_chars:
+        raise ConfigError("--first-piece-max-chars must be 0 or >= --first-clause-chars")
+    if ns.repetition_stop < 0 or ns.repetition_stop == 1:
+        raise ConfigError("--repetition-stop must be 0 (never) or >= 2")
     if ns.vad_silence_ms <= 0:
         raise ConfigError("--vad-silence-ms must be > 0")
     if ns.stage_tls_ca:
@@ -205,6 +222,8 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         stage_retry_wait_s=ns.stage_retry_wait_s,
         sentence_queue=ns.sentence_queue,
         first_clause_chars=ns.first_clause_chars,
+        first_piece_max_chars=ns.first_piece_max_chars,
+        repetition_stop=ns.repetition_stop,
         vad_silence_ms=ns.vad_silence_ms,
         server=server_config_from_args(ns),
     )

@@ -40,7 +40,7 @@ from voxline.common import turn_events
 from voxline.common.audio import wav_header
 from voxline.common.errors import VoxlineError
 from voxline.common.metrics import record_turn
-from voxline.common.sentences import SentenceChunker
+from voxline.common.sentences import RepetitionGuard, SentenceChunker
 from voxline.orchestrator import turn_spans
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.domain import (
@@ -236,7 +236,9 @@ class TurnRunner:
     async def _write(self, turn: TurnInput, ctx: Context, messages: list[ChatMessage],
                      sentences: asyncio.Queue[str | None], reply: _Reply) -> None:
         """The LLM task: stream the reply, emit its text, queue its sentences (None: the end)."""
-        chunker = SentenceChunker(first_clause_chars=self._config.first_clause_chars)
+        chunker = SentenceChunker(first_clause_chars=self._config.first_clause_chars,
+                                  first_max_chars=self._config.first_piece_max_chars)
+        guard = RepetitionGuard(self._config.repetition_stop) if self._config.repetition_stop else None
         with self._tracer.start_as_current_span(
                 "llm", context=ctx, attributes={**turn_spans.LLM_ATTRIBUTES, **self._session}) as span:
             if self._capture:
@@ -259,6 +261,15 @@ class TurnRunner:
                     if turn.control is not None:
                         turn.control.output_units += 1
                     self._out(turn)(TextDeltaEvent(turn.number, item))
+                    looped_at = guard.feed(item) if guard is not None else None
+                    if looped_at is not None:  # a degenerate loop: stop the LLM, drop the loop
+                        text = "".join(reply.parts)  # as fed, unstripped
+                        chunker.drop_tail(len(text) - looped_at)
+                        reply.parts[:] = [text[:looped_at]]  # the history keeps no loop
+                        span.add_event(turn_events.REPETITION_STOPPED, {"voxline.chars": looped_at})
+                        log.warning("reply stopped: it repeats itself",
+                                    extra={"turn": turn.number, "chars": len(text)})
+                        break
                     for sentence in chunker.feed(item):
                         if not handed:
                             handed = True
