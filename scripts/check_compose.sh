@@ -19,7 +19,7 @@ fi
 echo "check_compose: compose-spec schema (deploy/compose-spec.json)"
 "$checker" --schemafile deploy/compose-spec.json docker-compose.yml docker-compose.gpu.yml
 
-for stage in stt llm tts orchestrator; do
+for stage in stt llm tts orchestrator phoenix; do
   test -f "deploy/$stage.Dockerfile" || { echo "check_compose: deploy/$stage.Dockerfile missing" >&2; exit 1; }
 done
 

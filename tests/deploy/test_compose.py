@@ -35,30 +35,47 @@ def compose() -> dict[str, Any]:
     return load("docker-compose.yml")
 
 
-def test_services_and_jaeger(compose: dict[str, Any]) -> None:
+def published(stage: str, port: int) -> str:
+    """A published port as docker-compose.yml writes it: host address and port from the environment
+    (a .env file), the container port fixed."""
+    return f"${{VOXLINE_COMPOSE_BIND:-127.0.0.1}}:${{VOXLINE_COMPOSE_{stage.upper()}_PORT:-{port}}}:{port}"
+
+
+def test_services_phoenix_viewer_and_optional_jaeger(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) == {"jaeger", *PORTS}
+    assert set(services) - {"edge"} == {"phoenix", "jaeger", *PORTS}
+    phoenix = services["phoenix"]
+    assert phoenix["build"]["dockerfile"] == "deploy/phoenix.Dockerfile"
+    assert phoenix["ports"] == [published("phoenix", 6006), published("otlp", 4317)]
+    assert "/healthz" in " ".join(phoenix["healthcheck"]["test"])
+    assert phoenix["volumes"] == ["phoenix-data:/var/lib/phoenix"]
     jaeger = services["jaeger"]
+    assert jaeger["profiles"] == ["jaeger"]  # only with --profile jaeger: its image needs a registry
     assert jaeger["image"].startswith("jaegertracing/all-in-one:")
     assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
-    assert {"127.0.0.1:16686:16686", "127.0.0.1:4317:4317"} <= {str(p).split()[0] for p in jaeger["ports"]}
+    assert jaeger["ports"] == [published("jaeger", 16686)]
+    assert "profiles" not in phoenix and all("profiles" not in services[s] for s in PORTS)
 
 
 @pytest.mark.parametrize("stage", list(PORTS))
 def test_each_voxline_service(compose: dict[str, Any], stage: str) -> None:
     service = compose["services"][stage]
     port = PORTS[stage]
-    assert service["build"] == {"context": ".", "dockerfile": f"deploy/{stage}.Dockerfile"}
+    assert service["build"] == {"context": ".", "dockerfile": f"deploy/{stage}.Dockerfile",
+                                "args": {"BASE_IMAGE": "${BASE_IMAGE:-python:3.11-slim}"}}
     assert (ROOT / service["build"]["dockerfile"]).is_file()
-    assert service["ports"] == [f"127.0.0.1:{port}:{port}"]
+    assert service["image"] == f"voxline-{stage}:latest"  # what `make images` tags
+    assert service["ports"] == [published(stage, port)]
     env = service["environment"]
-    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://jaeger:4317"
+    assert env["OTEL_EXPORTER_OTLP_ENDPOINT"] == "http://${VOXLINE_COMPOSE_TRACES_TO:-phoenix}:4317"
     assert env["OTEL_SERVICE_NAME"] == f"voxline-{stage}"
     assert env[f"VOXLINE_{stage.upper()}_HOST"] == "0.0.0.0"
     assert env[f"VOXLINE_{stage.upper()}_PORT"] == str(port)
     test = service["healthcheck"]["test"]
     assert test == ["CMD", "python", "-m", "voxline.common.health_probe", str(port), stage]
     assert re.fullmatch(r"\d+s", service["healthcheck"]["start_period"])
+    # A crashed process comes back (scripts/compose_test.sh crashes STT and checks it).
+    assert service["restart"] == "unless-stopped"
     # Model caches survive restarts and rebuilds: one named volume where each image keeps them.
     volumes = service.get("volumes", [])
     if stage == "orchestrator":
@@ -66,6 +83,7 @@ def test_each_voxline_service(compose: dict[str, Any], stage: str) -> None:
     else:
         assert volumes == ["model-cache:/var/cache/voxline"]
         assert "model-cache" in compose["volumes"]
+        assert service["depends_on"] == {"phoenix": {"condition": "service_started"}}
 
 
 def test_keys_from_the_environment_and_the_orchestrator_wiring(compose: dict[str, Any]) -> None:
@@ -117,25 +135,62 @@ def test_env_names_used_are_real_service_options() -> None:
             assert f"env {name};" in text, f"{name} is not an option of voxline.{stage}"
 
 
+def dockerfile_stages(name: str) -> list[list[str]]:
+    """deploy/<name>.Dockerfile's instructions (comments dropped, continuation lines joined), split
+    into stages; the lines before the first FROM (global ARGs) are the first "stage"."""
+    text = (ROOT / "deploy" / f"{name}.Dockerfile").read_text().replace("\\\n", " ")
+    lines = [" ".join(line.split()) for line in text.splitlines()
+             if line.strip() and not line.lstrip().startswith("#")]
+    starts = [0, *(i for i, line in enumerate(lines) if line.startswith("FROM"))]
+    return [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
+
+
+def pip_installs(lines: list[str]) -> list[str]:
+    return [f"pip install{command}".split(" && ")[0].split("; fi")[0]
+            for line in lines for command in line.split("pip install")[1:]]
+
+
+@pytest.mark.parametrize("stage", [*PORTS, "phoenix"])
+def test_dockerfiles_build_from_the_wheelhouse_into_a_small_image(stage: str) -> None:
+    """Every wheel from the wheelhouse image (no index, no network), within constraints.txt, in a
+    build stage; the image itself only copies the virtual environment and runs as a non-root user."""
+    header, wheelhouse, *builders, image = dockerfile_stages(stage)
+    assert header == ["ARG BASE_IMAGE=python:3.11-slim", "ARG WHEELHOUSE=voxline-wheelhouse:latest"]
+    assert wheelhouse == ["FROM ${WHEELHOUSE} AS wheelhouse"]
+    assert image[0] == "FROM ${BASE_IMAGE}"
+    assert [b[0] for b in builders][-1] == "FROM ${BASE_IMAGE} AS build"
+    for builder in builders:
+        assert builder[0].startswith("FROM ${BASE_IMAGE} AS ")
+        runs = [line for line in builder if line.startswith("RUN")]
+        assert runs and all(line.startswith(
+            "RUN --mount=type=bind,from=wheelhouse,source=/wheels,target=/wheels python -m venv /opt/venv")
+            for line in runs)
+        for command in pip_installs(builder):
+            # Only the GPU variants fetch from an index (docker-compose.gpu.yml's build args).
+            if "$TORCH_INDEX_URL" in command or "$CUDA_LIBS" in command:
+                continue
+            wheelhouse_only = "pip install --no-index --find-links /wheels -c constraints.txt "
+            assert command.startswith(wheelhouse_only), command
+    # The image: no pip run, no wheelhouse, no build stage's leftovers; a non-root user.
+    assert pip_installs(image) == [] and not any("--mount" in line for line in image)
+    assert "COPY --from=build /opt/venv /opt/venv" in image
+    assert "USER voxline" in image and image.index("USER voxline") > image.index(
+        "COPY --from=build /opt/venv /opt/venv")
+    assert any(line.startswith("ENV") and "PATH=/opt/venv/bin:$PATH" in line for line in image)
+    text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
+    assert "build/wheelhouse" not in text and "pip.conf" not in text and "ca-certificates" not in text
+
+
 @pytest.mark.parametrize("stage", list(PORTS))
 def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
-    text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
-    lines = [line for line in text.splitlines() if line and not line.startswith("#")]
-    starts = [i for i, line in enumerate(lines) if line.startswith("FROM")]
-    stages = [lines[a:b] for a, b in zip(starts, [*starts[1:], len(lines)], strict=True)]
-    *builders, instructions = stages  # the image is the last stage
-    assert instructions[0] == "FROM python:3.11-slim"
-    for stage_lines in stages:
-        copies = [line.split()[1:] for line in stage_lines
-                  if line.startswith("COPY") and "--from" not in line]
+    _, _, *builders, image = dockerfile_stages(stage)
+    for builder in builders:
+        copies = [line.split()[1:] for line in builder if line.startswith("COPY")]
         assert copies == [["constraints.txt", "./"], ["services/common/", "common/"],
                           [f"services/{stage}/", f"{stage}/"]]
-        # Every pip install but torch's (--no-deps, from the torch index) is held to constraints.txt.
-        for line in stage_lines:
-            for command in line.split("pip install")[1:]:
-                assert "-c constraints.txt" in command or "--no-deps --index-url" in command, line
-    body = "\n".join(instructions)
-    assert f"pip install -c constraints.txt ./common ./{stage}" in body
+    [build] = [b for b in builders if b[0].endswith(" AS build")]
+    assert any(f"-c constraints.txt ./common ./{stage}" in c for c in pip_installs(build))
+    text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
     for other in set(PORTS) - {stage}:
         assert f"./{other}" not in text and f" {other}/" not in text
     # The build context is the repository root: the Dockerfile's own ignore file sends only these.
@@ -144,25 +199,36 @@ def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     assert patterns[0] == "*"
     assert [p for p in patterns if p.startswith("!")] == [
         "!constraints.txt", "!services/common", f"!services/{stage}"]
+    body = "\n".join(image)
     assert f'CMD ["python", "-m", "voxline.{stage}"]' in body
     assert f"EXPOSE {PORTS[stage]}" in body
     assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in body
-    torch = [line for line in instructions if "torch" in line]
+    installs = " ".join(pip_installs(build))
     if stage in ("llm", "tts"):
-        assert 'pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0' in body
-        assert "ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu" in body
+        assert 'pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0' in installs
+        assert 'ARG TORCH_INDEX_URL=""' in build  # empty: the wheelhouse's CPU torch
     else:
-        assert torch == [], f"the {stage} image must not install torch"
+        assert "torch" not in installs and "TORCH" not in text, f"the {stage} image must not install torch"
     if stage == "stt":
         # torch only converts the text end-of-turn model, in a stage the image copies it from
-        [builder] = builders
-        assert builder[0] == "FROM python:3.11-slim AS text-model"
+        [text_model] = [b for b in builders if b[0].endswith(" AS text-model")]
         assert any("python -m voxline.stt.text_model build --out /opt/text-model" in line
-                   for line in builder)
-        assert "COPY --from=text-model /opt/text-model /opt/voxline/text-model" in instructions
+                   for line in text_model)
+        assert "COPY --from=text-model /opt/text-model /opt/voxline/text-model" in image
         assert "VOXLINE_STT_TEXT_MODEL=/opt/voxline/text-model" in body
     else:
-        assert builders == []
+        assert len(builders) == 1
+
+
+def test_the_phoenix_image_is_the_viewer() -> None:
+    *_, image = dockerfile_stages("phoenix")
+    body = "\n".join(image)
+    assert 'CMD ["python", "-m", "phoenix.server.main", "serve"]' in body
+    for setting in ("PHOENIX_HOST=0.0.0.0", "PHOENIX_PORT=6006", "PHOENIX_GRPC_PORT=4317",
+                    "PHOENIX_WORKING_DIR=/var/lib/phoenix"):
+        assert setting in body
+    ignore = (ROOT / "deploy" / "phoenix.Dockerfile.dockerignore").read_text().split("\n")
+    assert [line for line in ignore if line and not line.startswith("#")] == ["*", "!constraints.txt"]
 
 
 @pytest.fixture
