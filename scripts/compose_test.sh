@@ -62,7 +62,7 @@ project=voxline-compose-test
 envfile="$root/build/compose-test.env"
 "$py" - "$envfile" <<'EOF'
 import socket, sys
-names = ["ORCHESTRATOR", "STT", "LLM", "TTS", "PHOENIX", "OTLP", "JAEGER"]
+names = ["ORCHESTRATOR", "STT", "LLM", "TTS", "PHOENIX", "OTLP", "JAEGER", "EDGE"]
 socks = [socket.socket() for _ in names]
 for s in socks:
     s.bind(("127.0.0.1", 0))
@@ -98,11 +98,13 @@ say "up: orchestrator on 127.0.0.1:$(port ORCHESTRATOR), Phoenix on http://127.0
 "${compose[@]}" up -d --no-build >>"$log" 2>&1 || fail "compose up (a health check failed?)"
 
 # 4. The checks, as a user would.
+edge_url=""
+if grep -q '^  edge:' docker-compose.yml; then edge_url="http://127.0.0.1:$(port EDGE)"; fi
 say "compose up returned after $(( $(date +%s) - t0 )) s (stt, llm, tts healthy; orchestrator started)"
 set +e
 "$py" tests/deploy/compose_check.py --project "$project" --docker "$DOCKER" \
   --orchestrator "127.0.0.1:$(port ORCHESTRATOR)" --phoenix "http://127.0.0.1:$(port PHOENIX)" \
-  2>&1 | tee -a "$log" | grep --line-buffered -E '^compose-check: '
+  --edge "$edge_url" 2>&1 | tee -a "$log" | grep --line-buffered -E '^compose-check: '
 status=("${PIPESTATUS[@]}")
 set -e
 [[ ${status[0]} -eq 0 ]] || fail "the end-to-end check"

@@ -45,7 +45,7 @@ pip_wheel -c constraints.txt --no-deps "${torch_index[@]}" "torch==2.13.0"
 # build backend pip needs to build the voxline packages inside the images, and Arize Phoenix.
 services=(./services/common "./services/stt[text-model-build]" ./services/llm ./services/tts
           ./services/orchestrator)
-[[ -f deploy/edge.Dockerfile && -f services/edge/pyproject.toml ]] && services+=(./services/edge)
+[[ -f services/edge/pyproject.toml ]] && services+=(./services/edge)
 pip_wheel -c constraints.txt --find-links "$out" "${services[@]}" "setuptools>=68" "torch==2.13.0"
 pip_wheel -c constraints.txt --find-links "$out" arize-phoenix
 # Read for one file each, never imported: installed without their dependencies (see the Dockerfiles).

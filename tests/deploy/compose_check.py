@@ -9,7 +9,7 @@ Docker's restart policy to bring it back healthy, and checks that the next turn 
 conversation completes. It also checks that no image carries a secret in its history or config.
 
     python tests/deploy/compose_check.py --project voxline-ct --orchestrator 127.0.0.1:50050 \\
-        --phoenix http://127.0.0.1:6006 [--docker /usr/bin/docker]
+        --phoenix http://127.0.0.1:6006 [--edge http://127.0.0.1:8780] [--docker /usr/bin/docker]
 
 Prints one line per step and exits 0 when every check holds, 1 with the reason otherwise.
 """
@@ -198,11 +198,23 @@ async def conversation(args: argparse.Namespace) -> None:
         check_trace(args.phoenix, second, "turn 2")
 
 
+def check_edge(edge: str) -> None:
+    """The edge's page and health, through its published port."""
+    with urllib.request.urlopen(f"{edge}/health", timeout=10) as response:
+        health = response.read().decode().strip()
+    with urllib.request.urlopen(f"{edge}/", timeout=10) as response:
+        page = response.read().decode()
+    if health != "SERVING" or "<html" not in page.lower():
+        raise CheckFailed(f"edge: /health said {health!r}, / gave {len(page)} characters")
+    step(f"edge: /health SERVING (it reaches the orchestrator), the page is served ({len(page)} bytes)")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--project", required=True, help="the compose project name")
     parser.add_argument("--orchestrator", required=True, help="host:port of the published Converse")
     parser.add_argument("--phoenix", required=True, help="Phoenix's URL, e.g. http://127.0.0.1:6006")
+    parser.add_argument("--edge", default="", help="the edge's URL (empty: no edge in the stack)")
     parser.add_argument("--docker", default="docker", help="the docker CLI")
     parser.add_argument("--health-timeout", type=float, default=600.0,
                         help="seconds for every container to be healthy (default: %(default)s)")
@@ -210,11 +222,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="seconds for one turn (default: %(default)s)")
     args = parser.parse_args(argv)
     try:
-        waited = wait_healthy(args.project, ["phoenix", *SERVICES], args.docker, args.health_timeout)
-        step(f"all {1 + len(SERVICES)} containers healthy ({waited:.0f} s more after `up`)")
+        names = ["phoenix", *SERVICES, *(["edge"] if args.edge else [])]
+        waited = wait_healthy(args.project, names, args.docker, args.health_timeout)
+        step(f"all {len(names)} containers healthy ({waited:.0f} s more after `up`)")
         check_no_secrets(args.project, args.docker)
+        if args.edge:
+            check_edge(args.edge)
         asyncio.run(conversation(args))
-    except (CheckFailed, TimeoutError) as exc:
+    except (CheckFailed, TimeoutError, OSError) as exc:
         print(f"compose-check: FAILED: {exc or 'timed out'}", file=sys.stderr)
         return 1
     step("OK")

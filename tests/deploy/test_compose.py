@@ -43,7 +43,7 @@ def published(stage: str, port: int) -> str:
 
 def test_services_phoenix_viewer_and_optional_jaeger(compose: dict[str, Any]) -> None:
     services = compose["services"]
-    assert set(services) - {"edge"} == {"phoenix", "jaeger", *PORTS}
+    assert set(services) == {"phoenix", "jaeger", "edge", *PORTS}
     phoenix = services["phoenix"]
     assert phoenix["build"]["dockerfile"] == "deploy/phoenix.Dockerfile"
     assert phoenix["ports"] == [published("phoenix", 6006), published("otlp", 4317)]
@@ -54,7 +54,21 @@ def test_services_phoenix_viewer_and_optional_jaeger(compose: dict[str, Any]) ->
     assert jaeger["image"].startswith("jaegertracing/all-in-one:")
     assert jaeger["environment"]["COLLECTOR_OTLP_ENABLED"] == "true"
     assert jaeger["ports"] == [published("jaeger", 16686)]
-    assert "profiles" not in phoenix and all("profiles" not in services[s] for s in PORTS)
+    assert "profiles" not in phoenix and all("profiles" not in services[s] for s in [*PORTS, "edge"])
+
+
+def test_the_edge_joins_the_stack_behind_the_orchestrator(compose: dict[str, Any]) -> None:
+    edge = compose["services"]["edge"]
+    assert edge["build"]["dockerfile"] == "deploy/edge.Dockerfile"
+    assert edge["image"] == "voxline-edge:latest"
+    assert edge["ports"] == [published("edge", 8780)]
+    env = edge["environment"]
+    assert (env["VOXLINE_EDGE_HOST"], env["VOXLINE_EDGE_PORT"]) == ("0.0.0.0", "8780")
+    assert env["VOXLINE_EDGE_ORCHESTRATOR"] == f"orchestrator:{PORTS['orchestrator']}"
+    assert edge["depends_on"] == {"orchestrator": {"condition": "service_healthy"}}
+    probe = " ".join(edge["healthcheck"]["test"])
+    assert "127.0.0.1:8780/health" in probe and "VOXLINE_TLS_CERT" in probe  # HTTPS when TLS is on
+    assert edge["restart"] == "unless-stopped"
 
 
 @pytest.mark.parametrize("stage", list(PORTS))
@@ -121,6 +135,8 @@ def test_env_names_used_are_real_service_options() -> None:
         "stt": ["VOXLINE_STT_DEVICE", "VOXLINE_STT_HOST", "VOXLINE_CACHE_DIR"],
         "llm": ["VOXLINE_LLM_LOCAL_DEVICE", "VOXLINE_LLM_LOCAL_CACHE_DIR", "VOXLINE_LLM_HOST"],
         "tts": ["VOXLINE_TTS_VITS_DEVICE", "VOXLINE_TTS_VITS_MODELS", "VOXLINE_TTS_ALLOW_DOWNLOADS"],
+        "edge": ["VOXLINE_EDGE_HOST", "VOXLINE_EDGE_PORT", "VOXLINE_EDGE_ORCHESTRATOR",
+                 "VOXLINE_EDGE_ICE_SERVERS", "VOXLINE_TLS_CERT"],
     }
     built = {stage: names for stage, names in names.items()
              if (ROOT / "services" / stage / "voxline" / stage / "__main__.py").exists()}
@@ -150,7 +166,7 @@ def pip_installs(lines: list[str]) -> list[str]:
             for line in lines for command in line.split("pip install")[1:]]
 
 
-@pytest.mark.parametrize("stage", [*PORTS, "phoenix"])
+@pytest.mark.parametrize("stage", [*PORTS, "edge", "phoenix"])
 def test_dockerfiles_build_from_the_wheelhouse_into_a_small_image(stage: str) -> None:
     """Every wheel from the wheelhouse image (no index, no network), within constraints.txt, in a
     build stage; the image itself only copies the virtual environment and runs as a non-root user."""
@@ -181,7 +197,7 @@ def test_dockerfiles_build_from_the_wheelhouse_into_a_small_image(stage: str) ->
     assert "build/wheelhouse" not in text and "pip.conf" not in text and "ca-certificates" not in text
 
 
-@pytest.mark.parametrize("stage", list(PORTS))
+@pytest.mark.parametrize("stage", [*PORTS, "edge"])
 def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     _, _, *builders, image = dockerfile_stages(stage)
     for builder in builders:
@@ -191,7 +207,7 @@ def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
     [build] = [b for b in builders if b[0].endswith(" AS build")]
     assert any(f"-c constraints.txt ./common ./{stage}" in c for c in pip_installs(build))
     text = (ROOT / "deploy" / f"{stage}.Dockerfile").read_text()
-    for other in set(PORTS) - {stage}:
+    for other in {*PORTS, "edge"} - {stage}:
         assert f"./{other}" not in text and f" {other}/" not in text
     # The build context is the repository root: the Dockerfile's own ignore file sends only these.
     ignore = (ROOT / "deploy" / f"{stage}.Dockerfile.dockerignore").read_text().split("\n")
@@ -201,7 +217,7 @@ def test_dockerfiles_install_only_their_own_service(stage: str) -> None:
         "!constraints.txt", "!services/common", f"!services/{stage}"]
     body = "\n".join(image)
     assert f'CMD ["python", "-m", "voxline.{stage}"]' in body
-    assert f"EXPOSE {PORTS[stage]}" in body
+    assert f"EXPOSE {PORTS.get(stage, 8780)}" in body
     assert f"VOXLINE_{stage.upper()}_HOST=0.0.0.0" in body
     installs = " ".join(pip_installs(build))
     if stage in ("llm", "tts"):
