@@ -1,9 +1,12 @@
 # voxline: every command a developer needs. All targets set up .venv first.
 BASE_IMAGE ?=
-.PHONY: setup check test demo up bench protos clean images compose-test
+.PHONY: setup viewer check test demo up bench protos clean images compose-test
 
 setup:            ## create/update .venv with every service and tool
 	bash scripts/setup.sh
+
+viewer:           ## setup, plus the trace viewer (Arize Phoenix) for `voxline up --viewer`, editable
+	bash scripts/setup.sh --viewer
 
 check: setup      ## ruff, mypy, generated-stub drift, docker-compose validation
 	bash scripts/check.sh

