@@ -1,17 +1,17 @@
-"""The edge's tests: the edge runs in the test's event loop (aiohttp on 127.0.0.1:0) in front of a
+"""The edge's tests' support: the edge runs in the test's event loop (aiohttp on 127.0.0.1:0) in front of a
 scripted orchestrator (a real gRPC server on 127.0.0.1:0 speaking VoiceAssistant.Converse) or, in
 the phone and browser tests, the real stack."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import grpc
 import numpy as np
-import pytest
 from aiohttp import web
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
@@ -41,6 +41,7 @@ class ScriptedOrchestrator(voice_pb2_grpc.VoiceAssistantServicer):
         self.reply_s, self.speech_chunks, self.interrupt = reply_s, speech_chunks, interrupt
         self.configs: list[voice_pb2.SessionConfig] = []
         self.streams = 0
+        self.health: health.aio.HealthServicer | None = None
 
     async def Converse(self, request_iterator: AsyncIterator[voice_pb2.ConverseRequest],
                        context: Any) -> AsyncIterator[voice_pb2.ConverseResponse]:
@@ -74,31 +75,16 @@ class ScriptedOrchestrator(voice_pb2_grpc.VoiceAssistantServicer):
 class RunningEdge:
     edge: Edge
     url: str
-    orchestrator: ScriptedOrchestrator
-    health: health.aio.HealthServicer
 
 
-@pytest.fixture
-def orchestrator() -> ScriptedOrchestrator:
-    return ScriptedOrchestrator()
-
-
-@pytest.fixture
-async def start_edge(orchestrator: ScriptedOrchestrator
-                     ) -> AsyncIterator[Callable[..., Any]]:
-    """``await start_edge(**EdgeConfig fields)``: a scripted orchestrator and an edge in front."""
-    server = grpc.aio.server()
-    voice_pb2_grpc.add_VoiceAssistantServicer_to_server(orchestrator, server)
-    health_servicer = health.aio.HealthServicer()
-    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+@contextlib.asynccontextmanager
+async def edge_app(orchestrator: str) -> AsyncIterator[Callable[..., Any]]:
+    """``await start(**EdgeConfig fields)``: an edge in this event loop, in front of ``orchestrator``."""
     runners: list[web.AppRunner] = []
     channels: list[grpc.aio.Channel] = []
 
     async def start(**fields: Any) -> RunningEdge:
-        config = EdgeConfig(port=0, orchestrator=f"127.0.0.1:{port}", **fields)
+        config = EdgeConfig(port=0, orchestrator=orchestrator, **fields)
         channel = grpc.aio.insecure_channel(config.orchestrator)
         channels.append(channel)
         edge = Edge(config, channel)
@@ -107,14 +93,32 @@ async def start_edge(orchestrator: ScriptedOrchestrator
         runners.append(runner)
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()
-        return RunningEdge(edge, f"http://127.0.0.1:{runner.addresses[0][1]}", orchestrator, health_servicer)
+        return RunningEdge(edge, f"http://127.0.0.1:{runner.addresses[0][1]}")
 
-    yield start
-    for runner in runners:
-        await runner.cleanup()
-    for channel in channels:
-        await channel.close()
-    await server.stop(0)
+    try:
+        yield start
+    finally:
+        for runner in runners:
+            await runner.cleanup()
+        for channel in channels:
+            await channel.close()
+
+
+@contextlib.asynccontextmanager
+async def edge_starter(orchestrator: ScriptedOrchestrator) -> AsyncIterator[Callable[..., Any]]:
+    """``await start(**EdgeConfig fields)``: a scripted orchestrator and an edge in front."""
+    server = grpc.aio.server()
+    voice_pb2_grpc.add_VoiceAssistantServicer_to_server(orchestrator, server)
+    orchestrator.health = health.aio.HealthServicer()
+    await orchestrator.health.set("", health_pb2.HealthCheckResponse.SERVING)
+    health_pb2_grpc.add_HealthServicer_to_server(orchestrator.health, server)
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with edge_app(f"127.0.0.1:{port}") as start:
+            yield start
+    finally:
+        await server.stop(0)
 
 
 async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import numpy as np
 import pytest
-from conftest import ScriptedOrchestrator, until
+from edge_support import ScriptedOrchestrator, until
 
 from voxline.common.audio import resample
 from voxline.edge.client import EdgeClient
@@ -90,9 +90,11 @@ async def test_idle_peer_is_closed_with_a_reason(start_edge: Any) -> None:
     await client.close()
 
 
-async def test_health_says_not_serving_when_the_orchestrator_is_not(start_edge: Any) -> None:
+async def test_health_says_not_serving_when_the_orchestrator_is_not(
+        start_edge: Any, orchestrator: ScriptedOrchestrator) -> None:
     running = await start_edge()
-    await running.health.set("", 2)  # NOT_SERVING
+    assert orchestrator.health is not None
+    await orchestrator.health.set("", 2)  # NOT_SERVING
     async with aiohttp.ClientSession() as http, http.get(f"{running.url}/health") as response:
         assert response.status == 503 and (await response.json())["status"] == "NOT_SERVING"
 
@@ -107,7 +109,7 @@ async def test_page_and_config(start_edge: Any) -> None:
     assert body == {"iceServers": [{"urls": "stun:stun.example.com:3478"}], "tokenRequired": False}
 
 
-async def test_session_events_and_reply_audio(start_edge: Any) -> None:
+async def test_session_events_and_reply_audio(start_edge: Any, orchestrator: ScriptedOrchestrator) -> None:
     running = await start_edge(language="en")
     client = EdgeClient(running.url)
     await client.connect()
@@ -119,7 +121,7 @@ async def test_session_events_and_reply_audio(start_edge: Any) -> None:
     sent = await client.wait_for(lambda e: e["type"] == "reply_audio_sent", 10)
     assert sent["turn"] == 1 and sent["edge_ms"] >= 0
     await until(lambda: len(client.voiced_frames) > 25)  # more than half a second of the tone heard
-    config = running.orchestrator.configs[0]
+    config = orchestrator.configs[0]
     assert config.server_vad and config.language == "en"
     assert config.input_format.sample_rate_hz == 16_000
     await client.close()

@@ -31,6 +31,9 @@ class EdgeConfig:
     port: int = DEFAULT_PORT
     #: Once bound, the port is written here (for supervisors using port 0).
     port_file: str = ""
+    #: Once bound, the port is written here too: the edge's metrics are at /metrics on its own port
+    #: (the flag lets a supervisor that passes it to every service start the edge alike).
+    metrics_port_file: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
     #: PEM certificate chain and key: serve HTTPS / WSS (a browser needs it off localhost).
@@ -133,6 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
                 "/metrics; 0 picks a free port and logs it")
     option(server, "--port-file", env=p + "PORT_FILE", default="",
            help="once bound, write the port number to this file (for supervisors using port 0)")
+    option(server, "--metrics-port-file", env=p + "METRICS_PORT_FILE", default="",
+           help="once bound, write the port of /metrics (the HTTP port) to this file")
     option(server, "--log-level", env="VOXLINE_LOG_LEVEL", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     option(server, "--log-format", env="VOXLINE_LOG_FORMAT", default="text",
@@ -189,8 +194,8 @@ def parse(argv: Sequence[str] | None = None) -> EdgeConfig:
     """Parse ``argv`` (flags > env vars > defaults); ConfigError for an unusable value."""
     ns = build_parser().parse_args(argv)
     return EdgeConfig(
-        host=ns.host, port=ns.port, port_file=ns.port_file, log_level=ns.log_level,
-        log_format=ns.log_format, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
+        host=ns.host, port=ns.port, port_file=ns.port_file, metrics_port_file=ns.metrics_port_file,
+        log_level=ns.log_level, log_format=ns.log_format, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         auth_token_file=ns.auth_token_file, orchestrator=ns.orchestrator,
         orchestrator_ca=ns.orchestrator_ca, orchestrator_token_file=ns.orchestrator_token_file,
         max_peers=ns.max_peers, idle_timeout_s=ns.idle_timeout_s, connect_timeout_s=ns.connect_timeout_s,
