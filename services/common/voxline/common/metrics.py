@@ -50,6 +50,8 @@ LLM_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
 LLM_DURATION = "gen_ai.client.operation.duration"
 TTS_TIME_TO_FIRST_AUDIO = "voxline.tts.time_to_first_audio"
 TURN_TIME_TO_FIRST_AUDIO = "voxline.turn.time_to_first_audio"
+#: One tool call (orchestrator), seconds, by ``gen_ai.tool.name`` and outcome (ok, error, cancelled).
+TOOL_DURATION = "voxline.tool.duration"
 # ... and as Prometheus shows them (dots to underscores, units and _total appended), for the HPAs,
 # KEDA and the Grafana dashboard.
 PROMETHEUS_ACTIVE_REQUESTS = "voxline_server_active_requests"
@@ -89,6 +91,7 @@ class _Instruments:
         self.llm_duration = seconds(LLM_DURATION, "LLM request to end of reply")
         self.tts_first_audio = seconds(TTS_TIME_TO_FIRST_AUDIO, "first sentence: TTS request to audio")
         self.turn_first_audio = seconds(TURN_TIME_TO_FIRST_AUDIO, "end of utterance to first reply audio")
+        self.tool_duration = seconds(TOOL_DURATION, "one tool call, by tool and outcome")
 
 
 _lock = threading.Lock()
@@ -200,6 +203,11 @@ def record_turn(status: str, *, stt_ms: float = 0.0, llm_ttft_ms: float = 0.0, l
             (i.tts_first_audio, tts_first_audio_ms, {}), (i.turn_first_audio, time_to_first_audio_ms, {})):
         if value_ms > 0:
             histogram.record(value_ms / 1000.0, attributes)
+
+
+def record_tool_call(name: str, outcome: str, seconds: float) -> None:
+    """One tool call (orchestrator): its duration, labelled by tool and outcome."""
+    _instruments.tool_duration.record(seconds, {"gen_ai.tool.name": name, "outcome": outcome})
 
 
 def record_stage_retry(stage: str) -> None:

@@ -20,6 +20,7 @@ from voxline.common.config import (
     server_config_from_args,
 )
 from voxline.orchestrator.balancing import check_stage_address
+from voxline.orchestrator.tools.settings import ToolSettings, add_tool_options, tool_settings_from_args
 
 _ENV = "VOXLINE_ORCHESTRATOR_"
 
@@ -91,6 +92,8 @@ class OrchestratorConfig:
     #: Server VAD with a fixed-silence detector (silero_vad, energy_vad): the silence that ends a
     #: turn when the session gives none (the detectors themselves run in the STT service).
     vad_silence_ms: int = 600
+    #: Tools: MCP servers, rounds, timeouts, result size, filler speech.
+    tools: ToolSettings = dataclasses.field(default_factory=ToolSettings)
     server: ServerConfig = dataclasses.field(default_factory=ServerConfig)
 
 
@@ -164,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     option(vad, "--vad-silence-ms", env=_ENV + "VAD_SILENCE_MS", default=d.vad_silence_ms, type=int,
            help="silence that ends a turn with the silero_vad / energy_vad detectors when the session "
                 "gives none (Smart Turn's silences are the STT service's flags)")
+    add_tool_options(parser)
     return parser
 
 
@@ -225,5 +229,6 @@ def parse(argv: Sequence[str] | None = None) -> OrchestratorConfig:
         first_piece_max_chars=ns.first_piece_max_chars,
         repetition_stop=ns.repetition_stop,
         vad_silence_ms=ns.vad_silence_ms,
+        tools=tool_settings_from_args(ns),
         server=server_config_from_args(ns),
     )

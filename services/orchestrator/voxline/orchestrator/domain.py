@@ -44,11 +44,42 @@ class Transcription:
 
 
 @dataclasses.dataclass(frozen=True)
+class ToolCall:
+    """One complete tool call the LLM asked for."""
+
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclasses.dataclass(frozen=True)
 class ChatMessage:
-    """One message of the conversation sent to the LLM."""
+    """One message of the conversation sent to the LLM: an "assistant" message may carry the tool
+    calls it made; a "tool" message is the result of the call ``tool_call_id``."""
 
     role: str
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the LLM: its JSON Schema parameters as JSON text ("" : none)."""
+
+    name: str
+    description: str = ""
+    parameters_json: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallDelta:
+    """A piece of a streamed tool call (``id`` and ``name`` on a call's first piece)."""
+
+    index: int
+    id: str = ""
+    name: str = ""
+    arguments_delta: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -64,11 +95,14 @@ class Sampling:
 
 @dataclasses.dataclass(frozen=True)
 class GenerateOptions:
-    """How the LLM should answer: sampling, provider order (empty: the gateway's), cache bypass."""
+    """How the LLM should answer: sampling, provider order (empty: the gateway's), cache bypass,
+    and the tools it may call ("auto", "none", "required" or a tool name as ``tool_choice``)."""
 
     sampling: Sampling | None = None
     providers: tuple[str, ...] = ()
     no_cache: bool = False
+    tools: tuple[ToolSpec, ...] = ()
+    tool_choice: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,8 +242,8 @@ class StageClients(Protocol):
         ...
 
     def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
-                 ) -> AsyncGenerator[str | LlmSummary, None]:
-        """Text deltas (str) as they come, then one LlmSummary."""
+                 ) -> AsyncGenerator[str | ToolCallDelta | LlmSummary, None]:
+        """Text deltas (str) and tool-call deltas as they come, then one LlmSummary."""
         ...
 
     def synthesize(self, text: str, voice: str, sample_rate_hz: int

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
+from typing import TYPE_CHECKING
 
 from voxline.orchestrator.domain import GenerateOptions, InputFormat, Sampling
+
+if TYPE_CHECKING:
+    from voxline.orchestrator.tools.toolbox import Toolbox
 
 # --- session input ---------------------------------------------------------------------------
 
@@ -32,6 +36,8 @@ class SessionSettings:
     turn_incomplete_silence_ms: int = 0
     #: server_vad: start the reply at each pause, holding its audio until the turn ends.
     speculative_reply: bool = True
+    #: The tools of this session (the operator's MCP tools and the client's own); None: no tools.
+    tools: Toolbox | None = dataclasses.field(default=None, compare=False)
 
     @property
     def generate_options(self) -> GenerateOptions:
@@ -132,6 +138,9 @@ class TurnMetrics:
     speculative_misses: int = 0
     #: LLM output (deltas, or tokens when the reply finished) of cancelled speculative replies.
     speculative_tokens_wasted: int = 0
+    #: Tool calls made in the turn, and the time spent waiting for them (rounds, not calls), ms.
+    tool_calls: int = 0
+    tool_ms: float = 0.0
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,5 +149,24 @@ class MetricsEvent:
     metrics: TurnMetrics
 
 
+@dataclasses.dataclass(frozen=True)
+class ClientToolCallEvent:
+    """The LLM called one of the client's own tools: the client runs it and answers."""
+
+    turn: int
+    id: str
+    name: str
+    arguments_json: str
+
+
+@dataclasses.dataclass(frozen=True)
+class ToolCallCancelledEvent:
+    """A client tool call is no longer wanted ("interrupted", "timed out")."""
+
+    turn: int
+    id: str
+    reason: str
+
+
 Event = (TranscriptEvent | InterimTranscriptEvent | TextDeltaEvent | AudioFormatEvent | AudioEvent
-         | MetricsEvent)
+         | MetricsEvent | ClientToolCallEvent | ToolCallCancelledEvent)

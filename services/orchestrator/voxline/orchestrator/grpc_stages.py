@@ -52,6 +52,7 @@ from voxline.orchestrator.domain import (
     SpeechPause,
     SpeechStart,
     StageError,
+    ToolCallDelta,
     Transcription,
     TurnDetection,
     TurnEnd,
@@ -279,11 +280,14 @@ class GrpcStages:
         return _transcription(reply)
 
     async def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
-                       ) -> AsyncGenerator[str | LlmSummary, None]:
-        """Text deltas (str) as they come, then one LlmSummary."""
+                       ) -> AsyncGenerator[str | ToolCallDelta | LlmSummary, None]:
+        """Text deltas (str) and tool-call deltas as they come, then one LlmSummary."""
         request = llm_pb2.GenerateRequest(
-            messages=[llm_pb2.ChatMessage(role=m.role, content=m.content) for m in messages],
+            messages=[_chat_message(m) for m in messages],
             providers=list(options.providers), no_cache=options.no_cache,
+            tools=[llm_pb2.ToolDefinition(name=t.name, description=t.description,
+                                          parameters_json=t.parameters_json) for t in options.tools],
+            tool_choice=options.tool_choice,
         )
         if options.sampling is not None:
             request.sampling.CopyFrom(_sampling(options.sampling))
@@ -307,6 +311,9 @@ class GrpcStages:
                     event = first.WhichOneof("event")
                     if event == "text_delta":
                         yield first.text_delta
+                    elif event == "tool_call_delta":
+                        d = first.tool_call_delta
+                        yield ToolCallDelta(d.index, d.id, d.name, d.arguments_delta)
                     elif event == "summary":
                         yield _summary(first.summary)
                     first = await anext(replies, None)
@@ -451,6 +458,13 @@ def _listen_event(reply: stt_pb2.ListenResponse) -> ListenEvent | None:
 def _audio_format(fmt: InputFormat) -> audio_pb2.AudioFormat:
     return audio_pb2.AudioFormat(encoding=audio_pb2.AudioEncoding.Value(fmt.encoding),
                                  sample_rate_hz=fmt.sample_rate_hz, channels=fmt.channels)
+
+
+def _chat_message(m: ChatMessage) -> llm_pb2.ChatMessage:
+    return llm_pb2.ChatMessage(role=m.role, content=m.content, tool_call_id=m.tool_call_id,
+                               tool_calls=[llm_pb2.ToolCall(id=c.id, name=c.name,
+                                                            arguments_json=c.arguments_json)
+                                           for c in m.tool_calls])
 
 
 def _sampling(s: Sampling) -> llm_pb2.SamplingOptions:

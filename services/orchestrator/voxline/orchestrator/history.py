@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import collections
+from collections.abc import Sequence
 
 from voxline.orchestrator.domain import ChatMessage
+
+_Turn = tuple[str, str, tuple[ChatMessage, ...]]
+
+
+def _size(turn: _Turn) -> int:
+    user, assistant, exchange = turn
+    return len(user) + len(assistant) + sum(
+        len(m.content) + sum(len(c.arguments_json) + len(c.name) for c in m.tool_calls)
+        for m in exchange)
 
 
 class History:
@@ -15,25 +25,28 @@ class History:
     good once past 32,000 characters)."""
 
     def __init__(self, max_turns: int, max_chars: int = 0) -> None:
-        self._turns: collections.deque[tuple[str, str]] = collections.deque(maxlen=max_turns)
+        self._turns: collections.deque[_Turn] = collections.deque(maxlen=max_turns)
         self._max_chars = max_chars
 
     def messages(self, system_prompt: str, user_text: str) -> list[ChatMessage]:
         """System prompt, previous turns (the newest that fit ``max_chars``), the new message."""
         if self._max_chars:
-            size = sum(len(u) + len(a) for u, a in self._turns)
+            size = sum(_size(t) for t in self._turns)
             while self._turns and size > self._max_chars:
-                user, assistant = self._turns.popleft()
-                size -= len(user) + len(assistant)
+                size -= _size(self._turns.popleft())
         out = [ChatMessage("system", system_prompt)] if system_prompt else []
-        for user, assistant in self._turns:
-            out += [ChatMessage("user", user), ChatMessage("assistant", assistant)]
+        for user, assistant, exchange in self._turns:
+            out += [ChatMessage("user", user), *exchange]
+            if assistant:  # a turn cut during its tool calls has no reply text
+                out.append(ChatMessage("assistant", assistant))
         out.append(ChatMessage("user", user_text))
         return out
 
-    def add(self, user_text: str, reply: str) -> None:
+    def add(self, user_text: str, reply: str, exchange: Sequence[ChatMessage] = ()) -> None:
+        """One turn: what the user said, the reply, and between them the turn's tool calls and
+        their results (assistant messages with ``tool_calls``, then "tool" messages)."""
         if self._turns.maxlen:
-            self._turns.append((user_text, reply))
+            self._turns.append((user_text, reply, tuple(exchange)))
 
     def __len__(self) -> int:
         return len(self._turns)

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from voxline.common.errors import InvalidInput
 from voxline.common.grpc_errors import translate_errors
 from voxline.orchestrator.config import OrchestratorConfig
-from voxline.orchestrator.domain import InputFormat, Sampling, StageClients
+from voxline.orchestrator.domain import InputFormat, Sampling, StageClients, ToolSpec
 from voxline.orchestrator.events import (
     AudioEvent,
     AudioFormatEvent,
     AudioRequest,
+    ClientToolCallEvent,
     ConfigRequest,
     EndOfUtteranceRequest,
     Event,
@@ -23,9 +25,12 @@ from voxline.orchestrator.events import (
     SessionSettings,
     TextDeltaEvent,
     TextRequest,
+    ToolCallCancelledEvent,
     TranscriptEvent,
 )
 from voxline.orchestrator.session import ConverseSession
+from voxline.orchestrator.tools.client_tools import session_toolbox
+from voxline.orchestrator.tools.toolbox import Toolbox, ToolSource
 from voxline.v1 import audio_pb2, stt_pb2, voice_pb2, voice_pb2_grpc
 
 _OUTPUT_ENCODINGS = {
@@ -45,9 +50,12 @@ _STATUS = {"completed": voice_pb2.COMPLETED, "interrupted": voice_pb2.INTERRUPTE
 class VoiceAssistantServicer(voice_pb2_grpc.VoiceAssistantServicer):
     """The Converse stream."""
 
-    def __init__(self, stages: StageClients, config: OrchestratorConfig) -> None:
+    def __init__(self, stages: StageClients, config: OrchestratorConfig,
+                 tools: ToolSource | None = None) -> None:
         self._stages = stages
         self._config = config
+        #: The operator's MCP servers (None: none configured); each session adds its own tools.
+        self._tools = tools
         self._sessions: weakref.WeakSet[ConverseSession] = weakref.WeakSet()
         self._draining = False
 
@@ -64,15 +72,32 @@ class VoiceAssistantServicer(voice_pb2_grpc.VoiceAssistantServicer):
         self._sessions.add(session)
         if self._draining:
             session.drain()
-        async for event in session.events(_requests(request_iterator)):
+        async for event in session.events(_requests(request_iterator, self._toolbox)):
             yield _response(event)
 
+    def _toolbox(self, config: voice_pb2.SessionConfig) -> Toolbox | None:
+        specs = [ToolSpec(t.name, t.description, t.parameters_json) for t in config.tools]
+        return session_toolbox(self._tools, specs, self._config.tools)
 
-async def _requests(requests: AsyncIterator[voice_pb2.ConverseRequest]) -> AsyncIterator[Request]:
+
+async def _requests(requests: AsyncIterator[voice_pb2.ConverseRequest],
+                    toolbox: Callable[[voice_pb2.SessionConfig], Toolbox | None] | None = None
+                    ) -> AsyncIterator[Request]:
+    tools: Toolbox | None = None
     async for request in requests:
         kind = request.WhichOneof("request")
-        if kind == "config":
-            yield ConfigRequest(_settings(request.config))
+        if kind == "tool_result":
+            # straight to the waiting tool call: the session's turn logic is not involved
+            if tools is None or tools.client is None:
+                raise InvalidInput("tool_result, but this conversation declared no client tools")
+            result = request.tool_result
+            tools.client.deliver(result.id, result.content, result.is_error)
+        elif kind == "config":
+            settings = _settings(request.config)
+            if toolbox is not None and tools is None:
+                tools = toolbox(request.config)
+                settings = dataclasses.replace(settings, tools=tools)
+            yield ConfigRequest(settings)
         elif kind == "audio":
             yield AudioRequest(request.audio)
         elif kind == "end_of_utterance":
@@ -80,7 +105,8 @@ async def _requests(requests: AsyncIterator[voice_pb2.ConverseRequest]) -> Async
         elif kind == "text":
             yield TextRequest(request.text)
         else:
-            raise InvalidInput("empty ConverseRequest: set one of config, audio, end_of_utterance, text")
+            raise InvalidInput("empty ConverseRequest: set one of config, audio, end_of_utterance, "
+                               "text, tool_result")
 
 
 def _encoding_name(value: int, field: str) -> str:
@@ -149,6 +175,12 @@ def _response(event: Event) -> voice_pb2.ConverseResponse:
             sample_rate_hz=event.sample_rate_hz, channels=event.channels))
     if isinstance(event, AudioEvent):
         return voice_pb2.ConverseResponse(turn=event.turn, audio=event.data)
+    if isinstance(event, ClientToolCallEvent):
+        return voice_pb2.ConverseResponse(turn=event.turn, tool_call=voice_pb2.ClientToolCall(
+            id=event.id, name=event.name, arguments_json=event.arguments_json))
+    if isinstance(event, ToolCallCancelledEvent):
+        return voice_pb2.ConverseResponse(turn=event.turn, tool_call_cancelled=voice_pb2.ToolCallCancelled(
+            id=event.id, reason=event.reason))
     assert isinstance(event, MetricsEvent)
     m = event.metrics
     return voice_pb2.ConverseResponse(turn=event.turn, metrics=voice_pb2.TurnMetrics(
@@ -161,4 +193,5 @@ def _response(event: Event) -> voice_pb2.ConverseResponse:
         endpointing_ms=m.endpointing_ms, speculative_starts=m.speculative_starts,
         speculative_hits=m.speculative_hits, speculative_misses=m.speculative_misses,
         speculative_tokens_wasted=m.speculative_tokens_wasted,
+        tool_calls=m.tool_calls, tool_ms=m.tool_ms,
     ))

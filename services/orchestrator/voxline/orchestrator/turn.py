@@ -66,6 +66,8 @@ from voxline.orchestrator.events import (
 )
 from voxline.orchestrator.history import History
 from voxline.orchestrator.reply_control import ReplyControl, Speculation
+from voxline.orchestrator.tools.loop import SpeakNow, ToolRecord, reply_stream
+from voxline.orchestrator.tools.toolbox import CallContext
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +110,8 @@ class _Reply:
     ttft_ms: float = 0.0
     total_ms: float = 0.0
     summary: LlmSummary | None = None
+    #: The turn's tool calls (none when the session has no tools).
+    tools: ToolRecord = dataclasses.field(default_factory=ToolRecord)
 
     @property
     def text(self) -> str:
@@ -245,13 +249,20 @@ class TurnRunner:
                 span.set_attributes(turn_spans.llm_input(messages))
             started = time.perf_counter()
             handed = False
-            stream = self._stages.generate(messages, self._settings.generate_options)
+            stream = reply_stream(  # the tool loop, or the plain LLM stream without tools
+                self._stages, messages, self._settings.generate_options, self._settings.tools,
+                language=self._settings.language, context=CallContext(turn.number, self._out(turn)),
+                record=reply.tools, parent=ctx,
+                gate=turn.control.committed.wait if turn.control is not None else None)
             async with contextlib.aclosing(stream):
                 async for item in stream:
                     if isinstance(item, LlmSummary):
                         reply.summary = item
                         continue
-                    if not item:
+                    if isinstance(item, SpeakNow):  # a tool call: speak what was written, now
+                        await self._speak_now(turn, item, chunker, sentences)
+                        continue
+                    if not isinstance(item, str) or not item:
                         continue
                     if not reply.parts:
                         reply.ttft_ms = _ms(time.perf_counter() - started)
@@ -288,6 +299,16 @@ class TurnRunner:
                     span.add_event(turn_events.FIRST_CLAUSE_TO_TTS, {"voxline.chars": len(sentence)})
                 await sentences.put(sentence)
         await sentences.put(None)
+
+    async def _speak_now(self, turn: TurnInput, item: SpeakNow, chunker: SentenceChunker,
+                         sentences: asyncio.Queue[str | None]) -> None:
+        """Text written before a tool call goes to TTS at once; a filler is said (and shown) as
+        its own sentence, but kept out of the reply's text (and so of the history)."""
+        for sentence in chunker.flush():
+            await sentences.put(sentence)
+        if item.filler:
+            self._out(turn)(TextDeltaEvent(turn.number, item.filler + " "))
+            await sentences.put(item.filler)
 
     async def _speak(self, turn: TurnInput, ctx: Context, sentences: asyncio.Queue[str | None],
                      speech: _Speech) -> None:
@@ -364,14 +385,18 @@ class TurnRunner:
             "voxline.speculative.hits": m.speculative_hits,
             "voxline.speculative.misses": m.speculative_misses,
             "voxline.speculative.tokens_wasted": m.speculative_tokens_wasted,
+            "voxline.tool.calls": m.tool_calls,
+            "voxline.tool.ms": m.tool_ms,
         })
         if m.status == FAILED:
             span.set_status(Status(StatusCode.ERROR, m.error))
         span.end()
         # An interrupted reply stays in the history as far as it got: the user heard (some of) it.
         kept = reply.text if said is None or m.status != INTERRUPTED else said
-        if heard.text and (m.status == COMPLETED or (m.status == INTERRUPTED and kept)):
-            self._history.add(heard.text, kept)
+        # tool calls stay too (with "cancelled" results when a barge-in cut them short)
+        exchange = reply.tools.exchange
+        if heard.text and (m.status == COMPLETED or (m.status == INTERRUPTED and (kept or exchange))):
+            self._history.add(heard.text, kept, exchange)
         log.info("turn", extra={"turn": turn.number, "status": m.status, "trace_id": m.trace_id,
                                 "ttfa_ms": m.time_to_first_audio_ms, "total_ms": m.total_ms,
                                 "error": m.error})
@@ -415,6 +440,8 @@ def _metrics(turn: TurnInput, span: trace.Span, heard: _Heard, reply: _Reply, sp
         speculative_hits=speculation.hits,
         speculative_misses=speculation.misses,
         speculative_tokens_wasted=speculation.tokens_wasted,
+        tool_calls=reply.tools.calls,
+        tool_ms=reply.tools.ms,
         trace_id=format(span.get_span_context().trace_id, "032x"),
         llm_provider=summary.provider if summary is not None else "",
         cache_hit=summary.cache_hit if summary is not None else False,

@@ -11,6 +11,7 @@ from voxline.common.server import ServiceSpec
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.grpc_stages import GrpcStages
 from voxline.orchestrator.servicer import VoiceAssistantServicer
+from voxline.orchestrator.tools.mcp_servers import McpServers
 from voxline.v1 import voice_pb2_grpc
 
 log = logging.getLogger(__name__)
@@ -25,8 +26,10 @@ def build_spec(config: OrchestratorConfig) -> ServiceSpec:
     the stages to be SERVING, then turns SERVING whatever their state — their health is logged, and
     each turn reports a stage that is down."""
     stages = GrpcStages(config)  # its channels open on first use, inside the server's loop
+    # the operator's MCP servers: started at warm-up, stopped at close (a client never adds one)
+    mcp = McpServers(config.tools.mcp_config) if config.tools.mcp_config else None
 
-    servicer = VoiceAssistantServicer(stages, config)
+    servicer = VoiceAssistantServicer(stages, config, mcp)
 
     def register(server: grpc.aio.Server) -> None:
         voice_pb2_grpc.add_VoiceAssistantServicer_to_server(servicer, server)
@@ -44,7 +47,14 @@ def build_spec(config: OrchestratorConfig) -> ServiceSpec:
         for health in healths:
             log.log(logging.INFO if health.serving else logging.WARNING, "stage health",
                     extra={"stage": health.stage, "address": health.address, "status": health.status})
+        if mcp is not None:
+            await mcp.start()
+
+    async def close() -> None:
+        if mcp is not None:
+            await mcp.stop()
+        await stages.close()
 
     return ServiceSpec(name=SERVICE_NAME, grpc_services=["voxline.v1.VoiceAssistant"],
-                       register=register, warm_up=warm_up, close=stages.close,
+                       register=register, warm_up=warm_up, close=close,
                        drain=servicer.drain)
