@@ -220,3 +220,41 @@ def test_a_stage_that_keeps_dying_at_start_stops_the_supervision(tmp_path: Path)
     assert stack.restarts == {"tts": 2}
     assert [e.split(" ", 4)[:4] for e in events[:3]] == [["tts", "exited", "with", "status"]] * 3
     assert events[-1].endswith("3 times in a row within 60 s of starting: giving up")
+
+
+def test_each_service_gets_its_own_metrics_port_even_with_the_variable_inherited(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`VOXLINE_METRICS_PORT=N voxline up` gave all four services port N: three died at start."""
+    import argparse
+    import urllib.request
+
+    from voxline.cli.up import metrics_ports_from_args
+
+    monkeypatch.setenv("VOXLINE_METRICS_PORT", "1")  # inherited by every child; the flag wins
+    ports = metrics_ports_from_args(argparse.Namespace(metrics=True, metrics_base_port=None),
+                                    environ={})
+    assert ports == dict.fromkeys(STAGES, 0)
+    stack = Stack(config(tmp_path, metrics_ports=ports))
+    stack.start()
+    try:
+        urls = stack.metrics_endpoints()
+        assert set(urls) == set(STAGES) and len(set(urls.values())) == 4
+        for url in urls.values():
+            with urllib.request.urlopen(url, timeout=10) as reply:
+                assert reply.status == 200 and b"process_resident_memory_bytes" in reply.read()
+    finally:
+        assert stack.stop() == dict.fromkeys(STAGES, 0)
+
+
+def test_the_metrics_variable_of_voxline_up_is_a_base_port() -> None:
+    import argparse
+
+    from voxline.cli.stack import StackError
+    from voxline.cli.up import metrics_ports_from_args
+
+    off = argparse.Namespace(metrics=False, metrics_base_port=None)
+    assert metrics_ports_from_args(off, environ={}) is None
+    assert metrics_ports_from_args(off, environ={"VOXLINE_METRICS_PORT": "9100"}) == {
+        "stt": 9101, "llm": 9102, "tts": 9103, "orchestrator": 9100}
+    with pytest.raises(StackError, match="VOXLINE_METRICS_PORT"):
+        metrics_ports_from_args(off, environ={"VOXLINE_METRICS_PORT": "lots"})

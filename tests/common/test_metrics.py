@@ -258,3 +258,42 @@ def test_otlp_export_follows_the_standard_variables() -> None:
     assert http is not None and "http" in type(http._exporter).__module__
     with pytest.raises(ValueError, match="grpc or http/protobuf"):
         metrics._otlp_reader({**endpoint, "OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"})
+
+
+def test_the_scrape_endpoint_bounds_its_threads_and_drops_silent_clients() -> None:
+    """500 half-sent requests held 510 threads of prometheus_client's own server."""
+    import socket
+    import threading
+    import time
+    import urllib.request
+
+    from voxline.common.metrics import SCRAPE_MAX_CONNECTIONS, SCRAPE_TIMEOUT_S, _scrape_server
+
+    server = _scrape_server("127.0.0.1", 0)
+    port = server.server_port
+    before = threading.active_count()
+    idle = []
+    try:
+        for _ in range(60):  # connect, send half a request, say nothing more
+            sock = socket.create_connection(("127.0.0.1", port), timeout=5)
+            sock.sendall(b"GET /metrics HTTP/1.1\r\n")
+            idle.append(sock)
+        deadline = time.monotonic() + 5
+        while threading.active_count() - before < SCRAPE_MAX_CONNECTIONS and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling the thread count, not timing the server
+        assert threading.active_count() - before <= SCRAPE_MAX_CONNECTIONS
+        # the silent clients time out; a real scrape is then served
+        deadline = time.monotonic() + SCRAPE_TIMEOUT_S * 3
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as reply:
+                    assert reply.status == 200
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "no scrape served after the idle clients timed out"
+                time.sleep(0.05)  # polling until a slot is free
+    finally:
+        for sock in idle:
+            sock.close()
+        server.shutdown()
+        server.server_close()

@@ -123,6 +123,50 @@ def _otlp_reader(environ: dict[str, str] | os._Environ[str]) -> MetricReader | N
     return PeriodicExportingMetricReader(exporter)
 
 
+#: The scrape endpoint serves at most this many connections at once (each on its own thread; more
+#: are closed at once), and gives a client this long to send its request and read the reply.
+SCRAPE_MAX_CONNECTIONS = 8
+SCRAPE_TIMEOUT_S = 5.0
+
+
+def _scrape_server(host: str, port: int) -> Any:
+    """prometheus_client's WSGI app on a server whose threads and waits are bounded (its own
+    ``start_http_server`` spends a thread per connection with no timeout: 500 half-sent requests
+    held 510 threads)."""
+    import socket
+    from socketserver import ThreadingMixIn
+    from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+    from prometheus_client import make_wsgi_app
+
+    class Handler(WSGIRequestHandler):
+        timeout = SCRAPE_TIMEOUT_S  # socket timeout: a slow or silent client is dropped
+
+        def log_message(self, format: str, *args: Any) -> None:
+            """Scrapes are not logged."""
+
+    class Server(ThreadingMixIn, WSGIServer):
+        daemon_threads = True
+        address_family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        slots = threading.BoundedSemaphore(SCRAPE_MAX_CONNECTIONS)
+
+        def process_request(self, request: Any, client_address: Any) -> None:
+            if not self.slots.acquire(blocking=False):
+                self.shutdown_request(request)  # over the limit: closed, no thread
+                return
+            super().process_request(request, client_address)
+
+        def process_request_thread(self, request: Any, client_address: Any) -> None:
+            try:
+                super().process_request_thread(request, client_address)
+            finally:
+                self.slots.release()
+
+    server = make_server(host, port, make_wsgi_app(), Server, handler_class=Handler)
+    threading.Thread(target=server.serve_forever, name="metrics-scrape", daemon=True).start()
+    return server
+
+
 def setup_metrics(service_name: str, *, port: int | None, host: str = "127.0.0.1") -> int | None:
     """Start exporting: a Prometheus endpoint on ``host:port`` when ``port`` is not None (0: a
     free port), OTLP when the environment asks for it. Once per process; a later call keeps the
@@ -137,10 +181,9 @@ def setup_metrics(service_name: str, *, port: int | None, host: str = "127.0.0.1
             readers.append(otlp)
         if port is not None:
             from opentelemetry.exporter.prometheus import PrometheusMetricReader
-            from prometheus_client import start_http_server
 
             readers.append(PrometheusMetricReader())
-            _http_server, _ = start_http_server(port, addr=host)
+            _http_server = _scrape_server(host, port)
             _endpoint_port = int(_http_server.server_port)
         if not readers:
             return None

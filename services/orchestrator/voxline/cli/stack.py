@@ -95,6 +95,10 @@ class StackConfig:
     replicas: Mapping[str, int] = field(default_factory=dict)
     #: Restart a service that exits while the stack runs (None: ``wait`` returns its failure).
     restart: RestartPolicy | None = field(default_factory=RestartPolicy)
+    #: Prometheus endpoints: each stage's metrics port (0: a free one; replicas always take free
+    #: ones); None: no endpoint. Passed as ``--metrics-port``, which wins over an inherited
+    #: VOXLINE_METRICS_PORT (one port for every service would make all but one fail to start).
+    metrics_ports: Mapping[str, int] | None = None
 
     def instances(self, stage: str) -> list[str]:
         """The process names of ``stage``: ``stt``, then ``stt-2``, ``stt-3``... for replicas."""
@@ -142,6 +146,13 @@ class Stack:
         """What the orchestrator dials for ``stage``: one address, or its replicas' as a list."""
         return ",".join(self.address(name) for name in self.config.instances(stage))
 
+    def metrics_endpoints(self) -> dict[str, str]:
+        """Every process's Prometheus scrape URL (those that serve one), stage by stage."""
+        host = self.config.host if self.config.host not in ("0.0.0.0", "::", "") else "127.0.0.1"
+        return {name: f"http://{host}:{port}/metrics"
+                for stage in STAGES for name in self.config.instances(stage)
+                if name in self.services and (port := self.services[name].metrics_port) is not None}
+
     def endpoints(self) -> dict[str, str]:
         """Every process's address, replicas included (``stt``, ``stt-2``, ...), stage by stage."""
         return {name: self.address(name) for stage in STAGES for name in self.config.instances(stage)
@@ -161,7 +172,10 @@ class Stack:
         # preexec_fn: Python code between fork and exec in a process running gRPC threads made
         # children abort in gRPC's poller ("epoll_wait error: Bad file descriptor").
         env = {"VOXLINE_PARENT_PID": str(os.getpid()), **cfg.env, **cfg.stage_env.get(stage, {})}
-        argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(port),
+        metrics: list[str] = []
+        if cfg.metrics_ports is not None:
+            metrics = ["--metrics-port", str(cfg.metrics_ports.get(stage, 0) if name == stage else 0)]
+        argv = [*cfg.command(stage), "--host", cfg.host, "--port", str(port), *metrics,
                 *extra_args, *cfg.stage_args.get(stage, ())]
         self.services[name] = ServiceProcess(name, argv, env, log_path=cfg.log_dir / f"{name}.log",
                                              append_log=restart)

@@ -9,7 +9,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
 from typing import TextIO
@@ -66,6 +66,7 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
                              "balances calls over them (round_robin) and retries a call that failed "
                              "before any output on another one (default: one of each)")
     if ports:
+        add_metrics_options(parser)
         viewer = parser.add_argument_group("trace viewer (Arize Phoenix, no Docker)")
         viewer.add_argument("--viewer", action="store_true",
                             help="start Arize Phoenix too and send every service's traces to it "
@@ -77,6 +78,18 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
                             help="Phoenix OTLP/gRPC port the services export to (default: %(default)s)")
         viewer.add_argument("--viewer-dir", type=Path, default=DEFAULT_VIEWER_DIR,
                             help="Phoenix's data, kept across restarts (default: %(default)s)")
+
+
+def add_metrics_options(parser: argparse.ArgumentParser) -> None:
+    """``voxline up``'s Prometheus options."""
+    metrics = parser.add_argument_group("metrics (Prometheus scrape endpoints)")
+    metrics.add_argument("--metrics", action="store_true",
+                         help="every service serves Prometheus metrics on a free port; the URLs are "
+                              "printed once the stack is up")
+    metrics.add_argument("--metrics-base-port", type=int, default=None, metavar="N",
+                         help="metrics on fixed ports: orchestrator N, stt N+1, llm N+2, tts N+3 "
+                              "(replicas: free ports). VOXLINE_METRICS_PORT in the environment of "
+                              "`voxline up` counts as this option (each service needs its own port)")
 
 
 def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
@@ -139,7 +152,25 @@ def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: 
             stage_args.setdefault(stage, []).extend([flag, value])
     return StackConfig(log_dir=ns.log_dir.resolve(), ports=ports, host=host, env=env,
                        stage_args=stage_args, start_timeout_s=ns.start_timeout,
-                       replicas=getattr(ns, "replicas", {}))
+                       replicas=getattr(ns, "replicas", {}), metrics_ports=metrics_ports_from_args(ns))
+
+
+def metrics_ports_from_args(ns: argparse.Namespace,
+                            environ: Mapping[str, str] | None = None) -> dict[str, int] | None:
+    """Each stage's metrics port from --metrics / --metrics-base-port / VOXLINE_METRICS_PORT (the
+    base of four ports: a service's own variable would give all four the same one); None: off."""
+    base = getattr(ns, "metrics_base_port", None)
+    inherited = (os.environ if environ is None else environ).get("VOXLINE_METRICS_PORT", "").strip()
+    if base is None and inherited:
+        if not inherited.isdigit():
+            raise StackError(f"VOXLINE_METRICS_PORT must be a port number, got {inherited!r}")
+        base = int(inherited)
+    if base is None:
+        return {stage: 0 for stage in STAGES} if getattr(ns, "metrics", False) else None
+    offsets = {"orchestrator": 0, "stt": 1, "llm": 2, "tts": 3}
+    if base and not 1 <= base <= 65535 - 3:
+        raise StackError(f"metrics base port out of range: {base}")
+    return {stage: base + offsets[stage] if base else 0 for stage in STAGES}
 
 
 def print_failure(failure: ServiceFailed, out: TextIO) -> None:
@@ -216,10 +247,11 @@ def run_up(ns: argparse.Namespace) -> int:
     out, err = sys.stdout, sys.stderr
     try:
         ports = ports_from_args(ns)
+        metrics_ports = metrics_ports_from_args(ns)
     except StackError as exc:
         err.write(f"voxline up: {exc}\n")
         return 2
-    busy = busy_ports(ns.host, ports)
+    busy = busy_ports(ns.host, {**ports, **{f"{s} metrics": p for s, p in (metrics_ports or {}).items()}})
     if busy:
         # Say so before starting anything, rather than let one service die and stop the others.
         stage, port = busy[0]
@@ -265,6 +297,8 @@ def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | Non
                   f"--address {stack.address('orchestrator')}\n")
         if viewer is not None:
             out.write(f"traces:       {viewer.url} (Arize Phoenix; one trace per turn)\n")
+        for name, url in stack.metrics_endpoints().items():
+            out.write(f"metrics:      {name:<13} {url}\n")
         out.write(f"stop:         Ctrl-C or kill -TERM {os.getpid()}\n")
         out.flush()
         def say(line: str) -> None:
