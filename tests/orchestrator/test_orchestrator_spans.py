@@ -8,7 +8,7 @@ import grpc
 import pytest
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 from orchestrator_harness import PCM16K, Turn, converse, read_turn, read_until, settings
 
 from voxline.testing.fake_servers import FakeStack, tone_pcm
@@ -35,6 +35,9 @@ async def test_turn_spans_form_one_trace(channel: grpc.aio.Channel, fakes: FakeS
 
     (root,) = by_name["voxline.turn"]
     assert root.parent is None and root.kind == SpanKind.INTERNAL
+    # a completed turn and each of its stages are OK (viewers show Unset as "no verdict")
+    for name in ("voxline.turn", "stt", "llm", "tts"):
+        assert {s.status.status_code for s in by_name[name]} == {StatusCode.OK}, name
     # The conversation is no trace of its own: its turns share a session id instead.
     assert not [s for s in spans.get_finished_spans() if s.name.endswith("/Converse")]
     (second_root,) = [s for s in spans.get_finished_spans() if s.name == "voxline.turn"
@@ -122,6 +125,8 @@ async def test_failed_and_interrupted_turns_are_marked(channel: grpc.aio.Channel
     assert root_of(failed).attributes["voxline.turn.status"] == "failed"
     assert root_of(failed).status.description == (
         "UNAVAILABLE: llm stage unavailable: overloaded")
+    assert root_of(failed).status.status_code == StatusCode.ERROR
+    assert root_of(interrupted).status.status_code == StatusCode.OK  # the user cut it: no error
 
 
 async def test_transcript_and_reply_text_are_recorded_when_asked_for(

@@ -214,6 +214,7 @@ class TurnRunner:
                 span.set_attribute("voxline.audio_seconds", result.audio_seconds)
                 if self._capture:
                     span.set_attributes(turn_spans.text_io(output_text=result.text))
+                span.set_status(Status(StatusCode.OK))
             heard.stt_ms = _ms(time.perf_counter() - turn.ended_at)
             heard.text, language = result.text, result.language
         else:
@@ -298,6 +299,7 @@ class TurnRunner:
                     handed = True
                     span.add_event(turn_events.FIRST_CLAUSE_TO_TTS, {"voxline.chars": len(sentence)})
                 await sentences.put(sentence)
+            span.set_status(Status(StatusCode.OK))
         await sentences.put(None)
 
     async def _speak_now(self, turn: TurnInput, item: SpeakNow, chunker: SentenceChunker,
@@ -343,6 +345,7 @@ class TurnRunner:
                         if self._room is not None:
                             await self._room()
                 speech.total_ms = round(speech.total_ms + _ms(time.perf_counter() - started), 3)
+                span.set_status(Status(StatusCode.OK))
 
     def _announce_format(self, turn: TurnInput, index: int, fmt: PcmFormat, speech: _Speech) -> None:
         if speech.format is None:
@@ -388,8 +391,9 @@ class TurnRunner:
             "voxline.tool.calls": m.tool_calls,
             "voxline.tool.ms": m.tool_ms,
         })
-        if m.status == FAILED:
-            span.set_status(Status(StatusCode.ERROR, m.error))
+        # OK for a turn that completed or was cut by the user (not an error); ERROR with its reason
+        # for a failed one (the gRPC spans follow OpenTelemetry's RPC conventions: Unset unless failed)
+        span.set_status(Status(StatusCode.ERROR, m.error) if m.status == FAILED else Status(StatusCode.OK))
         span.end()
         # An interrupted reply stays in the history as far as it got: the user heard (some of) it.
         kept = reply.text if said is None or m.status != INTERRUPTED else said
