@@ -78,6 +78,7 @@ class Caller:
             if message.type == aiohttp.WSMsgType.TEXT:
                 self.received.append(json.loads(message.data))
                 self.arrived.set()
+        self.arrived.set()  # closed
 
     async def until(self, predicate: Any, within_s: float) -> None:
         async with asyncio.timeout(within_s):

@@ -52,8 +52,14 @@ async def serve(config: EdgeConfig) -> None:
         await runner.cleanup()
         raise ConfigError(f"cannot listen on {config.host}:{config.port}: {exc.strerror or exc}") from exc
     port = int(runner.addresses[0][1])
+    metrics_port = port
+    if config.metrics_port is not None:
+        from prometheus_client import start_http_server
+
+        scrape, _ = start_http_server(config.metrics_port, addr=config.host, registry=edge.metrics.registry)
+        metrics_port = int(scrape.server_port)
     if config.metrics_port_file:  # first: a supervisor reads it once the port file exists
-        write_port_file(config.metrics_port_file, port)
+        write_port_file(config.metrics_port_file, metrics_port)
     if config.port_file:
         write_port_file(config.port_file, port)
     host = "127.0.0.1" if config.host in ("0.0.0.0", "", "::") else config.host

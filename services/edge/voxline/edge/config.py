@@ -19,6 +19,10 @@ DEFAULT_PORT = 8780
 DEFAULT_ORCHESTRATOR = "127.0.0.1:50050"
 
 
+def _optional_port(text: str) -> int | None:
+    return int(text) if text.strip() else None
+
+
 def _names(text: str) -> tuple[str, ...]:
     return tuple(part.strip() for part in text.split(",") if part.strip())
 
@@ -34,6 +38,8 @@ class EdgeConfig:
     #: Once bound, the port is written here too: the edge's metrics are at /metrics on its own port
     #: (the flag lets a supervisor that passes it to every service start the edge alike).
     metrics_port_file: str = ""
+    #: A Prometheus endpoint of its own on this port too (0: a free one; None: only /metrics).
+    metrics_port: int | None = None
     log_level: str = "INFO"
     log_format: str = "text"
     #: PEM certificate chain and key: serve HTTPS / WSS (a browser needs it off localhost).
@@ -72,6 +78,8 @@ class EdgeConfig:
     def __post_init__(self) -> None:
         if not 0 <= self.port <= 65535:
             raise ConfigError(f"--port must be 0..65535, got {self.port}")
+        if self.metrics_port is not None and not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"--metrics-port must be 0..65535, got {self.metrics_port}")
         if bool(self.tls_cert) != bool(self.tls_key):
             raise ConfigError("--tls-cert and --tls-key go together: give both or neither")
         if self.max_peers < 1:
@@ -136,8 +144,11 @@ def build_parser() -> argparse.ArgumentParser:
                 "/metrics; 0 picks a free port and logs it")
     option(server, "--port-file", env=p + "PORT_FILE", default="",
            help="once bound, write the port number to this file (for supervisors using port 0)")
+    option(server, "--metrics-port", env="VOXLINE_METRICS_PORT", default=None, type=_optional_port,
+           help="also serve Prometheus metrics on this port (0: a free port; empty: only /metrics on "
+                "the HTTP port)")
     option(server, "--metrics-port-file", env=p + "METRICS_PORT_FILE", default="",
-           help="once bound, write the port of /metrics (the HTTP port) to this file")
+           help="once bound, write the metrics port (--metrics-port, else the HTTP port) to this file")
     option(server, "--log-level", env="VOXLINE_LOG_LEVEL", default="INFO",
            choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="log level")
     option(server, "--log-format", env="VOXLINE_LOG_FORMAT", default="text",
@@ -195,6 +206,7 @@ def parse(argv: Sequence[str] | None = None) -> EdgeConfig:
     ns = build_parser().parse_args(argv)
     return EdgeConfig(
         host=ns.host, port=ns.port, port_file=ns.port_file, metrics_port_file=ns.metrics_port_file,
+        metrics_port=ns.metrics_port,
         log_level=ns.log_level, log_format=ns.log_format, tls_cert=ns.tls_cert, tls_key=ns.tls_key,
         auth_token_file=ns.auth_token_file, orchestrator=ns.orchestrator,
         orchestrator_ca=ns.orchestrator_ca, orchestrator_token_file=ns.orchestrator_token_file,
