@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from bench.reliability import bombs, faults, load, procs
+from bench.reliability import bombs, faults, live_stt, load, procs
 from bench.reliability.converse import COMPLETED, Session, pcm_config
 from bench.reliability.fuzz import Rpc, _wav, fuzz_rpc
 from bench.reliability.matrix import Matrix, Row
@@ -235,6 +235,9 @@ async def run_suite(sizes: Sizes, log_dir: Path, echo: Echo = print, seed: int =
                     await bombs.run_bombs(matrix, stt.address, stt.proc.pid,
                                           bombs.stt_bombs(sizes.flac_minutes), good_stt,
                                           sizes.bomb_repeats)
+                    if stt.log_path is not None:  # the live path (issue 20): Listen attacks
+                        await live_stt.run_live_path(matrix, stt.address, stt.proc.pid, stt.log_path,
+                                                     small=True, echo=echo)
                 tts_bombs = [b for b in bombs.tts_bombs() if sizes.piper or "piper" not in b.name]
                 await bombs.run_bombs(matrix, tts.address, tts.proc.pid, tts_bombs, good_tts,
                                       sizes.bomb_repeats)

@@ -210,7 +210,7 @@ async def listen_stream(
             return
         data = clip(endpointer.turn_start_s, job.audio_end_s)
         work = engine.transcribe_if_idle(data, options) if idle_only else engine.transcribe(data, options)
-        jobs[passes.submit(work, job.epoch)] = job
+        jobs[passes.submit(work, job.epoch, interim=idle_only)] = job
 
     def start_pause_job(event: PauseDetected) -> None:
         nonlocal deferred
@@ -337,8 +337,7 @@ async def listen_stream(
     def continue_interims() -> None:
         nonlocal last_interim_s
         if (interim_interval_s > 0 and endpointer.speaking
-                and received_s - last_interim_s >= interim_interval_s
-                and not any(j.kind == "interim" for j in jobs.values())):
+                and received_s - last_interim_s >= interim_interval_s and not passes.live):
             last_interim_s = received_s
             start_job(_Job("interim", endpointer.turn, endpointer.epoch, received_s), idle_only=True)
 

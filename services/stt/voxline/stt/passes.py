@@ -7,7 +7,9 @@ stream has at most one pass waiting for or holding a worker:
 - a new pass supersedes the stream's older one: cancelled, it leaves the queue at once if it has not
   started, and a running one stops at its next segment (``WhisperTranscriber``);
 - when speech resumes (a new epoch), the pass for the older epoch is stale and goes the same way,
-  before it ever starts when it was still queued.
+  before it ever starts when it was still queued (an interim of the turn so far stays: speech
+  going on is what it is for);
+- an interim never supersedes: it starts only when the stream has no pass live.
 
 So end-of-turn spam, or a flood of pauses, queues one pass per stream, never one per request, and a
 stream that ends leaves no work behind it.
@@ -33,21 +35,30 @@ class StreamPasses:
     def __init__(self, budget: float = 1.0, burst_s: float = 10.0) -> None:
         self._budget, self._burst_s = budget, burst_s
         self._tokens = burst_s  # seconds of recognition the stream may still spend
-        self._current: tuple[asyncio.Task[Any], int] | None = None  # (pass, its epoch)
+        # (pass, its epoch, does resumed speech make it stale)
+        self._current: tuple[asyncio.Task[Any], int, bool] | None = None
         #: Passes started, superseded or dropped as stale, and optional ones refused (budget spent).
         self.started = self.superseded = self.refused = 0
 
-    def submit(self, work: Coroutine[Any, Any, T], epoch: int) -> asyncio.Task[T]:
-        """Start a pass for ``epoch``; the stream's previous one, if still live, is cancelled."""
+    @property
+    def live(self) -> bool:
+        """A pass of the stream waits for or holds a worker."""
+        return self._current is not None and not self._current[0].done()
+
+    def submit(self, work: Coroutine[Any, Any, T], epoch: int, *, interim: bool = False
+               ) -> asyncio.Task[T]:
+        """Start a pass for ``epoch``; the stream's previous one, if still live, is cancelled.
+        ``interim``: a transcript of the turn so far, which speech going on does not make stale
+        (the caller starts one only when no pass is ``live``)."""
         self._cancel_current()
         task: asyncio.Task[T] = asyncio.ensure_future(work)
-        self._current = (task, epoch)
+        self._current = (task, epoch, not interim)
         self.started += 1
         return task
 
     def drop_stale(self, epoch: int) -> None:
         """Speech resumed (``epoch`` is the current one): a pass for an older epoch is not wanted."""
-        if self._current is not None and self._current[1] < epoch:
+        if self._current is not None and self._current[2] and self._current[1] < epoch:
             self._cancel_current()
 
     def _cancel_current(self) -> None:
