@@ -90,7 +90,8 @@ def test_every_overlay_renders_the_four_services() -> None:
     assert {"cpu", "gpu", "keda"} <= set(OVERLAYS)
     for overlay in OVERLAYS:
         deployments = of_kind(render(overlay), "Deployment")
-        assert set(deployments) == {f"voxline-{s}" for s in SERVICES}, overlay
+        # and the edge (HTTP, not gRPC: tests/edge/test_deploy.py checks it)
+        assert set(deployments) == {f"voxline-{s}" for s in SERVICES} | {"voxline-edge"}, overlay
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
