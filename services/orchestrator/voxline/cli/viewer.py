@@ -1,6 +1,6 @@
 """A local trace viewer for ``voxline up --viewer``: Arize Phoenix, started as a child process.
 
-Phoenix installs from PyPI (``pip install -c constraints.txt "./services/orchestrator[viewer]"``),
+Phoenix installs from PyPI (``make viewer``: the orchestrator's ``viewer`` extra, editable),
 needs no Docker, receives OTLP on a gRPC port and shows each turn as one trace with its span kinds,
 events and, when content capture is on, the transcript and reply. It is found in this Python
 environment (``python -m phoenix.server.main``) or as a ``phoenix`` command on PATH (an install in
@@ -21,7 +21,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-INSTALL_HINT = ('pip install -c constraints.txt "./services/orchestrator[viewer]" (Arize Phoenix), '
+INSTALL_HINT = ('`make viewer` in the checkout (Arize Phoenix into .venv, keeping the services editable; '
+                'elsewhere: pip install -c constraints.txt -e "./services/orchestrator[viewer]"), '
                 "or put a `phoenix` command on PATH")
 CAPTURE_CONTENT_ENV = "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"
 
@@ -44,6 +45,14 @@ def phoenix_command() -> list[str]:
     if found is not None:
         return [found, "serve"]
     raise ViewerError(f"--viewer needs Arize Phoenix: {INSTALL_HINT}")
+
+
+#: Phoenix echoes every SQL statement of its migrations (4,600 log lines at each start) and, on a
+#: closed network, logs tracebacks of the downloads it tries on its own (a WASM sandbox, a docs
+#: server, telemetry); a local viewer needs none of them. The user's own PHOENIX_* settings win.
+QUIET_ENV = {"PHOENIX_LOG_MIGRATIONS": "false", "PHOENIX_DB_LOGGING_LEVEL": "warning",
+             "PHOENIX_LOGGING_LEVEL": "warning", "PYTHONWARNINGS": "ignore",
+             "PHOENIX_ALLOW_EXTERNAL_RESOURCES": "false", "PHOENIX_TELEMETRY_ENABLED": "false"}
 
 
 def stack_env(otlp_port: int, environ: Mapping[str, str] | None = None) -> dict[str, str]:
@@ -94,7 +103,7 @@ class Viewer:
                                   "choose others with --viewer-port / --viewer-otlp-port")
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "PHOENIX_HOST": "127.0.0.1", "PHOENIX_PORT": str(self.ui_port),
+        env = {**QUIET_ENV, **os.environ, "PHOENIX_HOST": "127.0.0.1", "PHOENIX_PORT": str(self.ui_port),
                "PHOENIX_GRPC_PORT": str(self.otlp_port), "PHOENIX_WORKING_DIR": str(self.data_dir)}
         with open(self.log_path, "ab") as log:
             self.process = subprocess.Popen(
