@@ -16,11 +16,14 @@ WORKDIR /opt/voxline
 COPY constraints.txt ./
 COPY services/common/ common/
 COPY services/tts/ tts/
+# torch's C++ headers and test binaries (~150 MB) only serve building extensions and testing torch.
 RUN --mount=type=bind,from=wheelhouse,source=/wheels,target=/wheels \
     python -m venv /opt/venv \
  && if [ -n "$TORCH_INDEX_URL" ]; then \
       /opt/venv/bin/pip install --no-deps --index-url "$TORCH_INDEX_URL" torch==2.13.0; fi \
- && /opt/venv/bin/pip install --no-index --find-links /wheels -c constraints.txt ./common ./tts
+ && /opt/venv/bin/pip install --no-index --find-links /wheels -c constraints.txt ./common ./tts \
+ && cd /opt/venv/lib/python3.11/site-packages/torch \
+ && rm -rf include test && find bin -type f ! -name torch_shm_manager -delete
 
 FROM ${BASE_IMAGE}
 ENV PYTHONDONTWRITEBYTECODE=1 \
