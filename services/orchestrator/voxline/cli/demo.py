@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import shutil
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -186,8 +187,24 @@ def run_demo(ns: argparse.Namespace) -> int:
     if ns.turns < 1 or ns.stage_deadline <= 0:
         err.write("voxline demo: --turns must be >= 1 and --stage-deadline > 0\n")
         return 2
-    if ns.log_dir is None:
+    temporary = ns.log_dir is None
+    if temporary:
         ns.log_dir = Path(tempfile.mkdtemp(prefix="voxline-demo-"))
+    try:
+        code = _run_demo(ns, out, err)
+    except BaseException:
+        code = 1
+        raise
+    finally:
+        if temporary:  # its logs are kept only when something failed, to be read
+            if code == 0:
+                shutil.rmtree(ns.log_dir, ignore_errors=True)
+            else:
+                err.write(f"voxline demo: the services' logs are kept in {ns.log_dir}\n")
+    return code
+
+
+def _run_demo(ns: argparse.Namespace, out: TextIO, err: TextIO) -> int:
     deadline = str(ns.stage_deadline)
     relaxed = {"orchestrator": ["--stt-deadline", deadline, "--llm-first-token-deadline", deadline,
                                 "--llm-deadline", deadline, "--tts-deadline", deadline]}
