@@ -55,6 +55,13 @@ async def slow_search(query: str, seconds: float = 30.0) -> str:
 
 
 @server.tool()
+def crash() -> str:
+    """Kills the server process (a server that dies mid-call)."""
+    _event("crash")
+    os._exit(3)
+
+
+@server.tool()
 def broken() -> str:
     """Always fails."""
     _event("call broken")
@@ -74,6 +81,7 @@ async def _serve_http() -> None:
 
 
 def main() -> None:
+    _event("boot")
     parser = argparse.ArgumentParser()
     parser.add_argument("--http", action="store_true")
     if parser.parse_args().http:

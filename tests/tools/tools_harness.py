@@ -70,6 +70,11 @@ def events_of(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+def calls_in(path: Path) -> list[str]:
+    """The server's events without its "boot" lines."""
+    return [line for line in events_of(path) if line != "boot"]
+
+
 async def wait_for_event(path: Path, line: str, within_s: float = 10.0) -> list[str]:
     """The server's events once ``line`` is among them (a bounded poll of another process's
     file: the MCP server is a separate process with no other way to tell us)."""

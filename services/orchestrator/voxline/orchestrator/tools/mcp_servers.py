@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -91,6 +92,7 @@ class McpServer:
         self.ready = asyncio.Event()
         #: Connections made (1 at start; more after restarts).
         self.connections = 0
+        self._connected = asyncio.Event()  # replaced after each connection (see wait_connections)
 
     def _target(self) -> Any:
         from mcp.client.stdio import StdioServerParameters
@@ -144,6 +146,8 @@ class McpServer:
                     self._client = client
                     self.connections += 1
                     self.ready.set()
+                    self._connected.set()
+                    self._connected = asyncio.Event()
                     backoff = BACKOFF_FIRST_S
                     await self._watch(client, stop)
             except Exception as exc:  # the server died, refused, or hung: restart it
@@ -160,9 +164,16 @@ class McpServer:
                     await stop.wait()
             backoff = min(backoff * 2.0, BACKOFF_MAX_S)
 
+    async def wait_connections(self, count: int) -> None:
+        """Until this server has been connected ``count`` times (restarts included)."""
+        while self.connections < count:
+            await self._connected.wait()
+
     async def _watch(self, client: Any, stop: asyncio.Event) -> None:
         """Until ``stop``: refresh the tools when told to, and ping when idle (raises when the
         server is gone)."""
+        from mcp.shared.exceptions import MCPDeprecationWarning
+
         while not stop.is_set():
             stopping = asyncio.ensure_future(stop.wait())
             refreshing = asyncio.ensure_future(self._refresh.wait())
@@ -179,8 +190,12 @@ class McpServer:
                 self._refresh.clear()
                 await self._list(client)
                 continue
-            async with asyncio.timeout(CONTROL_TIMEOUT_S):
-                await client.send_ping()
+            with warnings.catch_warnings():
+                # ping is "removed as of 2026-07-28": these connections use the handshake-era
+                # protocol (mode="legacy"), where it is the liveness check
+                warnings.simplefilter("ignore", MCPDeprecationWarning)
+                async with asyncio.timeout(CONTROL_TIMEOUT_S):
+                    await client.send_ping()
 
     async def call(self, name: str, arguments: dict[str, Any], timeout_s: float) -> ToolOutcome:
         client = self._client

@@ -204,7 +204,11 @@ class Toolbox:
         timeout_s = (self.settings.client_tool_timeout_s if source.kind == "client"
                      else self.settings.tool_timeout_s)
         try:
-            return await source.call(call, arguments, context, timeout_s)
+            outcome = await source.call(call, arguments, context, timeout_s)
+            if outcome.is_error and not outcome.content.lower().startswith("error"):
+                # the model must not mistake a failure for data
+                outcome = ToolOutcome(f"error: {outcome.content}", is_error=True)
+            return outcome
         except TimeoutError:
             return ToolOutcome(f"error: {call.name} did not answer within {timeout_s:g} s; the "
                                "call was cancelled", is_error=True)
