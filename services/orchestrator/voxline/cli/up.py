@@ -54,6 +54,9 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
     parser.add_argument("--llm-providers", default="",
                         help="LLM provider order, e.g. groq,cerebras,local (keys come from GROQ_API_KEY, "
                              "CEREBRAS_API_KEY; default: the gateway's own chain)")
+    parser.add_argument("--mcp-config", type=Path, default=None, metavar="FILE",
+                        help="MCP servers for the assistant's tools, in the standard mcpServers JSON "
+                             "(e.g. examples/mcp.json); passed to the orchestrator's --mcp-config")
     parser.add_argument("--voice", default="", help="TTS default voice, e.g. espeak:en, piper:joe")
     parser.add_argument("--language", default="", help="speech language, e.g. en, fr (default: detect)")
     parser.add_argument("--span-file", type=Path, default=None,
@@ -150,6 +153,8 @@ def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: 
                                  (ns.llm_providers, PROVIDERS_FLAG)):
         if value:
             stage_args.setdefault(stage, []).extend([flag, value])
+    if getattr(ns, "mcp_config", None) is not None:
+        stage_args.setdefault("orchestrator", []).extend(["--mcp-config", str(ns.mcp_config.resolve())])
     return StackConfig(log_dir=ns.log_dir.resolve(), ports=ports, host=host, env=env,
                        stage_args=stage_args, start_timeout_s=ns.start_timeout,
                        replicas=getattr(ns, "replicas", {}), metrics_ports=metrics_ports_from_args(ns))
