@@ -25,6 +25,7 @@ from voxline.orchestrator.domain import (
     SpeechPause,
     SpeechStart,
     StageError,
+    ToolCallDelta,
     Transcription,
     TurnDetection,
     TurnEnd,
@@ -102,7 +103,7 @@ class InMemoryStages:
         return Transcription(self.transcript, language or "en", len(audio) / 32000.0, 0.0)
 
     async def generate(self, messages: Sequence[ChatMessage], options: GenerateOptions
-                       ) -> AsyncGenerator[str | LlmSummary, None]:
+                       ) -> AsyncGenerator[str | ToolCallDelta | LlmSummary, None]:
         self._enter(self.llm)
         self.requests.append((list(messages), options))
         deltas, gate, gate_after = list(self.deltas), self.llm.gate, self.gate_after
