@@ -13,7 +13,8 @@ from the oldest entry kept), and no longer:
 Two bounds, in bytes (each entry also costs ``ENTRY_OVERHEAD``: 5,000 three-byte chunks cost what
 they cost, not 15 KB):
 
-- the *backlog* (not yet read by STT): beyond ``BACKLOG_SECONDS`` of the stream's format, ``put``
+- the *backlog* (not yet read by STT): beyond ``BACKLOG_SECONDS`` of the stream's format (and half
+  the turn limit), ``put``
   waits, which pushes back on the client's stream; long enough to ride out a stage restart
   (``--stage-retry-wait-s``) without pushing back on a real-time client. A backlog that nothing
   takes for ``stall_s`` ends the stream (DEADLINE_EXCEEDED naming STT), and a reader that stopped
@@ -72,7 +73,9 @@ class InputLog:
         self._bps = max(bytes_per_second, 1)
         #: The most the log holds (audio and overhead), bytes.
         self.max_bytes = max(1, min(max_bytes, int(REPLAY_SECONDS * self._bps)))
-        self._backlog_max = int(BACKLOG_SECONDS * self._bps)
+        # both under the turn limit: idle audio, or a backlog STT has not taken, is not a long turn
+        self._backlog_max = min(int(BACKLOG_SECONDS * self._bps), self.max_bytes // 2)
+        self._idle_keep = min(int(IDLE_KEEP_SECONDS * self._bps), self.max_bytes // 4)
         self._stall_s = stall_s
         self._entries: collections.deque[Entry] = collections.deque()
         #: Bytes the entries kept cost (audio and overhead).
@@ -178,7 +181,7 @@ class InputLog:
     def _append(self, item: object, size: int, arrived: float, *, check: bool = True) -> None:
         cost = size + ENTRY_OVERHEAD
         if not self.holding:
-            self._forget_read_before(self._read_offset() - int(IDLE_KEEP_SECONDS * self._bps))
+            self._forget_read_before(self._read_offset() - self._idle_keep)
         if check and self.held_bytes + cost > self.max_bytes:
             raise LimitExceeded(f"the turn is over {self.max_bytes} bytes of audio (the limit); "
                                 "pause sooner")

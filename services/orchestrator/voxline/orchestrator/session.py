@@ -68,6 +68,7 @@ class ConverseSession:
         self._reader: asyncio.Task[None] | None = None
         self._error: ClientNotReading | None = None
         self._listen_error: BaseException | None = None
+        self._finishing = False
         self._draining = False
         self._settings: SessionSettings | None = None
         self._runner: TurnRunner | None = None
@@ -110,14 +111,17 @@ class ConverseSession:
             if self._turn_task is not None:  # half-close: let the last reply finish
                 await asyncio.wait([self._turn_task])
         finally:
-            if self._listener is not None:
-                self._listener.cancel()
-                await asyncio.wait([self._listener])
-            await self._cancel_turn()
-            if self._taker is not None:
-                self._taker.release()
-            self._audio = bytearray()
-            self._out.put_nowait(_END)
+            self._finishing = True  # no more cancelling the reader: it is cleaning up
+            try:
+                if self._listener is not None:
+                    self._listener.cancel()
+                    await asyncio.wait([self._listener])
+                await self._cancel_turn()
+            finally:
+                if self._taker is not None:
+                    self._taker.release()
+                self._audio = bytearray()
+                self._out.put_nowait(_END)
 
     async def _handle(self, request: Request) -> None:
         if isinstance(request, ConfigRequest):
@@ -190,7 +194,7 @@ class ConverseSession:
         if task.cancelled() or task.exception() is None:
             return
         self._listen_error = task.exception()
-        if self._reader is not None:
+        if self._reader is not None and not self._finishing:
             self._reader.cancel()
 
     def _check_listener(self) -> None:
@@ -243,7 +247,7 @@ class ConverseSession:
             await self._out.room()
         except ClientNotReading as exc:
             self._error = exc
-            if self._reader is not None:
+            if self._reader is not None and not self._finishing:
                 self._reader.cancel()  # no new turn for a client that does not read
             raise
 
@@ -254,7 +258,7 @@ class ConverseSession:
 
     def _end_if_drained(self) -> None:
         running = self._turn_task is not None and not self._turn_task.done()
-        if self._draining and not running and self._reader is not None:
+        if self._draining and not running and self._reader is not None and not self._finishing:
             self._reader.cancel()
 
     async def _cancel_turn(self) -> None:

@@ -57,7 +57,8 @@ from voxline.orchestrator.turn import TurnInput
 
 log = logging.getLogger(__name__)
 
-#: Failures of a Listen stream that reopen it; more in a row (no event in between) end the session.
+#: Failures of a Listen stream that reopen it; more in a row (no turn ended in between: a replay
+#: that fails again after the same speech counts too) end the session.
 LISTEN_REOPENS = 2
 #: Listen failures after which the stream is reopened on another replica: the replica went away.
 #: (A client-streaming call whose server dies mid-write often reports INTERNAL "Internal error
@@ -165,12 +166,12 @@ class TurnTaker:
         failures = 0
         try:
             while True:
-                heard = [False]
+                ended = [False]  # a turn ended on this stream: the failures before it are forgiven
                 try:
-                    await self._listen(heard)
+                    await self._listen(ended)
                     return
                 except StageError as exc:
-                    failures = 1 if heard[0] else failures + 1
+                    failures = 1 if ended[0] else failures + 1
                     if exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS:
                         raise
                     log.warning("speech recogniser stream failed; reopening it and replaying the turn",
@@ -196,14 +197,13 @@ class TurnTaker:
         self._reuse_number = self._number > 0 and not audible and not self._turn_closed
         self._stt_turn = -1
 
-    async def _listen(self, heard: list[bool]) -> None:
+    async def _listen(self, ended: list[bool]) -> None:
         fmt = self._settings.input_format
         closed = [False]
         events = self._stages.listen(self._requests(closed), fmt, self._settings.language,
                                      self._detection)
         async with contextlib.aclosing(events):
             async for event in events:
-                heard[0] = True
                 if isinstance(event, SpeechStart):
                     await self._on_speech(event)
                 elif isinstance(event, SpeechPause):
@@ -211,6 +211,7 @@ class TurnTaker:
                 elif isinstance(event, InterimText):
                     await self._on_interim(event)
                 elif isinstance(event, TurnEnd):
+                    ended[0] = True
                     await self._on_end(event)
         if not closed[0]:  # a replica that ended the stream on its own (draining): another one goes on
             raise StageError("stt", "UNAVAILABLE", "the speech recogniser ended the stream early")

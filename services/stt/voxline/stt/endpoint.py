@@ -11,7 +11,11 @@ With ``early_pause_ms`` (shorter), ``PauseDetected`` comes that much earlier, so
 is a ``SpeechStarted`` that continues the turn (the early transcript is stale), and the judgement
 still waits for ``pause_ms``.
 Speech that resumes before that continues the turn; so does speech after the turn ended, until
-``reply_started()`` says the assistant began to answer (from then on, speech is a new turn).
+``reply_started()`` says the assistant began to answer (from then on, speech is a new turn), or
+until ``continue_ms`` of audio passed since the end (a turn whose reply failed, or whose transcript
+was empty, is never answered: its audio is let go instead of growing into the stream's limit).
+A turn whose audio reaches ``max_turn_ms`` ends there, even mid-speech, and is not continued:
+long background speech ends one turn at a time, not the conversation.
 
 The words can veto the voice: ``judge_text`` takes the pause transcript's own P(complete)
 (``text_turn``: "…drive from", "…near the...") and the turn is judged on the lower of the two. It
@@ -124,6 +128,14 @@ class EndpointSettings:
     #: and doubts the sentence's real end ("…while I | cook dinner.": 0.94 whole, 0.16 with the
     #: 700 ms pause heard), so the rest of such a silence is cut from what it judges.
     pause_heard_ms: int = 64
+    #: Speech after a turn ended continues it (no reply started yet) only within this much audio
+    #: of the end; later speech is a new turn, and the ended turn's audio is let go. 0: no limit.
+    continue_ms: int = 30_000
+    #: A turn whose audio (from its start, continuations included) reaches this ends at once, even
+    #: mid-speech, as SILENCE (a limit passed), and is not continued: the next speech is a new turn.
+    #: Under the Listen stream's own limit on a turn's audio (--max-audio-seconds, 120 s), so that
+    #: continuous background speech ends turns, not the conversation. 0: no limit.
+    max_turn_ms: int = 60_000
 
 
 def silence_limit_ms(probability: float, s: EndpointSettings) -> int:
@@ -173,6 +185,7 @@ class Endpointer:
         self._voice_probability = -1.0
         self._text: tuple[int, float] | None = None  # (epoch, P(complete)) from the words
         self._ended_epoch = -1  # epoch of the last turn end a transcript's words may withdraw
+        self._ended_at = 0  # samples: where the last turn ended
         self.epoch = 0
 
     # ---- what the caller reads -----------------------------------------------------------------
@@ -284,6 +297,8 @@ class Endpointer:
     def _step(self, frame: np.ndarray, events: list[EndpointEvent]) -> None:
         p = self._vad.probability(frame)
         frame_start, self._pos = self._pos, self._pos + self._frame
+        if self._turn_open or self._can_continue:
+            self._bound_turn(events)
         if self._speaking:
             if p >= self._s.threshold - 0.15:
                 if self._early:  # it was a gap, not a pause: what was transcribed is stale
@@ -310,6 +325,22 @@ class Endpointer:
             self._voiced_run = 0
         if self._turn_open and self._limit_ms is not None and self._silence_ms() >= self._limit_ms:
             events.append(self._ended(self._silence_reason()))
+
+    def _bound_turn(self, events: list[EndpointEvent]) -> None:
+        """End a turn that reached ``max_turn_ms`` (for good), and stop continuing one that ended
+        ``continue_ms`` ago without a reply."""
+        s = self._s
+        if s.max_turn_ms > 0 and (self._pos - self._turn_start) * 1000 >= s.max_turn_ms * RATE:
+            if self._turn_open:
+                if self._speaking:  # cut mid-speech: the speech ends now
+                    self._last_voiced_end = self._pos
+                    self._speaking, self._early = False, False
+                    self.epoch += 1
+                events.append(self._ended(EndReason.SILENCE))
+            self._can_continue, self._ended_epoch = False, -1
+        elif (not self._turn_open and s.continue_ms > 0
+              and (self._pos - self._ended_at) * 1000 >= s.continue_ms * RATE):
+            self._can_continue, self._ended_epoch = False, -1
 
     def _silence_reason(self) -> EndReason:
         judged_complete = self._judge is not None and self._probability >= self._s.complete_threshold
@@ -386,6 +417,7 @@ class Endpointer:
 
     def _ended(self, reason: EndReason) -> TurnEnded:
         self._turn_open, self._can_continue, self._limit_ms = False, True, None
+        self._ended_at = self._pos
         # the words of a pause transcript still to come may withdraw an end on the silence
         self._ended_epoch = self.epoch if reason in (EndReason.COMPLETE, EndReason.SILENCE) else -1
         return TurnEnded(self._turn, self._last_voiced_end / RATE, self._pos / RATE, reason,
