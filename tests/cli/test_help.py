@@ -23,7 +23,8 @@ def test_the_console_script_lists_the_commands() -> None:
 
 @pytest.mark.parametrize(("command", "expected"), [
     ("up", ["--base-port", "--stt-port", "--orchestrator-port", "--log-dir", "--span-file",
-            "--llm-providers", "--voice", "--language", "SIGTERM", "--viewer", "Arize Phoenix"]),
+            "--llm-providers", "--voice", "--language", "SIGTERM", "--viewer", "Arize Phoenix",
+            "--edge-port", "--no-edge"]),
     ("talk", ["--address", "127.0.0.1:50050", "--text", "--rate", "--channels", "-o OUTPUT"]),
     ("demo", ["--turns", "--target-ms", "--span-file", "time to first audio"]),
     ("report", ["SPANFILE", "--png", "--turn"]),

@@ -13,12 +13,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib.util
+import json
 import os
 import re
 import signal
 import subprocess
 import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -95,6 +97,16 @@ def test_up_prints_every_endpoint_once_all_are_serving(up: Up) -> None:
             status = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert status.status == health_pb2.HealthCheckResponse.SERVING, stage
     assert any("orchestrator serving" in line for line in up.stderr)  # the progress display
+
+
+def test_up_prints_the_edge_page_and_phone_line(up: Up) -> None:
+    page = next(line.split()[1] for line in up.stdout if line.startswith("browser:"))
+    phone = next(line.split()[2] for line in up.stdout if line.startswith("phone line:"))
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+/", page) and phone == f"ws{page[4:]}phone"
+    with urllib.request.urlopen(page, timeout=10) as response:
+        assert "window.voxline" in response.read().decode()
+    with urllib.request.urlopen(f"{page}health", timeout=10) as response:
+        assert json.loads(response.read())["status"] == "SERVING"
 
 
 def test_spoken_demo_turns_are_heard_and_tabled(up: Up) -> None:

@@ -26,6 +26,8 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,6 +43,12 @@ from voxline.common.config import DEFAULT_PORTS
 #: Backends first, the orchestrator last (it needs their addresses).
 BACKENDS = ("stt", "llm", "tts")
 STAGES = (*BACKENDS, "orchestrator")
+
+#: The edge (browser page and phone line, HTTP), started in front of the orchestrator when
+#: ``StackConfig.edge`` is set; its health is its HTTP ``/health``.
+EDGE = "edge"
+#: The edge's default port (voxline.edge.config.DEFAULT_PORT).
+EDGE_PORT = 8780
 
 #: Orchestrator flags naming each backend's address (voxline.orchestrator.config; a flag, not an env
 #: var, so a renamed option fails loudly instead of silently dialling the default port).
@@ -99,6 +107,9 @@ class StackConfig:
     #: ones); None: no endpoint. Passed as ``--metrics-port``, which wins over an inherited
     #: VOXLINE_METRICS_PORT (one port for every service would make all but one fail to start).
     metrics_ports: Mapping[str, int] | None = None
+    #: Also start the edge (``python -m voxline.edge``) in front of the orchestrator, on
+    #: ``ports["edge"]`` (0: a free port).
+    edge: bool = False
 
     def instances(self, stage: str) -> list[str]:
         """The process names of ``stage``: ``stt``, then ``stt-2``, ``stt-3``... for replicas."""
@@ -211,15 +222,34 @@ class Stack:
                 raise StartCancelled("stopped while starting")
 
     def _health(self, stage: str) -> int:
+        if stage == EDGE:
+            return self._edge_health()
         channel = self._channels.get(stage)
         if channel is None:
             channel = self._channels[stage] = grpc.insecure_channel(self.address(stage))
         stub = health_pb2_grpc.HealthStub(channel)
         return int(stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=2).status)
 
+    def _edge_health(self) -> int:
+        """SERVING when the edge's GET /health answers 200 (it does once the orchestrator serves)."""
+        try:
+            with urllib.request.urlopen(f"http://{self.address(EDGE)}/health", timeout=2) as response:
+                serving = response.status == 200
+        except (urllib.error.URLError, OSError):
+            serving = False
+        return int(health_pb2.HealthCheckResponse.SERVING if serving
+                   else health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    def edge_urls(self) -> tuple[str, str] | None:
+        """The edge's page URL and phone WebSocket URL, when the stack runs one."""
+        if EDGE not in self.services:
+            return None
+        address = self.address(EDGE)
+        return f"http://{address}/", f"ws://{address}/phone"
+
     def start(self, on_progress: Callable[[Progress], None] | None = None,
               cancel: threading.Event | None = None) -> None:
-        """Start all four and wait until every one is SERVING.
+        """Start all four (and the edge, with ``config.edge``) and wait until every one is SERVING.
 
         Raises ServiceFailed (a service exited; the others are stopped), StartCancelled when
         ``cancel`` is set, or StackError on timeout. On any failure every child is stopped.
@@ -243,6 +273,9 @@ class Stack:
             wiring = [arg for s in BACKENDS for arg in (ADDRESS_FLAGS[s], self.stage_address(s))]
             self._spawn("orchestrator", wiring)
             self._wait_ports([*backends, "orchestrator"], deadline, cancel, tick)
+            if self.config.edge:
+                self._spawn(EDGE, ["--orchestrator", self.address("orchestrator")])
+                self._wait_ports([*backends, "orchestrator", EDGE], deadline, cancel, tick)
             while True:
                 self._check_exits()
                 for stage, service in self.services.items():
@@ -347,7 +380,7 @@ class Stack:
         for channel in self._channels.values():
             channel.close()
         self._channels.clear()
-        ordered = [self.services[name] for s in reversed(STAGES) for name in self.config.instances(s)
+        ordered = [self.services[name] for s in (EDGE, *reversed(STAGES)) for name in self.config.instances(s)
                    if name in self.services]
         for service in ordered:
             service.signal(signal.SIGTERM)

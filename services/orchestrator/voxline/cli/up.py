@@ -17,6 +17,8 @@ from typing import TextIO
 from voxline.cli.progress import StartupDisplay
 from voxline.cli.stack import (
     BACKENDS,
+    EDGE,
+    EDGE_PORT,
     STAGES,
     ServiceFailed,
     Stack,
@@ -48,6 +50,11 @@ def add_stack_options(parser: argparse.ArgumentParser, *, ports: bool) -> None:
         for stage in STAGES:
             group.add_argument(f"--{stage}-port", type=int, default=None, metavar="N",
                                help=f"{stage} port (overrides --base-port)")
+        edge = parser.add_argument_group("edge (the browser page and the phone line; docs/edge.md)")
+        edge.add_argument("--edge-port", type=int, default=None, metavar="N",
+                          help=f"the edge's HTTP port: the page at /, the Twilio WebSocket at /phone "
+                               f"(default: {EDGE_PORT}; a free one with --base-port 0)")
+        edge.add_argument("--no-edge", action="store_true", help="do not start the edge")
     parser.add_argument("--log-dir", type=Path, default=DEFAULT_LOG_DIR if ports else None,
                         help="one log file per service goes here (default: "
                              + (f"{DEFAULT_LOG_DIR})" if ports else "a new temporary directory)"))
@@ -105,6 +112,12 @@ def ports_from_args(ns: argparse.Namespace) -> dict[str, int]:
         if not 0 <= port <= 65535:
             raise StackError(f"port for {stage} out of range: {port}")
         ports[stage] = port
+    if hasattr(ns, "edge_port"):
+        port = ns.edge_port if ns.edge_port is not None else (EDGE_PORT if ns.base_port else 0)
+        if not 0 <= port <= 65535:
+            raise StackError(f"port for edge out of range: {port}")
+        if not ns.no_edge:
+            ports[EDGE] = port
     return ports
 
 
@@ -157,7 +170,8 @@ def stack_config_from_args(ns: argparse.Namespace, ports: dict[str, int], host: 
         stage_args.setdefault("orchestrator", []).extend(["--mcp-config", str(ns.mcp_config.resolve())])
     return StackConfig(log_dir=ns.log_dir.resolve(), ports=ports, host=host, env=env,
                        stage_args=stage_args, start_timeout_s=ns.start_timeout,
-                       replicas=getattr(ns, "replicas", {}), metrics_ports=metrics_ports_from_args(ns))
+                       replicas=getattr(ns, "replicas", {}), metrics_ports=metrics_ports_from_args(ns),
+                       edge=EDGE in ports)
 
 
 def metrics_ports_from_args(ns: argparse.Namespace,
@@ -286,7 +300,8 @@ def run_up(ns: argparse.Namespace) -> int:
 
 def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | None, out: TextIO,
                err: TextIO) -> int:
-    err.write(f"voxline: starting stt, llm, tts, orchestrator; logs in {config.log_dir}\n")
+    started = "stt, llm, tts, orchestrator" + (", edge" if config.edge else "")
+    err.write(f"voxline: starting {started}; logs in {config.log_dir}\n")
     if ns.span_file is not None:
         err.write(f"voxline: spans go to {config.env['VOXLINE_SPAN_FILE']}\n")
     stack = Stack(config)
@@ -297,6 +312,10 @@ def _run_stack(config: StackConfig, ns: argparse.Namespace, viewer: Viewer | Non
         out.write("voxline is up:\n")
         for stage, address in stack.endpoints().items():
             out.write(f"  {stage:<13} {address}\n")
+        urls = stack.edge_urls()
+        if urls is not None:
+            out.write(f"browser:      {urls[0]} (the microphone needs localhost or HTTPS; docs/edge.md)\n")
+            out.write(f"phone line:   {urls[1]} (Twilio Media Streams)\n")
         out.write(f"a question:   voxline sample -o question.wav --address {stack.address('tts')}\n")
         out.write(f"talk to it:   voxline talk question.wav -o reply.wav "
                   f"--address {stack.address('orchestrator')}\n")
