@@ -98,3 +98,28 @@ async def test_bad_client_tools_are_invalid_argument(groq: FakeChatServer,
         await fresh.send_config(session())
         await fresh.send_text("Hello")
         assert (await fresh.read_until("metrics"))[-1].metrics.status == voice_pb2.COMPLETED
+
+
+async def test_each_call_is_an_execute_tool_span(groq: FakeChatServer, spans: Any) -> None:
+    groq.responder = location_model
+    async with running_stack(groq, ToolSettings()) as stack:
+        conv = stack.conversation()
+        await conv.send_config(session(tools=[LOCATION]))
+        await conv.send_text("Where am I?")
+        call = (await conv.read_until("tool_call"))[-1].tool_call
+        await conv.call.write(voice_pb2.ConverseRequest(tool_result=voice_pb2.ToolResult(
+            id=call.id, content="Lyon")))
+        metrics = (await conv.read_until("metrics"))[-1].metrics
+    finished = spans.get_finished_spans()
+    (tool,) = [s for s in finished if s.name == "execute_tool get_location"]
+    attributes = dict(tool.attributes or {})
+    assert attributes["gen_ai.operation.name"] == "execute_tool"
+    assert attributes["gen_ai.tool.name"] == "get_location"
+    assert attributes["gen_ai.tool.call.id"] == "call_loc"
+    assert attributes["openinference.span.kind"] == "TOOL"
+    assert attributes["voxline.tool.outcome"] == "ok"
+    (turn,) = [s for s in finished if s.name == "voxline.turn"]
+    assert tool.context.trace_id == turn.context.trace_id  # in the turn's trace
+    assert tool.parent is not None and tool.parent.span_id == turn.context.span_id
+    assert format(turn.context.trace_id, "032x") == metrics.trace_id
+    assert dict(turn.attributes or {})["voxline.tool.calls"] == 1
