@@ -61,6 +61,20 @@ async def test_learned_reply_is_reused_and_opt_out_bypasses_it(base_config: LlmC
     assert len(cerebras_fake.requests) == 3
 
 
+async def test_a_reply_is_reused_only_for_the_same_stop_strings_and_token_cap(
+        base_config: LlmConfig, cerebras_fake: FakeChatServer) -> None:
+    config = with_(base_config, cache_max_words=8)
+    async with running_gateway(config, cache=build_cache(config)) as gw:
+        await gw.generate("salut")
+        with_stop = await gw.generate("salut", stop=["."])
+        capped = await gw.generate("salut", max_tokens=3)
+        again = await gw.generate("salut", stop=["."])
+    assert with_stop.summary.cache_hit is False  # its reply may end earlier: not the same answer
+    assert capped.summary.cache_hit is False
+    assert again.summary.cache_hit is True
+    assert len(cerebras_fake.requests) == 3
+
+
 async def test_long_or_unfinished_replies_are_not_cached(base_config: LlmConfig,
                                                          cerebras_fake: FakeChatServer) -> None:
     config = with_(base_config, cache_max_words=8)
@@ -114,15 +128,23 @@ async def test_unknown_provider_and_bad_sampling_are_invalid_argument(base_confi
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
-async def test_no_provider_configured_is_failed_precondition(base_config: LlmConfig) -> None:
+async def test_no_provider_configured_is_failed_precondition(base_config: LlmConfig,
+                                                             caplog: pytest.LogCaptureFixture) -> None:
     config = with_(base_config, groq_api_key="", cerebras_api_key="")
     async with running_gateway(config) as gw:
-        with pytest.raises(grpc.aio.AioRpcError) as caught:
-            await gw.generate()
+        with caplog.at_level(logging.WARNING, logger="voxline.llm.engine"):
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await gw.generate()
+            with pytest.raises(grpc.aio.AioRpcError):
+                await gw.generate()
         infos = {p.name: p for p in await gw.providers()}
     assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
     details = caught.value.details()
-    assert "GROQ_API_KEY" in details and "CEREBRAS_API_KEY" in details and "--local-model" in details
+    # the client learns what is wrong; the operator's log says how to fix it (once, not per request)
+    assert "no LLM provider is available" in details
+    assert "API_KEY" not in details and "--local-model" not in details and "groq" not in details
+    (told,) = [r.getMessage() for r in caplog.records if "no LLM provider" in r.getMessage()]
+    assert "GROQ_API_KEY" in told and "CEREBRAS_API_KEY" in told and "--local-model" in told
     assert not infos["groq"].available and "set GROQ_API_KEY" in infos["groq"].reason
     assert not infos["local"].available
 

@@ -45,6 +45,10 @@ _HOW_TO_CONFIGURE = ("set GROQ_API_KEY or CEREBRAS_API_KEY in the gateway's envi
                      "the offline model with --local-model smollm2 (and keep 'local' in --providers)")
 
 
+#: The operator's how-to is logged at most this often (each refused request would repeat it).
+_TELL_EVERY_S = 60.0
+
+
 @dataclass(frozen=True)
 class ProviderInfo:
     """One provider's state, for ListProviders."""
@@ -173,7 +177,7 @@ def validate(request: ChatRequest, max_input_chars: int) -> None:
         raise InvalidInput(f"sampling.max_tokens must be in [0, {_MAX_TOKENS_LIMIT}]")
     unknown = [name for name in request.providers if name not in PROVIDER_NAMES]
     if unknown:
-        raise InvalidInput(f"unknown provider(s) {clip(unknown)}; known: {list(PROVIDER_NAMES)}")
+        raise InvalidInput(f"unknown provider(s) {clip(unknown)}; ListProviders names this gateway's")
 
 
 def _validate_tools(request: ChatRequest) -> int:
@@ -211,6 +215,7 @@ class LanguageModelEngine:
     def __init__(self, providers: Sequence[ChatProvider], config: LlmConfig,
                  cache: ReplyCache | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.config = config
+        self._told_at: float | None = None  # when the operator was last told how to configure it
         self.providers = {p.name: p for p in providers}
         self.cache = cache if cache is not None else ReplyCache(max_words=0)
         states = {name: ProviderState(breaker=CircuitBreaker(config.breaker_failures,
@@ -263,6 +268,12 @@ class LanguageModelEngine:
                              circuit=self.router.states[n].breaker.state,
                              reason=self.providers[n].unavailable_reason) for n in order]
 
+    def _tell_operator(self, message: str) -> None:
+        now = time.monotonic()
+        if self._told_at is None or now - self._told_at >= _TELL_EVERY_S:
+            self._told_at = now
+            log.warning(message)
+
     def _chain(self, request: ChatRequest) -> list[ChatProvider]:
         names = list(dict.fromkeys(request.providers)) or list(self.default_chain)
         chain = [self.providers[n] for n in names]
@@ -271,7 +282,11 @@ class LanguageModelEngine:
             local = self.providers.get("local")
             if local is not None and local in chain and not isinstance(local, DisabledProvider):
                 raise NotReady(f"no LLM provider is ready yet ({reasons})")
-            raise NotConfigured(f"no LLM provider is available ({reasons}); {_HOW_TO_CONFIGURE}")
+            # the how-to (variable names, flags) is for the operator, in the log; the client, who may
+            # be an end user behind the orchestrator, learns that the gateway is not configured
+            self._tell_operator(f"no LLM provider is available ({reasons}); {_HOW_TO_CONFIGURE}")
+            raise NotConfigured("no LLM provider is available: this gateway has none configured "
+                                "(its log says how to configure one)")
         if request.uses_tools and not any(supports_tools(p) for p in chain):
             listed = ", ".join(p.name for p in chain)
             raise NotConfigured(f"this request uses tools, and no provider of its chain ({listed}) "
@@ -286,7 +301,11 @@ class LanguageModelEngine:
         started = time.perf_counter()
         validate(request, self.config.max_input_chars)
         chain = self._chain(request)
-        chain_key = ",".join(f"{p.name}:{p.model}" for p in chain)
+        # the reply depends on where generation stops too: a reply cut at a stop string or a token
+        # cap is no answer to the same words asked without them (and the other way round)
+        sampling = request.sampling
+        chain_key = (",".join(f"{p.name}:{p.model}" for p in chain)
+                     + f"|stop={list(sampling.stop)!r}|max_tokens={sampling.max_tokens}")
         system = request.system_prompt
         cacheable = not request.no_cache and not request.uses_tools
         if cacheable:
