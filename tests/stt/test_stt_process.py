@@ -31,7 +31,9 @@ def test_help_lists_every_option_without_loading_anything() -> None:
                  "--max-stream-bytes", "--partial-interval-s", "--encoder-window-s", "--turn-detector",
                  "--complete-silence-ms", "--incomplete-silence-ms", "--pause-ms", "--early-pause-ms",
                  "--text-veto", "--pause-heard-ms", "VOXLINE_STT_MODEL", "VOXLINE_CACHE_DIR",
-                 "VOXLINE_STT_TEXT_VETO"):
+                 "VOXLINE_STT_TEXT_VETO", "--listen-min-rate-hz", "VOXLINE_STT_LISTEN_MIN_RATE_HZ",
+                 "--listen-min-chunk-ms", "--listen-max-speed", "--listen-burst-s",
+                 "--listen-recognition-budget", "--listen-recognition-burst-s"):
         assert flag in done.stdout
     assert time.monotonic() - started < 10  # no model, no faster-whisper import
 
@@ -41,6 +43,7 @@ def test_help_lists_every_option_without_loading_anything() -> None:
     (["--num-workers", "0"], "--num-workers must be >= 1"),
     (["--max-audio-seconds", "-1"], "--max-audio-seconds must be positive"),
     (["--pause-heard-ms", "-2"], "--pause-heard-ms must be -1..10000"),
+    (["--listen-min-rate-hz", "500"], "--listen-min-rate-hz must be 1000..48000"),
 ])
 def test_bad_configuration_exits_2_with_the_reason(args: list[str], message: str) -> None:
     done = run_stt(*args)

@@ -9,7 +9,8 @@ stream has at most one pass waiting for or holding a worker:
 - when speech resumes (a new epoch), the pass for the older epoch is stale and goes the same way,
   before it ever starts when it was still queued (an interim of the turn so far stays: speech
   going on is what it is for);
-- an interim never supersedes: it starts only when the stream has no pass live.
+- an interim never supersedes: it starts only when the stream has no pass live, on an idle
+  worker, and is not superseded either (it is already running; its transcript still goes out).
 
 So end-of-turn spam, or a flood of pauses, queues one pass per stream, never one per request, and a
 stream that ends leaves no work behind it.
@@ -50,6 +51,8 @@ class StreamPasses:
         """Start a pass for ``epoch``; the stream's previous one, if still live, is cancelled.
         ``interim``: a transcript of the turn so far, which speech going on does not make stale
         (the caller starts one only when no pass is ``live``)."""
+        if self._current is not None and not self._current[2]:
+            self._current = None  # a running interim finishes (one worker at most, idle-only)
         self._cancel_current()
         task: asyncio.Task[T] = asyncio.ensure_future(work)
         self._current = (task, epoch, not interim)
