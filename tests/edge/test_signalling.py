@@ -58,6 +58,11 @@ async def test_token_is_required_when_configured(start_edge: Any, tmp_path: Path
     assert status == 401 and "token" in body["error"]
     status, _ = await _post(running.url, {"sdp": "x", "type": "offer"}, {"Authorization": "Bearer wrong"})
     assert status == 401
+    async with aiohttp.ClientSession() as http:
+        async with http.get(f"{running.url}/config") as response:
+            assert response.status == 401  # it may hold TURN credentials
+        async with http.get(f"{running.url}/config?token=s3cret") as response:
+            assert response.status == 200 and (await response.json())["tokenRequired"] is True
     client = EdgeClient(running.url, token="s3cret")
     await client.connect()
     await client.close()

@@ -17,6 +17,7 @@ import contextlib
 import hmac
 import json
 import logging
+import time
 from importlib import resources
 from typing import Any
 
@@ -93,6 +94,8 @@ async def page(request: web.Request) -> web.Response:
 
 async def client_config(request: web.Request) -> web.Response:
     edge = _edge(request)
+    if not edge.authorized(request):  # it may hold TURN credentials
+        return _error(401, "missing or invalid token")
     cfg = edge.config
     servers: list[dict[str, Any]] = []
     for url in cfg.ice_servers:
@@ -224,6 +227,9 @@ async def _phone_call(edge: Edge, request: web.Request) -> web.WebSocketResponse
                 bridge = asyncio.create_task(run_owned(call.bridge, bridge_ended),
                                              name=f"edge-phone-bridge-{call.id}")
             if call.stopped:
+                break
+            if time.monotonic() - call.bridge.last_activity > edge.config.idle_timeout_s:
+                code, reason = WSCloseCode.POLICY_VIOLATION, f"idle for {edge.config.idle_timeout_s:g} s"
                 break
     finally:
         log.info("phone call ended", extra={"session": call.id, "reason": reason})
