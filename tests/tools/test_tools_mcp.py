@@ -47,7 +47,7 @@ async def test_spoken_turn_calls_the_example_server_over_stdio(groq: FakeChatSer
         turn = await text_turn(conv, "What's the weather in Paris?")
     m = turn.metrics
     assert m.status == voice_pb2.COMPLETED, m.error
-    assert turn.text == "Let me check.It is 14 degrees with light rain."
+    assert turn.text == "Let me check. It is 14 degrees with light rain."
     assert turn.audio
     assert m.tool_calls == 1 and m.tool_ms > 0
     # "Let me check." was spoken on its own, before the tool ran; then the answer

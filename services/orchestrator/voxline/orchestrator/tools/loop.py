@@ -103,20 +103,27 @@ async def _with_tools(stages: StageClients, conversation: list[ChatMessage],
                       ) -> AsyncGenerator[str | LlmSummary | SpeakNow, None]:
     settings = toolbox.settings
     said = False
+    tail = ""  # the model's last text piece, across rounds
     results: dict[str, ToolOutcome] = {}  # by call id: a call is never run twice
     for round_number in range(settings.max_tool_rounds + 1):
         last = round_number == settings.max_tool_rounds
         request = dataclasses.replace(options, tool_choice="none") if last else options
         assembler = _Assembler()
         written: list[str] = []
+        # text after a tool round continues what the model wrote before it: one space between
+        joint = bool(tail) and not tail[-1].isspace()
         async with contextlib.aclosing(stages.generate(conversation, request)) as stream:
             async for item in stream:
                 if isinstance(item, ToolCallDelta):
                     assembler.feed(item)
                     continue
                 if isinstance(item, str):
+                    if joint and item.strip():
+                        # "Let me check." + "It is 14 degrees": one reply text, with a space
+                        item, joint = (item if item[0].isspace() else " " + item), False
                     written.append(item)
                     said = said or bool(item.strip())
+                    tail = item
                 yield item
         calls = assembler.calls(round_number)
         if not calls:
