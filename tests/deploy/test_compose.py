@@ -346,3 +346,21 @@ def test_the_vendored_schema_rejects_a_broken_compose_file(tmp_path: Path) -> No
                           capture_output=True, text=True, timeout=60)
     assert done.returncode != 0
     assert "when_ready" in done.stdout + done.stderr
+
+
+def test_the_end_to_end_check_flags_secrets_in_image_history() -> None:
+    """compose_check.py (make compose-test) greps every image's `docker history` and config: what a
+    leaked key or the host's pip/CA configuration would look like there is caught, and the
+    instructions of our own Dockerfiles are not."""
+    from compose_check import SECRET
+
+    leaked = ["/bin/sh -c #(nop)  ENV GROQ_API_KEY=gsk_0123456789abcdefgh",
+              "RUN /bin/sh -c echo csk-abcdefgh12345678 > /key",
+              "COPY pip.conf /etc/pip.conf # buildkit",
+              "ARG PIP_INDEX_URL=https://user:secret@proxy.example/simple",
+              "COPY /etc/ssl/certs/ca-certificates.crt /usr/local/share/ca.crt",
+              '["AUTH_TOKEN=abc"]']
+    assert all(SECRET.search(line) for line in leaked)
+    for name in [*PORTS, "edge", "phoenix", "wheelhouse"]:
+        text = (ROOT / "deploy" / f"{name}.Dockerfile").read_text()
+        assert SECRET.search(text) is None, name
