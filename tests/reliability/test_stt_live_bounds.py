@@ -276,7 +276,7 @@ async def test_audio_faster_than_real_time_is_refused_beyond_its_burst() -> None
 # --- over gRPC: the low-rate bomb and its variants ----------------------------------------------
 
 @pytest.fixture
-async def stub() -> AsyncIterator[stt_pb2_grpc.SpeechToTextStub]:
+async def server() -> AsyncIterator[RunningServer]:
     engine = WhisperTranscriber(EngineSettings(), model=ScriptedWhisper())
     turns = TurnDetectors(TurnSettings(detector="energy_vad", text_veto=False))
     servicer = SpeechToTextServicer(engine, partial_interval_s=1.0, max_stream_bytes=1 << 25, turns=turns)
@@ -293,11 +293,16 @@ async def stub() -> AsyncIterator[stt_pb2_grpc.SpeechToTextStub]:
                     warm_up=warm_up, close=engine.close), ServerConfig(port=0))
     await running.warm_up()
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}", options=[
-                ("grpc.max_send_message_length", 1 << 25)]) as channel:
-            yield stt_pb2_grpc.SpeechToTextStub(channel)
+        yield running
     finally:
         await running.stop(0)
+
+
+@pytest.fixture
+async def stub(server: RunningServer) -> AsyncIterator[stt_pb2_grpc.SpeechToTextStub]:
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}", options=[
+            ("grpc.max_send_message_length", 1 << 25)]) as channel:
+        yield stt_pb2_grpc.SpeechToTextStub(channel)
 
 
 async def listen(stub: stt_pb2_grpc.SpeechToTextStub, rate: int, *messages: stt_pb2.ListenRequest
@@ -326,3 +331,25 @@ async def test_a_huge_chunk_or_a_tiny_rate_gets_a_clear_status_and_the_server_go
                                          for i in range(0, len(speech), CHUNK)],
                            stt_pb2.ListenRequest(end_turn=stt_pb2.EndTurn()))
     assert [r.end_of_turn.transcript.text for r in replies if r.HasField("end_of_turn")] == ["words0"]
+
+
+async def test_two_byte_chunks_over_grpc_end_with_resource_exhausted(server: RunningServer) -> None:
+    """Through the sync client: grpc.aio's own client reports a write that fails as the server
+    ends the call as INTERNAL instead of the server's status (grpc/grpc#36066)."""
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=RATE, channels=1)
+    messages = [stt_pb2.ListenRequest(config=stt_pb2.ListenConfig(
+        recognition=stt_pb2.RecognitionConfig(format=fmt, language="en"),
+        turn=stt_pb2.TurnConfig(detector=stt_pb2.ENERGY_VAD)))]
+    messages += [stt_pb2.ListenRequest(audio=b"\0\0")] * 5_000
+
+    def call() -> grpc.RpcError:
+        with grpc.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            try:
+                list(stt_pb2_grpc.SpeechToTextStub(channel).Listen(iter(messages), timeout=60))
+            except grpc.RpcError as exc:
+                return exc
+        raise AssertionError("the stream of 2-byte chunks ended OK")
+
+    error: Any = await asyncio.to_thread(call)
+    assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
+    assert "10 ms of audio on average" in error.details()
