@@ -66,6 +66,9 @@ echo "setup: installing into .venv (3-6 minutes on a fresh machine: torch, Whisp
 # Smart Turn v3 (end-of-turn model, BSD-2) ships as an ONNX file inside pipecat-ai; the STT service
 # only reads that file (never imports pipecat), so none of pipecat's dependencies are installed.
 "${pip[@]}" install -c constraints.txt --no-deps pipecat-ai
+# Recorded human speech for the tests and the benchmark (voxline.testing.human_speech): the WAV
+# assets of moonshine-voice, only read, so none of its dependencies are installed.
+"${pip[@]}" install -c constraints.txt --no-deps moonshine-voice
 text_model
 if [[ ${1:-} == --viewer || -f .venv/.voxline-viewer ]]; then viewer; fi
 touch "$stamp"
