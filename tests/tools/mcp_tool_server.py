@@ -17,7 +17,7 @@ import socket
 import sys
 
 import anyio
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 
 ORDERS = {"A1": {"status": "shipped", "eta": "tomorrow"}, "B2": {"status": "being packed"}}
@@ -59,6 +59,19 @@ def crash() -> str:
     """Kills the server process (a server that dies mid-call)."""
     _event("crash")
     os._exit(3)
+
+
+def extra() -> str:
+    """A tool that appears once unlocked."""
+    return "extra!"
+
+
+@server.tool()
+async def unlock_extra(ctx: Context) -> str:
+    """Adds the tool ``extra`` and tells the client its tool list changed."""
+    server.add_tool(extra)
+    await ctx.session.send_tool_list_changed()
+    return "unlocked"
 
 
 @server.tool()

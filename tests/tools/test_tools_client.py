@@ -4,14 +4,18 @@ stray results are refused with INVALID_ARGUMENT."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import urllib.request
 from typing import Any
 
 import grpc
 import pytest
 from fakes.chat_server import Behaviour, FakeChatServer, tool_call
+from prometheus_client.parser import text_string_to_metric_families
 from tools_harness import running_stack, session
 
+from voxline.common import metrics
 from voxline.orchestrator.tools.settings import ToolSettings
 from voxline.v1 import llm_pb2, voice_pb2
 
@@ -123,3 +127,37 @@ async def test_each_call_is_an_execute_tool_span(groq: FakeChatServer, spans: An
     assert tool.parent is not None and tool.parent.span_id == turn.context.span_id
     assert format(turn.context.trace_id, "032x") == metrics.trace_id
     assert dict(turn.attributes or {})["voxline.tool.calls"] == 1
+
+
+async def scrape() -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """This process's Prometheus endpoint (set up once per process: compare before and after)."""
+    port = metrics.setup_metrics("voxline-tests", port=0)
+    assert port is not None
+
+    def get() -> str:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+            return str(reply.read().decode())
+
+    text = await asyncio.to_thread(get)
+    return {(s.name, frozenset(s.labels.items())): s.value
+            for family in text_string_to_metric_families(text) for s in family.samples}
+
+
+async def test_each_call_is_timed_in_a_histogram_per_tool(groq: FakeChatServer) -> None:
+    name = "voxline_tool_duration_seconds_count"
+    labels = {("gen_ai_tool_name", "get_location"), ("outcome", "ok")}
+
+    def count(samples: dict[tuple[str, frozenset[tuple[str, str]]], float]) -> float:
+        return sum(v for (n, ls), v in samples.items() if n == name and labels <= ls)
+
+    before = await scrape()
+    groq.responder = location_model
+    async with running_stack(groq, ToolSettings()) as stack:
+        conv = stack.conversation()
+        await conv.send_config(session(tools=[LOCATION]))
+        await conv.send_text("Where am I?")
+        call = (await conv.read_until("tool_call"))[-1].tool_call
+        await conv.call.write(voice_pb2.ConverseRequest(tool_result=voice_pb2.ToolResult(
+            id=call.id, content="Lyon")))
+        await conv.read_until("metrics")
+    assert count(await scrape()) - count(before) == 1

@@ -77,7 +77,8 @@ async def test_streamable_http_server(groq: FakeChatServer, tmp_path: Path) -> N
             turn = await text_turn(conv, "Where is my order A1?")
     assert turn.metrics.status == voice_pb2.COMPLETED, turn.metrics.error
     assert turn.text == "Your order: shipped."
-    assert offered(groq.requests[0].body) == ["broken", "crash", "lookup_order", "slow_search"]
+    assert offered(groq.requests[0].body) == ["broken", "crash", "lookup_order", "slow_search",
+                                              "unlock_extra"]
     assert calls_in(events) == ["call lookup_order A1"]  # run once
 
 

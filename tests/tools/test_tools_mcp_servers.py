@@ -40,6 +40,23 @@ async def test_a_server_that_dies_is_restarted(tmp_path: Path) -> None:
         await servers.call(ToolCall("c3", "lookup_order", ""), {"order_id": "A1"}, CONTEXT, 1.0)
 
 
+async def test_tools_are_refreshed_on_list_changed(tmp_path: Path) -> None:
+    servers = McpServers(str(stdio_config(tmp_path / "mcp.json", tmp_path / "events.log")))
+    await servers.start()
+    try:
+        (server,) = servers.servers
+        assert "extra" not in [s.name for s in servers.specs()]
+        listed = server.listings
+        outcome = await servers.call(ToolCall("c1", "unlock_extra", "{}"), {}, CONTEXT, 10)
+        assert outcome.content == "unlocked"
+        async with asyncio.timeout(10):
+            await server.wait_listings(listed + 1)
+        assert "extra" in [s.name for s in servers.specs()]
+        assert (await servers.call(ToolCall("c2", "extra", "{}"), {}, CONTEXT, 10)).content == "extra!"
+    finally:
+        await servers.stop()
+
+
 @pytest.mark.parametrize(("text", "expected"), [
     ("{not json", "not JSON"),
     ('{"servers": {}}', "mcpServers"),

@@ -93,6 +93,9 @@ class McpServer:
         #: Connections made (1 at start; more after restarts).
         self.connections = 0
         self._connected = asyncio.Event()  # replaced after each connection (see wait_connections)
+        #: Tool listings made (at each connection, and on each list_changed).
+        self.listings = 0
+        self._listed = asyncio.Event()
 
     def _target(self) -> Any:
         from mcp.client.stdio import StdioServerParameters
@@ -131,6 +134,9 @@ class McpServer:
             tools[tool.name] = ToolSpec(tool.name, tool.description or "",
                                         json.dumps(schema, separators=(",", ":")))
         self.tools = tools
+        self.listings += 1
+        self._listed.set()
+        self._listed = asyncio.Event()
         log.info("MCP tools listed", extra={"server": self.name, "tools": sorted(tools)})
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -168,6 +174,11 @@ class McpServer:
         """Until this server has been connected ``count`` times (restarts included)."""
         while self.connections < count:
             await self._connected.wait()
+
+    async def wait_listings(self, count: int) -> None:
+        """Until this server's tools have been listed ``count`` times."""
+        while self.listings < count:
+            await self._listed.wait()
 
     async def _watch(self, client: Any, stop: asyncio.Event) -> None:
         """Until ``stop``: refresh the tools when told to, and ping when idle (raises when the
