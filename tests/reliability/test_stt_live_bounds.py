@@ -12,6 +12,7 @@ import asyncio
 import math
 import threading
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from types import SimpleNamespace
 from typing import Any
@@ -20,6 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
+from voxline.common import metrics
 from voxline.common.audio import float_to_pcm16
 from voxline.common.config import ServerConfig
 from voxline.common.errors import LimitExceeded
@@ -290,7 +292,7 @@ async def server() -> AsyncIterator[RunningServer]:
 
     running: RunningServer = await start_server(
         ServiceSpec(name="voxline-stt-bounds", grpc_services=[SERVICE_NAME], register=register,
-                    warm_up=warm_up, close=engine.close), ServerConfig(port=0))
+                    warm_up=warm_up, close=engine.close), ServerConfig(port=0, metrics_port=0))
     await running.warm_up()
     try:
         yield running
@@ -353,3 +355,36 @@ async def test_two_byte_chunks_over_grpc_end_with_resource_exhausted(server: Run
     error: Any = await asyncio.to_thread(call)
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED, error.details()
     assert "10 ms of audio on average" in error.details()
+
+
+def listens_counted(port: int) -> float:
+    """``voxline_server_active_requests`` for Listen, from the scrape endpoint."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        text = reply.read().decode()
+    return sum(s.value for family in text_string_to_metric_families(text) for s in family.samples
+               if s.name == metrics.PROMETHEUS_ACTIVE_REQUESTS and s.labels.get("rpc_method") == "Listen")
+
+
+async def test_streams_that_never_send_a_config_are_not_load(
+        server: RunningServer, stub: stt_pb2_grpc.SpeechToTextStub) -> None:
+    """Item 8b: three Listen streams left open without a message do not move the autoscaler's
+    figure; a stream that sent its config does."""
+    port = metrics.endpoint_port()
+    assert port is not None
+    idle = [stub.Listen(timeout=60) for _ in range(3)]
+    for call in idle:
+        await call.wait_for_connection()
+    talking = stub.Listen(timeout=60)
+    fmt = audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=RATE, channels=1)
+    await talking.write(stt_pb2.ListenRequest(config=stt_pb2.ListenConfig(
+        recognition=stt_pb2.RecognitionConfig(format=fmt, language="en"),
+        turn=stt_pb2.TurnConfig(detector=stt_pb2.ENERGY_VAD))))
+    for chunk in chunks(np.concatenate([silence(0.2), tone(0.4)])):
+        await talking.write(stt_pb2.ListenRequest(audio=chunk))
+    reply = await talking.read()  # the server has read this stream's messages
+    assert reply.HasField("speech_started")
+    assert await asyncio.to_thread(listens_counted, port) == 1
+    for call in [*idle, talking]:
+        call.cancel()

@@ -274,25 +274,79 @@ class ActiveRequestsInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[mis
             return handler
         if handler.response_streaming:
             if handler.request_streaming:
-                return handler._replace(stream_stream=_tracked_stream(handler.stream_stream, method))
+                return handler._replace(stream_stream=_tracked_stream(
+                    _counted_from_first_message(handler.stream_stream, method), method, counted=False))
             return handler._replace(unary_stream=_tracked_stream(handler.unary_stream, method))
         if handler.request_streaming:
-            return handler._replace(stream_unary=_tracked_unary(handler.stream_unary, method))
+            return handler._replace(stream_unary=_tracked_unary(
+                _counted_from_first_message(handler.stream_unary, method), method, counted=False))
         return handler._replace(unary_unary=_tracked_unary(handler.unary_unary, method))
 
 
-def _tracked_unary(behavior: Callable[..., Awaitable[Any]], method: str) -> Callable[..., Awaitable[Any]]:
+def _tracked_unary(behavior: Callable[..., Awaitable[Any]], method: str, counted: bool = True
+                   ) -> Callable[..., Awaitable[Any]]:
     async def tracked(request: Any, context: grpc.aio.ServicerContext) -> Any:
-        with tracking_call(method):
+        with tracking_call(method) if counted else contextlib.nullcontext():
             return await behavior(request, context)
     return tracked
 
 
-def _tracked_stream(behavior: Callable[..., Any], method: str) -> Callable[..., AsyncIterator[Any]]:
+class _FirstMessageCounts:
+    """A request stream that counts its call (``tracking_call``) from its first message on: a
+    stream that never sends one (not even its config) is an open connection, not load or a
+    session, and must not move an autoscaler (issue 20: streams without a config inflated the
+    HPA's figures for free)."""
+
+    def __init__(self, requests: AsyncIterator[Any], method: str) -> None:
+        self._requests, self._method = aiter(requests), method
+        self._counting: contextlib.ExitStack | None = None
+
+    def __aiter__(self) -> _FirstMessageCounts:
+        return self
+
+    async def __anext__(self) -> Any:
+        message = await anext(self._requests)
+        if self._counting is None:
+            self._counting = contextlib.ExitStack()
+            self._counting.enter_context(tracking_call(self._method))
+        return message
+
+    def close(self) -> None:
+        if self._counting is not None:
+            self._counting.close()
+
+
+def _counted_from_first_message(behavior: Callable[..., Any], method: str) -> Callable[..., Any]:
+    """``behavior`` (request-streaming) over ``_FirstMessageCounts``; the count ends with the call."""
+    def counted(requests: AsyncIterator[Any], context: grpc.aio.ServicerContext) -> Any:
+        stream = _FirstMessageCounts(requests, method)
+        result = behavior(stream, context)
+        if hasattr(result, "__aiter__"):
+            async def generated() -> AsyncIterator[Any]:
+                try:
+                    async with contextlib.aclosing(result):
+                        async for item in result:
+                            yield item
+                finally:
+                    stream.close()
+            return generated()
+
+        async def awaited() -> Any:
+            try:
+                return await result
+            finally:
+                stream.close()
+        return awaited()
+    return counted
+
+
+def _tracked_stream(behavior: Callable[..., Any], method: str, counted: bool = True
+                    ) -> Callable[..., AsyncIterator[Any]]:
     """A response-streaming handler, as an async generator whatever ``behavior`` is: an async
-    generator, or a coroutine that writes with ``context.write``."""
+    generator, or a coroutine that writes with ``context.write``. ``counted``: False when
+    ``behavior`` counts the call itself (``_counted_from_first_message``)."""
     async def tracked(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-        with tracking_call(method):
+        with tracking_call(method) if counted else contextlib.nullcontext():
             result = behavior(request, context)
             if hasattr(result, "__aiter__"):
                 async with contextlib.aclosing(result):
