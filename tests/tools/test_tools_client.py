@@ -161,3 +161,22 @@ async def test_each_call_is_timed_in_a_histogram_per_tool(groq: FakeChatServer) 
             id=call.id, content="Lyon")))
         await conv.read_until("metrics")
     assert count(await scrape()) - count(before) == 1
+
+
+async def test_a_barge_in_cancels_a_client_tool_call(groq: FakeChatServer) -> None:
+    groq.script(tool_call("get_location", {}, call_id="call_loc"))
+    groq.default = Behaviour(tokens=("Okay.",))
+    async with running_stack(groq, ToolSettings(filler_ms=0)) as stack:
+        conv = stack.conversation()
+        await conv.send_config(session(tools=[LOCATION]))
+        await conv.send_text("Where am I?")
+        await conv.read_until("tool_call")
+        await conv.send_text("Forget it")  # barge-in while the client's tool runs
+        first = await conv.read_until("metrics")
+        cancelled = [e.tool_call_cancelled for e in first if e.HasField("tool_call_cancelled")]
+        assert [(c.id, c.reason) for c in cancelled] == [("call_loc", "interrupted")]
+        assert first[-1].metrics.status == voice_pb2.INTERRUPTED
+        second = await conv.read_until("metrics")
+        assert second[-1].metrics.status == voice_pb2.COMPLETED
+    messages = groq.requests[-1].body["messages"]
+    assert messages[-2]["role"] == "tool" and messages[-2]["content"].startswith("cancelled")
