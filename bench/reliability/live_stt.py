@@ -39,6 +39,8 @@ PROBE = {
     "Listen flood: 150 s at full speed": "Transcribe after it: DEADLINE_EXCEEDED (60 s); 18 runs over ~3 min",
     "end-of-turn spam ×20": "RESOURCE_EXHAUSTED after 2.4 s ('1 running and 8 queued')",
     "2-byte chunks": "streamed at 0.11× real time, OK; 4 such clients doubled others' latency",
+    "10 streams, 16 kHz mono, 60 s each": "(not probed)",
+    "4 streams, 48 kHz × 8 ch, 60 s each": "(not probed; turn kept at 8 channels)",
 }
 
 
@@ -210,6 +212,32 @@ async def tiny_chunks(stub: stt_pb2_grpc.SpeechToTextStub, address: str, good: b
                 f"Transcribe after it: {good_code} in {good_s:.2f} s", code == "RESOURCE_EXHAUSTED")
 
 
+async def stream_memory(stub: stt_pb2_grpc.SpeechToTextStub, pid: int, speech: bytes, sessions: int,
+                        rate: int, channels: int, seconds: float) -> Case:
+    """``sessions`` Listen streams at once, each sending ``seconds`` of speech (one long turn with
+    pauses) at full speed: the RSS they cost at their peak, and after they ended (given back?)."""
+    mono = np.frombuffer(speech, dtype="<i2")[:int(seconds * RATE)].astype(np.float32) / 32768.0
+    wide = resample(mono, RATE, rate) if rate != RATE else mono
+    pcm = float_to_pcm16(np.repeat(wide, channels).astype(np.float32))
+    frame = rate // 50 * 2 * channels  # 20 ms
+
+    def messages() -> Iterator[stt_pb2.ListenRequest]:
+        fmt = audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE, sample_rate_hz=rate, channels=channels)
+        yield stt_pb2.ListenRequest(config=stt_pb2.ListenConfig(
+            recognition=stt_pb2.RecognitionConfig(format=fmt, language="en")))
+        yield from audio_messages(pcm, frame)
+
+    name = (f"{sessions} streams, {rate // 1000} kHz mono, {seconds:.0f} s each" if channels == 1 else
+            f"{sessions} streams, {rate // 1000} kHz × {channels} ch, {seconds:.0f} s each")
+    with PeakRss(pid) as rss:
+        results = await asyncio.gather(*[listen(stub, messages()) for _ in range(sessions)])
+    after = procs.rss_mb(pid) - rss.start
+    codes = sorted({code for code, _ in results})
+    return Case(name, "/".join(codes), f"RSS peak +{rss.growth_mb:.0f} MB "
+                f"({rss.growth_mb / sessions:.1f} MB a stream), after they ended +{after:.0f} MB",
+                after <= 20 and "INTERNAL" not in codes and "UNKNOWN" not in codes)
+
+
 async def run_live_path(matrix: Matrix | None, address: str, pid: int, log_path: Path,
                         small: bool = False, echo: object = print) -> list[Case]:
     """Every case against the STT process at ``address``; rows go into ``matrix`` (area "live path")."""
@@ -223,6 +251,8 @@ async def run_live_path(matrix: Matrix | None, address: str, pid: int, log_path:
         cases.append(await flood(stub, log_path, speech, good))
         cases.append(await spam(stub, log_path, speech, good))
         cases.append(await tiny_chunks(stub, address, good))
+        cases.append(await stream_memory(stub, pid, speech, 10, RATE, 1, 60.0))
+        cases.append(await stream_memory(stub, pid, speech, 4, 48_000, 8, 60.0))
     for case in cases:
         if matrix is not None:
             row = matrix.row("live path", f"stt {case.name}")
