@@ -305,7 +305,7 @@ class ReplayedWhisper:
         await self._inner.close()
 
 
-async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float = 0.0,
+async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float = -1.0,
                      early_transcript_max_ms: int | None = None
                      ) -> tuple[Any, Any, ReplayedWhisper | None]:
     """The STT stage: the real servicer and models (smoke: the fake, figures meaningless), its stop,
@@ -352,7 +352,7 @@ async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float 
 
 
 async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper",
-                  encoder_window_s: float = 0.0, early_transcript_max_ms: int | None = None
+                  encoder_window_s: float = -1.0, early_transcript_max_ms: int | None = None
                   ) -> dict[str, Any]:
     """Run every path over every clip ``runs`` times (paths interleaved); the figures per group and
     path, and every clip's line. ``stt="baseline"`` first records Whisper's transcripts in an untimed
@@ -432,8 +432,13 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     d = out["oracle"]["mean_ms"]
     misses = kept_misses if replayed is not None else None
     main_clips = sum(clip.group == "main" for clip in clips)
+    from voxline.stt.config import window_for_device
+    from voxline.stt.engine import resolve_device
+
+    window_s = window_for_device(encoder_window_s, resolve_device("auto"))
     engine = "Whisper base int8 on this CPU" + (
-        f", encoder window max(audio + 1 s, {encoder_window_s:g} s)" if encoder_window_s else "") + (
+        f", encoder window max(audio + 1 s, {window_s:g} s)" if window_s else ", full 30 s window") + (
+        " (the service's default, --encoder-window-s auto)" if encoder_window_s < 0 else "") + (
         f", --early-transcript-max-ms {early_transcript_max_ms}" if early_transcript_max_ms is not None
         else "")
     if smoke:
@@ -530,9 +535,11 @@ def main(argv: list[str] | None = None) -> int:
                              "recorded in a first pass on this CPU, returned after 25 ms (the baseline's "
                              "STT cost on its RTX 4090): what turn-taking does with a GPU-speed recogniser "
                              "(not GPU Whisper; VAD and Smart Turn stay real) [default: whisper]")
-    parser.add_argument("--encoder-window-s", type=float, default=0.0,
-                        help="the STT service's --encoder-window-s for Whisper (0: its full 30 s window) "
-                             "[default: 0]")
+    from voxline.stt.config import parse_window
+
+    parser.add_argument("--encoder-window-s", type=parse_window, default=-1.0,
+                        help="the STT service's --encoder-window-s for Whisper (0: its full 30 s window; "
+                             "auto: 10 s on a CPU, full on CUDA) [default: auto, the service's]")
     parser.add_argument("--early-transcript-max-ms", type=int, default=None,
                         help="the STT service's --early-transcript-max-ms [default: the service's, 600]")
     ns = parser.parse_args(argv)

@@ -16,7 +16,7 @@ from speech import PHRASE, PHRASE_2, english_speech_wav, words
 
 from voxline.common.config import ConfigError
 from voxline.stt import engine
-from voxline.stt.config import EngineSettings, parse
+from voxline.stt.config import AUTO_WINDOW, CPU_WINDOW_S, EngineSettings, parse, window_for_device
 from voxline.stt.engine import AudioInput, RecognitionOptions, WhisperTranscriber
 
 FULL_TEXT = "Send a message to my sister."
@@ -142,9 +142,40 @@ def test_window_is_the_audio_plus_a_margin_at_least_the_setting(audio_s: float, 
 
 
 def test_the_flag_and_its_env_var(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert parse([]).engine.encoder_window_s == 0.0
+    assert parse([]).engine.encoder_window_s == AUTO_WINDOW
+    assert parse(["--encoder-window-s", "auto"]).engine.encoder_window_s == AUTO_WINDOW
+    assert parse(["--encoder-window-s", "0"]).engine.encoder_window_s == 0.0
     assert parse(["--encoder-window-s", "10"]).engine.encoder_window_s == 10.0
     monkeypatch.setenv("VOXLINE_STT_ENCODER_WINDOW_S", "6.5")
     assert parse([]).engine.encoder_window_s == 6.5
-    with pytest.raises(ConfigError, match=r"--encoder-window-s must be 0\.\.30"):
+    with pytest.raises(ConfigError, match=r"--encoder-window-s must be .auto. or 0\.\.30"):
         parse(["--encoder-window-s", "31"])
+
+
+@pytest.mark.parametrize(("device", "window_s", "frames"), [
+    ("cpu", AUTO_WINDOW, int(CPU_WINDOW_S * 100)),  # the default on a CPU: the short window
+    ("cuda", AUTO_WINDOW, 0),                       # the default on CUDA: the full 30 s
+    ("cpu", 0.0, 0),                                # an explicit setting wins
+    ("cuda", 8.0, 800),
+])
+async def test_the_default_window_is_chosen_by_the_device(
+        device: str, window_s: float, frames: int, stub_whisper: type[StubWhisper],
+        stt_cache_dir: Path) -> None:
+    transcriber = WhisperTranscriber(EngineSettings(cache_dir=stt_cache_dir, language="en",
+                                                    device=device, encoder_window_s=window_s))
+    await transcriber.warm_up()
+    stub_whisper.calls, stub_whisper.short_window = [], [piece(FULL_TEXT)]
+    try:
+        result = await transcriber.transcribe(AudioInput(english_speech_wav(FULL_TEXT)), RecognitionOptions())
+    finally:
+        await transcriber.close()
+    assert result.text == FULL_TEXT
+    assert [f for f, _ in stub_whisper.calls] == [frames]
+    assert transcriber.encoder_window_s == frames / 100
+
+
+def test_auto_resolves_by_device() -> None:
+    assert window_for_device(AUTO_WINDOW, "cpu") == CPU_WINDOW_S
+    assert window_for_device(AUTO_WINDOW, "cuda") == 0.0
+    assert window_for_device(0.0, "cpu") == 0.0
+    assert window_for_device(12.0, "cuda") == 12.0

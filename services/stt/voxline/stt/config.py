@@ -22,6 +22,29 @@ COMPUTE_TYPES = ("auto", "default", "int8", "int8_float16", "int8_float32", "int
                  "int16", "float16", "bfloat16", "float32")
 #: Largest beam a request or the server may ask for (cost grows with it, accuracy barely).
 MAX_BEAM_SIZE = 10
+#: ``--encoder-window-s auto``: chosen by the device the model runs on (``window_for_device``).
+AUTO_WINDOW = -1.0
+#: The window ``auto`` gives on a CPU, seconds (the full 30 s on CUDA).
+CPU_WINDOW_S = 10.0
+
+
+def parse_window(value: str) -> float:
+    """``--encoder-window-s``: "auto" or seconds."""
+    if value.strip().lower() == "auto":
+        return AUTO_WINDOW
+    try:
+        return float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'auto' or seconds, got {value!r}") from None
+
+
+def window_for_device(encoder_window_s: float, device: str) -> float:
+    """The encoder window a model on ``device`` ("cpu"/"cuda") uses: an explicit setting as is;
+    ``auto``: CPU_WINDOW_S on a CPU (the encoder is most of a short utterance's cost there), the
+    full window (0) on CUDA (it costs little there, and the full window is what Whisper learnt)."""
+    if encoder_window_s != AUTO_WINDOW:
+        return encoder_window_s
+    return 0.0 if device == "cuda" else CPU_WINDOW_S
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,8 +73,9 @@ class EngineSettings:
     #: Longest audio accepted, seconds (RESOURCE_EXHAUSTED beyond).
     max_audio_seconds: float = 120.0
     #: Shortest Whisper encoder window, seconds: a clip is encoded in max(its length + 1 s, this),
-    #: capped at 30 s, instead of Whisper's fixed 30 s; 0: always the full 30 s.
-    encoder_window_s: float = 0.0
+    #: capped at 30 s, instead of Whisper's fixed 30 s; 0: always the full 30 s; AUTO_WINDOW: by
+    #: device (``window_for_device``: 10 s on a CPU, the full window on CUDA).
+    encoder_window_s: float = AUTO_WINDOW
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -66,8 +90,8 @@ class EngineSettings:
             raise ConfigError("--num-workers must be >= 1 and --max-queued >= 0")
         if self.max_audio_seconds <= 0:
             raise ConfigError("--max-audio-seconds must be positive")
-        if not 0 <= self.encoder_window_s <= 30:
-            raise ConfigError("--encoder-window-s must be 0..30")
+        if self.encoder_window_s != AUTO_WINDOW and not 0 <= self.encoder_window_s <= 30:
+            raise ConfigError("--encoder-window-s must be 'auto' or 0..30")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -208,11 +232,13 @@ def build_parser() -> argparse.ArgumentParser:
            help="CTranslate2 threads per worker (0: CTranslate2 decides)")
     option(model, "--num-workers", env="VOXLINE_STT_NUM_WORKERS", default=1, type=int,
            help="transcriptions running at once")
-    option(model, "--encoder-window-s", env="VOXLINE_STT_ENCODER_WINDOW_S", default=0.0, type=float,
+    option(model, "--encoder-window-s", env="VOXLINE_STT_ENCODER_WINDOW_S", default="auto",
+           type=parse_window,
            help="shortest Whisper encoder window, seconds: a clip is encoded in max(its length + 1 s, "
                 "this) capped at 30 s instead of Whisper's fixed 30 s (a CPU spends most of a short "
                 "utterance's time there); a result that looks degenerate (repetitive, too many "
-                "words) is redone with the full window. 0: always the full 30 s")
+                f"words) is redone with the full window. 0: always the full 30 s; auto: "
+                f"{CPU_WINDOW_S:g} on a CPU, 0 on CUDA")
     decoding = parser.add_argument_group("decoding defaults (a request may override)")
     option(decoding, "--beam-size", env="VOXLINE_STT_BEAM_SIZE", default=1, type=int,
            help="beam size (1 = greedy, lowest latency)")

@@ -34,7 +34,7 @@ import numpy as np
 from voxline.common.admission import AdmissionGate
 from voxline.common.audio import WHISPER_RATE, decode
 from voxline.common.errors import InvalidInput, NotConfigured, NotReady, clip
-from voxline.stt.config import MAX_BEAM_SIZE, EngineSettings
+from voxline.stt.config import MAX_BEAM_SIZE, EngineSettings, window_for_device
 from voxline.stt.models import resolve_model
 
 log = logging.getLogger(__name__)
@@ -120,6 +120,15 @@ async def outlast(job: asyncio.Future[Any]) -> None:
         job.exception()
 
 
+def resolve_device(device: str) -> str:
+    """``--device``: "auto" is "cuda" where CTranslate2 sees a GPU, else "cpu"."""
+    if device != "auto":
+        return device
+    import ctranslate2
+
+    return "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+
+
 def warm_up_clip(seconds: float = 1.0) -> np.ndarray:
     """A quiet tone with a little noise: enough for Whisper to run its encoder and decoder."""
     t = np.arange(int(seconds * WHISPER_RATE), dtype=np.float32) / WHISPER_RATE
@@ -141,6 +150,14 @@ class WhisperTranscriber:
                                             thread_name_prefix="stt-worker")
         self._gate = AdmissionGate(settings.num_workers, settings.max_queued, "transcriptions")
         self._running = 0
+        #: The encoder window in use: ``--encoder-window-s auto`` is resolved by the device at
+        #: load; an injected model (a script, a replay) gets the full window unless one is set.
+        self._window_s = max(settings.encoder_window_s, 0.0)
+
+    @property
+    def encoder_window_s(self) -> float:
+        """The encoder window the model runs with, seconds (0: full); known after warm-up."""
+        return self._window_s
 
     @property
     def max_audio_seconds(self) -> float:
@@ -168,11 +185,7 @@ class WhisperTranscriber:
     def _load(self) -> None:
         s = self._settings
         resolved = resolve_model(s.model, s.cache_dir)
-        device = s.device
-        if device == "auto":
-            import ctranslate2
-
-            device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+        device = resolve_device(s.device)
         compute_type = s.compute_type
         if compute_type == "auto":
             compute_type = "float16" if device == "cuda" else "int8"
@@ -187,9 +200,10 @@ class WhisperTranscriber:
         if s.language and s.language not in languages:
             raise NotConfigured(f"--language {s.language!r} is not supported by model {s.model!r}")
         self._model, self._languages = model, languages
+        self._window_s = window_for_device(s.encoder_window_s, device)
         log.info("model loaded", extra={"model": s.model, "location": resolved.location,
                                         "source": resolved.source, "device": device,
-                                        "compute_type": compute_type,
+                                        "compute_type": compute_type, "encoder_window_s": self._window_s,
                                         "load_ms": round((time.perf_counter() - started) * 1000, 1)})
 
     def check_options(self, options: RecognitionOptions) -> None:
@@ -267,8 +281,7 @@ class WhisperTranscriber:
 
     def _infer(self, samples: np.ndarray, language: str, beam: int, vad: bool,
                stop: threading.Event | None = None) -> tuple[str, str, float, tuple[Segment, ...]]:
-        return run_whisper(self._model, samples, language, beam, vad, self._settings.encoder_window_s,
-                           stop)
+        return run_whisper(self._model, samples, language, beam, vad, self._window_s, stop)
 
     async def close(self) -> None:
         await asyncio.to_thread(self._executor.shutdown, True, cancel_futures=True)
