@@ -37,13 +37,16 @@ CHUNK = 640  # 20 ms at 16 kHz mono
 
 
 class LiveStt(FakeStt):
-    """The fake STT, counting the audio chunks its Listen streams received; with ``fail_after``, it
-    ends each Listen stream after that many chunks, as the real one does when over a limit."""
+    """The fake STT, counting the audio chunks its Listen streams received. With ``stall_after``, a
+    Listen stream stops reading after that many chunks (a recogniser that fell behind, or hung);
+    once ``give_up`` is set, it ends the stream with RESOURCE_EXHAUSTED, as the real one does when over
+    one of its limits."""
 
     def __init__(self) -> None:
         super().__init__()
         self.chunks = 0
-        self.fail_after: int | None = None
+        self.stall_after: int | None = None
+        self.give_up = asyncio.Event()
         self._heard = asyncio.Event()
 
     async def heard(self, chunks: int) -> None:
@@ -62,7 +65,8 @@ class LiveStt(FakeStt):
                     self.chunks += 1
                     received += 1
                     self._heard.set()
-                    if self.fail_after is not None and received > self.fail_after:
+                    if received == self.stall_after:
+                        await self.give_up.wait()
                         await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED,
                                             "1 transcriptions running and 8 queued")
                 yield request
@@ -258,22 +262,34 @@ async def test_silence_at_a_high_rate_is_not_held_against_the_turn_limit() -> No
         assert code == grpc.StatusCode.OK, details
 
 
-@pytest.mark.parametrize("case", ["speech, then the stream left open", "a flood, then a half-close"])
-async def test_a_failed_recogniser_reaches_a_client_that_is_not_sending(case: str) -> None:
-    # STT ends the Listen stream (over one of its limits) after 20 chunks. The client either waits
-    # for a reply without sending more, or has sent far more than the backlog holds and half-closed:
-    # either way it gets STT's RESOURCE_EXHAUSTED, not its own deadline.
+async def test_a_failed_recogniser_reaches_a_client_that_waits_for_its_reply() -> None:
+    # The user spoke; the client sends nothing more and waits. STT then ends the Listen stream (over
+    # one of its limits): the client gets that status, not its own deadline.
     async with rig() as r, grpc.aio.insecure_channel(r.address) as channel:
-        r.stt.fail_after = 20
+        r.stt.stall_after = 21
         session = Live(channel)
-        if case.startswith("speech"):
-            session.speak(silence_pcm(0.2) + tone_pcm(0.4))
-        else:
-            session.speak(silence_pcm(0.2) + tone_pcm(20.0))  # 1,010 chunks
-            session.half_close()
+        session.speak(silence_pcm(0.2) + tone_pcm(0.4))
+        await r.stt.heard(21)
+        r.stt.give_up.set()
         code, details = await session.status()
         assert code == grpc.StatusCode.RESOURCE_EXHAUSTED, details
         assert "stt stage" in details
+
+
+async def test_a_hung_recogniser_under_a_flood_ends_the_stream_with_a_status() -> None:
+    # STT stops reading (hung) while the client pushes 30 s of audio at full speed and half-closes:
+    # whether the backlog filled and nothing took from it, or gRPC's windows took it all and STT
+    # never finished the turn, the client is told (DEADLINE_EXCEEDED naming STT) after the stall
+    # limit instead of hanging in the orchestrator until its own deadline.
+    async with rig() as r, grpc.aio.insecure_channel(r.address) as channel:
+        r.stt.stall_after = 21
+        session = Live(channel)
+        session.speak(silence_pcm(0.2) + tone_pcm(30.0))
+        session.half_close()
+        code, details = await session.status()
+        assert code == grpc.StatusCode.DEADLINE_EXCEEDED, details
+        assert "stt stage" in details  # (it took none of the audio, or did not finish the turn)
+        r.stt.give_up.set()
 
 
 async def test_thousands_of_three_byte_chunks_get_invalid_argument_not_a_hang() -> None:

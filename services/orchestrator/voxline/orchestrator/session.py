@@ -107,7 +107,11 @@ class ConverseSession:
                 self._check_listener()
             if self._taker is not None and self._listener is not None:  # STT ends the last turn
                 await self._taker.close()
-                await self._listener
+                done, _ = await asyncio.wait([self._listener], timeout=self._taker.stall_s)
+                if not done:  # a recogniser that hung: the client hears it, not its own deadline
+                    raise StageError("stt", "DEADLINE_EXCEEDED", "the speech recogniser did not "
+                                     f"finish the last turn within {self._taker.stall_s:g} s")
+                self._listener.result()
             if self._turn_task is not None:  # half-close: let the last reply finish
                 await asyncio.wait([self._turn_task])
         finally:

@@ -120,6 +120,8 @@ class TurnTaker:
         self._clock = StreamClock(self._bytes_per_second)
         # Every input in order; the current Listen stream reads it, a replay reads it again.
         self._input = InputLog(self._bytes_per_second, max_audio_bytes, stall_s)
+        #: How long STT may take nothing (the backlog), or take to finish after the half-close.
+        self.stall_s = stall_s
         self._detection = TurnDetection(settings.turn_detector, settings.turn_complete_silence_ms,
                                         settings.turn_incomplete_silence_ms,
                                         settings.vad_silence_ms or default_silence_ms)
