@@ -24,6 +24,12 @@ def groq(_groq_server: FakeChatServer) -> FakeChatServer:
     return _groq_server
 
 
+@pytest.fixture
+def cerebras() -> Iterator[FakeChatServer]:
+    with FakeChatServer() as server:
+        yield server
+
+
 @pytest.fixture(scope="session")
 def _span_exporter() -> InMemorySpanExporter:
     # The process-wide tracer provider (whoever set it up first) gets one in-memory exporter.

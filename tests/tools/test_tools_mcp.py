@@ -10,7 +10,9 @@ from typing import Any
 
 from fakes.chat_server import Behaviour, FakeChatServer, tool_call
 from tools_harness import (
+    CEREBRAS_KEY,
     EXAMPLE_CONFIG,
+    GROQ_KEY,
     calls_in,
     events_of,
     http_config,
@@ -22,6 +24,7 @@ from tools_harness import (
     wait_for_event,
 )
 
+from voxline.llm.config import LlmConfig
 from voxline.orchestrator.tools.settings import ToolSettings
 from voxline.v1 import voice_pb2
 
@@ -110,3 +113,30 @@ async def test_slow_tool_gets_a_filler_and_a_barge_in_cancels_it(groq: FakeChatS
     assert messages[-3]["tool_calls"][0]["function"]["name"] == "slow_search"
     assert messages[-2]["role"] == "tool" and messages[-2]["content"].startswith("cancelled")
     assert messages[-1] == {"role": "user", "content": "Actually, never mind"}
+
+
+async def test_a_hedged_request_runs_the_tool_once(groq: FakeChatServer, cerebras: FakeChatServer,
+                                                   tmp_path: Path) -> None:
+    # the primary (Cerebras) is slow and would call the tool too; the hedge (Groq) wins
+    events = tmp_path / "events.log"
+    config = stdio_config(tmp_path / "mcp.json", events)
+    cerebras.script(tool_call("lookup_order", {"order_id": "A1"}, call_id="call_slow",
+                              first_token_delay=5.0))
+    groq.script(tool_call("lookup_order", {"order_id": "A1"}, call_id="call_fast"))
+    cerebras.default = groq.default = Behaviour(tokens=("It has shipped.",))
+    llm = LlmConfig(providers=("cerebras", "groq"), groq_api_key=GROQ_KEY, groq_base_url=groq.url,
+                    cerebras_api_key=CEREBRAS_KEY, cerebras_base_url=cerebras.url,
+                    request_timeout_s=10.0, hedge_delay="100", local_model="none",
+                    cache_max_words=0)
+    async with running_stack(groq, ToolSettings(mcp_config=str(config)), llm_config=llm) as stack:
+        conv = stack.conversation()
+        await conv.send_config(session())
+        turn = await text_turn(conv, "Where is my order A1?")
+    assert turn.metrics.status == voice_pb2.COMPLETED, turn.metrics.error
+    assert turn.metrics.tool_calls == 1
+    assert calls_in(events) == ["call lookup_order A1"]  # once, not once per provider
+    assert not cerebras.requests[0].first_token_sent.is_set()  # the loser's call never came out
+    # the result went back under the winner's call id
+    results = [m for r in [*groq.requests, *cerebras.requests] for m in r.body["messages"]
+               if m["role"] == "tool"]
+    assert results and {m["tool_call_id"] for m in results} == {"call_fast"}

@@ -33,6 +33,7 @@ REPO = HERE.parent.parent
 TEST_SERVER = HERE / "mcp_tool_server.py"
 EXAMPLE_CONFIG = REPO / "examples" / "mcp.json"
 GROQ_KEY = "gsk_TESTKEY0123456789abcdefSECRET"
+CEREBRAS_KEY = "csk-TESTKEY0123456789abcdefSECRET"
 #: Safety net: a read that would hang fails after this long.
 READ_TIMEOUT_S = 20.0
 
@@ -101,12 +102,13 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(groq: FakeChatServer, tools: ToolSettings, **overrides: Any
-                        ) -> AsyncIterator[Stack]:
-    """Gateway (Groq only, no cache, no hedging) + fake STT/TTS + the orchestrator with ``tools``."""
-    llm_config = LlmConfig(providers=("groq",), groq_api_key=GROQ_KEY, groq_base_url=groq.url,
-                           request_timeout_s=10.0, hedge_delay="off", local_model="none",
-                           cache_max_words=0)
+async def running_stack(groq: FakeChatServer, tools: ToolSettings, *,
+                        llm_config: LlmConfig | None = None, **overrides: Any) -> AsyncIterator[Stack]:
+    """Gateway (Groq only, no cache, no hedging; or ``llm_config``) + fake STT/TTS + the
+    orchestrator with ``tools``."""
+    llm_config = llm_config or LlmConfig(
+        providers=("groq",), groq_api_key=GROQ_KEY, groq_base_url=groq.url, request_timeout_s=10.0,
+        hedge_delay="off", local_model="none", cache_max_words=0)
     engine = LanguageModelEngine.from_config(llm_config)
     servicer = LanguageModelServicer(engine)
     spec = ServiceSpec(name="voxline-llm", grpc_services=[SERVICE_NAME],
