@@ -126,6 +126,10 @@ async def test_session_events_and_reply_audio(start_edge: Any, orchestrator: Scr
     sent = await client.wait_for(lambda e: e["type"] == "reply_audio_sent", 10)
     assert sent["turn"] == 1 and sent["edge_ms"] >= 0
     await until(lambda: len(client.voiced_frames) > 25)  # more than half a second of the tone heard
+    # the microphone waits for one later packet in aiortc's jitter buffer, not four (--rtp-prefetch)
+    [session] = running.edge.webrtc.values()
+    [receiver] = [t.receiver for t in session.pc.getTransceivers() if t.kind == "audio"]
+    assert receiver._RTCRtpReceiver__jitter_buffer._prefetch == 1
     config = orchestrator.configs[0]
     assert config.server_vad and config.language == "en"
     assert config.input_format.sample_rate_hz == 16_000

@@ -132,6 +132,7 @@ async def offer(request: web.Request) -> web.Response:
         session = WebRtcSession(channel=edge.channel, settings=edge.settings, metadata=edge.metadata,
                                 metrics=edge.metrics, rtc_config=edge.rtc_config,
                                 max_queued_audio_s=edge.config.max_queued_audio_s,
+                                rtp_prefetch=edge.config.rtp_prefetch,
                                 on_closed=lambda s: _webrtc_closed(edge, s))
         answer = await session.answer(sdp, kind)
     except BadOffer as exc:
