@@ -23,7 +23,7 @@ from voxline.stt.text_turn import UNFINISHED, UNLIKELY_END, WordsJudge
 # AVX-512, AVX2, AVX or generic code, by CPU). Measured on this repository's texts with every backend
 # this Intel AVX-512 machine can force (CT2_FORCE_CPU_ISA, CT2_USE_MKL=0, float32 weights), and as
 # reported from an AVX2-only AMD CPU: the same text moved up to 3.5x ("Could you please." 0.0063 here,
-# 0.022 there). The tests use texts whose verdict keeps a margin of at least 4x to the 0.02 threshold
+# 0.022 there). The tests use texts whose verdict keeps a margin of at least 5x to the 0.02 threshold
 # on every backend measured; the texts within a hair of it are checked only for what a wrong verdict
 # costs (BORDERLINE below).
 
@@ -71,10 +71,12 @@ def test_a_finished_request_is_not_held_back(text: str, text_model: TextTurnMode
     assert WordsJudge(text_model)(text, "en") is None
 
 
-def test_the_score_separates_the_two_with_a_margin(text_model: TextTurnModel) -> None:
+def test_the_threshold_separates_the_two(text_model: TextTurnModel) -> None:
+    """The decision, through the score: the lists above keep a 5x margin either side of it on every
+    backend measured, so this holds where a kernel moves a score 3.5x."""
     unfinished = max(text_model.end_probability(t) for t in UNFINISHED_REQUESTS)
     finished = min(text_model.end_probability(t) for t in FINISHED_REQUESTS)
-    assert unfinished < UNLIKELY / 4 and finished > UNLIKELY * 4, (unfinished, finished)
+    assert unfinished < UNLIKELY < finished, (unfinished, finished)
 
 
 @pytest.mark.parametrize("text", BORDERLINE)
