@@ -149,6 +149,10 @@ async def test_local_model_is_skipped_for_tools(base_config: LlmConfig,
         assert "uses tools" in (error.value.details() or "")
         assert "local model does not" in (error.value.details() or "")
 
+        # ListProviders says which providers can call tools
+        listed = {p.name: p.supports_tools for p in await gw.providers()}
+        assert listed == {"local": False, "groq": True, "cerebras": True}
+
         # the same request without tools is the local model's to answer
         plain = await collect(gw.stub.Generate(llm_pb2.GenerateRequest(
             messages=[user("Bonjour")], providers=["local"])))

@@ -431,6 +431,7 @@ class ProviderStatus(_message.Message):
     AVAILABLE_FIELD_NUMBER: _builtins.int
     CIRCUIT_FIELD_NUMBER: _builtins.int
     REASON_FIELD_NUMBER: _builtins.int
+    SUPPORTS_TOOLS_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """Provider name."""
     model: _builtins.str
@@ -441,6 +442,8 @@ class ProviderStatus(_message.Message):
     """"closed", "open" or "half_open"."""
     reason: _builtins.str
     """Why it is unavailable, if it is."""
+    supports_tools: _builtins.bool
+    """True when it can call tools (a request with tools skips a provider that cannot)."""
     def __init__(
         self,
         *,
@@ -449,10 +452,11 @@ class ProviderStatus(_message.Message):
         available: _builtins.bool = ...,
         circuit: _builtins.str = ...,
         reason: _builtins.str = ...,
+        supports_tools: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit", b"circuit", "model", b"model", "name", b"name", "reason", b"reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["available", b"available", "circuit", b"circuit", "model", b"model", "name", b"name", "reason", b"reason", "supports_tools", b"supports_tools"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -58,6 +58,7 @@ class ProviderInfo:
     available: bool
     circuit: str
     reason: str
+    supports_tools: bool = False
 
 
 class DisabledProvider:
@@ -266,7 +267,8 @@ class LanguageModelEngine:
         return [ProviderInfo(name=n, model=self.providers[n].model,
                              available=self.providers[n].available,
                              circuit=self.router.states[n].breaker.state,
-                             reason=self.providers[n].unavailable_reason) for n in order]
+                             reason=self.providers[n].unavailable_reason,
+                             supports_tools=supports_tools(self.providers[n])) for n in order]
 
     def _tell_operator(self, message: str) -> None:
         now = time.monotonic()

@@ -83,6 +83,7 @@ class LanguageModelServicer(llm_pb2_grpc.LanguageModelServicer):
                             context: grpc.aio.ServicerContext) -> llm_pb2.ListProvidersResponse:
         return llm_pb2.ListProvidersResponse(providers=[
             llm_pb2.ProviderStatus(name=p.name, model=p.model, available=p.available,
-                                   circuit=p.circuit, reason=p.reason)
+                                   circuit=p.circuit, reason=p.reason,
+                                   supports_tools=p.supports_tools)
             for p in self._engine.provider_infos()
         ])
