@@ -38,6 +38,9 @@ log = logging.getLogger(__name__)
 #: Seconds between pings of an idle server, and how long a ping or a listing may take.
 PING_INTERVAL_S = 5.0
 CONTROL_TIMEOUT_S = 10.0
+#: At start, how long the service waits for each server's first tool list (a slow machine starting
+#: a Python server takes seconds); one that is not ready by then keeps trying in the background.
+START_WAIT_S = 30.0
 #: Reconnection back-off, seconds.
 BACKOFF_FIRST_S, BACKOFF_MAX_S = 0.5, 30.0
 
@@ -234,7 +237,7 @@ class McpServers:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def start(self, wait_s: float = 10.0) -> None:
+    async def start(self, wait_s: float = START_WAIT_S) -> None:
         """Start the supervisors and wait (bounded) for each server's first listing."""
         self._stop.clear()
         self._tasks = [asyncio.create_task(s.run(self._stop), name=f"mcp-{s.name}")
