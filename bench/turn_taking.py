@@ -524,6 +524,83 @@ def run_section(ctx: Any) -> Any:
     return result
 
 
+def wer_items() -> list[tuple[str, str, str, bytes]]:
+    """(set, name, reference, 16 kHz PCM16) of every utterance the WER table reads: the recorded
+    human speech (``voxline.testing.human_speech``, its tuning and held-out sets) and the Piper
+    clips of this benchmark (noisy as they are streamed; the paused ones with their pause)."""
+    from voxline.testing.human_speech import utterances
+
+    items = [("human (tuning)" if not u.held_out else "human (held-out)", u.name, u.reference, u.pcm16())
+             for u in utterances()]
+    texts = {f"s{i + 1}": text for i, (text, _) in enumerate(SENTENCES)}
+    texts |= {f"c{i + 1}": text for i, (text, _) in enumerate(CONTROL_SENTENCES)}
+    for clip in make_clips():
+        items.append(("piper", clip.name, texts[clip.name.split("-")[0]], clip.pcm))
+    return items
+
+
+WER_WINDOWS: tuple[float, ...] = (0.0, 10.0)
+
+
+async def measure_wer(windows: tuple[float, ...] = WER_WINDOWS, runs: int = 1) -> dict[str, Any]:
+    """Word error rate and the time of one Whisper pass per encoder window, on the same utterances:
+    one model per window, loaded together, each utterance passed through them in turn (so the
+    machine's load falls on every window alike). Pass time: the worker's ``processing_ms``."""
+    from voxline.stt.config import EngineSettings
+    from voxline.stt.engine import AudioInput, RecognitionOptions, WhisperTranscriber
+    from voxline.testing.human_speech import corpus_wer, normalise
+
+    items = wer_items()
+    engines = [WhisperTranscriber(EngineSettings(language="en", encoder_window_s=w)) for w in windows]
+    texts: dict[float, dict[str, str]] = {w: {} for w in windows}
+    pass_ms: dict[float, dict[str, list[float]]] = {w: {} for w in windows}
+    try:
+        for engine in engines:
+            await engine.warm_up()
+        for _ in range(runs):
+            for _group, name, _reference, pcm in items:
+                for w, engine in zip(windows, engines, strict=True):
+                    result = await engine.transcribe(AudioInput(pcm, "pcm_s16le", 16_000, 1),
+                                                     RecognitionOptions())
+                    texts[w][name] = result.text
+                    pass_ms[w].setdefault(name, []).append(result.processing_ms)
+    finally:
+        for engine in engines:
+            await engine.close()
+    groups: dict[str, Any] = {}
+    for group in dict.fromkeys(g for g, *_ in items):
+        members = [(name, ref, len(pcm) / 32_000) for g, name, ref, pcm in items if g == group]
+        groups[group] = {
+            "utterances": len(members),
+            "audio_s": round(sum(seconds for *_, seconds in members), 1),
+            "longest_s": round(max(seconds for *_, seconds in members), 1),
+            "words": sum(len(normalise(ref)) for _, ref, _ in members),
+            "windows": {str(w): {
+                "wer": corpus_wer([(ref, texts[w][name]) for name, ref, _ in members]),
+                "pass_ms_mean": statistics.fmean(ms for name, _, _ in members for ms in pass_ms[w][name]),
+                "pass_ms_max": max(ms for name, _, _ in members for ms in pass_ms[w][name]),
+            } for w in windows},
+        }
+    return {"windows": list(windows), "groups": groups,
+            "transcripts": {str(w): texts[w] for w in windows}}
+
+
+def render_wer(result: dict[str, Any]) -> list[str]:
+    """The WER table: one row per set, WER and pass time per encoder window side by side."""
+    windows = result["windows"]
+    label = {w: ("full 30 s" if not w else f"{w:g} s") for w in windows}
+    head = ["set", "utt", "audio s (longest)", "words",
+            *(f"WER {label[w]}" for w in windows), *(f"pass ms {label[w]} (max)" for w in windows)]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for group, g in result["groups"].items():
+        per = [g["windows"][str(w)] for w in windows]
+        rows.append("| " + " | ".join([
+            group, str(g["utterances"]), f"{g['audio_s']:.1f} ({g['longest_s']:.1f})", str(g["words"]),
+            *(f"{p['wer'] * 100:.1f}%" for p in per),
+            *(f"{p['pass_ms_mean']:.0f} ({p['pass_ms_max']:.0f})" for p in per)]) + " |")
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.turn_taking", description=__doc__.split("\n")[0])
     parser.add_argument("--runs", type=int, default=1, help="runs per clip and path [default: 1]")
@@ -542,10 +619,22 @@ def main(argv: list[str] | None = None) -> int:
                              "auto: 10 s on a CPU, full on CUDA) [default: auto, the service's]")
     parser.add_argument("--early-transcript-max-ms", type=int, default=None,
                         help="the STT service's --early-transcript-max-ms [default: the service's, 600]")
+    parser.add_argument("--wer", action="store_true",
+                        help="only the word error rate table: Whisper base with the full and the 10 s "
+                             "encoder window on the recorded human speech and the Piper clips, and "
+                             "the time of each pass, side by side")
     ns = parser.parse_args(argv)
     from voxline.common.logs import setup_logging
 
     setup_logging("WARNING")  # the in-process services log as they do on their own
+    if ns.wer:
+        wer = asyncio.run(measure_wer(runs=ns.runs))
+        print("Whisper base int8 on this CPU, greedy, language en; corpus WER (lowercase, no "
+              "punctuation); pass: the worker's time for one transcription")
+        print("\n".join(render_wer(wer)))
+        if ns.json is not None:
+            ns.json.write_text(json.dumps(wer, indent=2))
+        return 0
     result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s,
                                  early_transcript_max_ms=ns.early_transcript_max_ms))
     print(result["setup"])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -131,6 +132,52 @@ class LiveLimits:
             raise ConfigError("--listen-recognition-budget and --listen-recognition-burst-s must be >= 0")
 
 
+#: --engine: local (faster-whisper here) or groq (Groq's hosted Whisper, voxline.stt.cloud).
+ENGINES = ("local", "groq")
+KEY_ENV = "GROQ_API_KEY"
+BASE_URL_ENV = "GROQ_BASE_URL"
+DEFAULT_BASE_URL = "https://api.groq.com"
+DEFAULT_MODEL = "whisper-large-v3-turbo"
+
+
+@dataclasses.dataclass(frozen=True)
+class CloudSettings:
+    """Which engine transcribes, and how Groq is reached."""
+
+    #: "local" (faster-whisper in this process) or "groq" (hosted, the local model as fallback).
+    engine: str = "local"
+    model: str = DEFAULT_MODEL
+    base_url: str = DEFAULT_BASE_URL
+    #: From GROQ_API_KEY only.
+    api_key: str = dataclasses.field(default="", repr=False)
+    #: Longest wait for Groq's answer before the local model transcribes instead, seconds.
+    timeout_s: float = 3.0
+    #: Failures in a row that open the circuit, and how long it stays open, seconds.
+    failures: int = 3
+    cooldown_s: float = 30.0
+    #: Requests to Groq outstanding at once; more are transcribed locally.
+    max_in_flight: int = 8
+
+    def problems(self) -> list[str]:
+        """What makes these settings unusable (empty when fine), for ConfigError."""
+        out = []
+        if self.engine not in ENGINES:
+            out.append(f"--engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if self.engine == "groq" and not self.api_key:
+            out.append(f"--engine groq needs an API key: set {KEY_ENV} in the service's environment")
+        if not self.model.strip():
+            out.append("--groq-model must not be empty")
+        if not self.base_url.startswith(("http://", "https://")):
+            out.append("--groq-base-url must be an http(s) URL")
+        if not 0 < self.timeout_s <= 120:
+            out.append("--cloud-timeout-s must be in (0, 120]")
+        if self.failures < 1 or self.cooldown_s < 0:
+            out.append("--cloud-failures must be >= 1 and --cloud-cooldown-s >= 0")
+        if self.max_in_flight < 1:
+            out.append("--cloud-max-in-flight must be >= 1")
+        return out
+
+
 TURN_DETECTORS = ("smart_turn", "silero_vad", "energy_vad")
 
 
@@ -205,10 +252,15 @@ class SttConfig:
     listen_interim_interval_s: float = 0.0
     #: What one Listen stream may cost.
     live: LiveLimits = dataclasses.field(default_factory=LiveLimits)
+    #: The engine (local, or Groq with the local model as fallback).
+    cloud: CloudSettings = dataclasses.field(default_factory=CloudSettings)
 
     def __post_init__(self) -> None:
         if self.max_stream_bytes < 1024:
             raise ConfigError("--max-stream-bytes must be >= 1024")
+        problems = self.cloud.problems()
+        if problems:
+            raise ConfigError("; ".join(problems))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -239,6 +291,25 @@ def build_parser() -> argparse.ArgumentParser:
                 "utterance's time there); a result that looks degenerate (repetitive, too many "
                 f"words) is redone with the full window. 0: always the full 30 s; auto: "
                 f"{CPU_WINDOW_S:g} on a CPU, 0 on CUDA")
+    cloud = parser.add_argument_group(f"cloud engine (the API key comes from {KEY_ENV} only)")
+    option(cloud, "--engine", env="VOXLINE_STT_ENGINE", default="local", choices=ENGINES,
+           help="local: the Whisper model above, in this process; groq: Groq's hosted Whisper "
+           f"(needs {KEY_ENV}), the local model transcribing instead when Groq fails or is late")
+    option(cloud, "--groq-model", env="VOXLINE_STT_GROQ_MODEL", default=DEFAULT_MODEL,
+           help="Groq's transcription model")
+    # the SDK's own variable (GROQ_BASE_URL) is honoured below the flag and the VOXLINE_ variable
+    option(cloud, "--groq-base-url", env="VOXLINE_STT_GROQ_BASE_URL",
+           default=os.environ.get(BASE_URL_ENV, "").strip() or DEFAULT_BASE_URL,
+           help=f"Groq API host (the SDK appends /openai/v1/...; {BASE_URL_ENV} is read too)")
+    option(cloud, "--cloud-timeout-s", env="VOXLINE_STT_CLOUD_TIMEOUT_S", default=3.0, type=float,
+           help="longest wait for Groq's transcript before the local model transcribes instead, s")
+    option(cloud, "--cloud-failures", env="VOXLINE_STT_CLOUD_FAILURES", default=3, type=int,
+           help="Groq failures in a row that open its circuit (the local model transcribes "
+           "everything, without waiting on Groq, until the cool-down ends)")
+    option(cloud, "--cloud-cooldown-s", env="VOXLINE_STT_CLOUD_COOLDOWN_S", default=30.0, type=float,
+           help="how long an open circuit stays open before one trial request, s")
+    option(cloud, "--cloud-max-in-flight", env="VOXLINE_STT_CLOUD_MAX_IN_FLIGHT", default=8, type=int,
+           help="requests to Groq outstanding at once; more are transcribed locally")
     decoding = parser.add_argument_group("decoding defaults (a request may override)")
     option(decoding, "--beam-size", env="VOXLINE_STT_BEAM_SIZE", default=1, type=int,
            help="beam size (1 = greedy, lowest latency)")
@@ -339,6 +410,16 @@ def parse(argv: Sequence[str] | None = None) -> SttConfig:
         max_stream_bytes=ns.max_stream_bytes,
         partial_interval_s=ns.partial_interval_s,
         listen_interim_interval_s=ns.listen_interim_interval_s,
+        cloud=CloudSettings(
+            engine=ns.engine,
+            model=ns.groq_model,
+            base_url=ns.groq_base_url.strip(),
+            api_key=os.environ.get(KEY_ENV, "").strip(),
+            timeout_s=ns.cloud_timeout_s,
+            failures=ns.cloud_failures,
+            cooldown_s=ns.cloud_cooldown_s,
+            max_in_flight=ns.cloud_max_in_flight,
+        ),
         live=LiveLimits(
             min_rate_hz=ns.listen_min_rate_hz,
             min_chunk_ms=ns.listen_min_chunk_ms,

@@ -5,9 +5,10 @@ from __future__ import annotations
 import grpc
 
 from voxline.common.server import ServiceSpec
+from voxline.stt.cloud import CloudTranscriber
 from voxline.stt.config import SttConfig
 from voxline.stt.detectors import TurnDetectors
-from voxline.stt.engine import WhisperTranscriber
+from voxline.stt.engine import Transcriber, WhisperTranscriber
 from voxline.stt.servicer import SERVICE_NAME, SpeechToTextServicer
 from voxline.v1 import stt_pb2_grpc
 
@@ -15,7 +16,9 @@ from voxline.v1 import stt_pb2_grpc
 def build_spec(config: SttConfig) -> ServiceSpec:
     """The ServiceSpec to serve; call it inside the server's event loop. The model is resolved,
     loaded and warmed up at warm-up, after the port is bound (health NOT_SERVING until then)."""
-    engine = WhisperTranscriber(config.engine)
+    engine: Transcriber = WhisperTranscriber(config.engine)
+    if config.cloud.engine == "groq":
+        engine = CloudTranscriber(config.cloud, fallback=engine, language=config.engine.language)
     turns = TurnDetectors(config.turns)
     servicer = SpeechToTextServicer(engine, partial_interval_s=config.partial_interval_s,
                                     max_stream_bytes=config.max_stream_bytes, turns=turns,
