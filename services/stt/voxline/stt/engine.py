@@ -150,6 +150,7 @@ class WhisperTranscriber:
                                             thread_name_prefix="stt-worker")
         self._gate = AdmissionGate(settings.num_workers, settings.max_queued, "transcriptions")
         self._running = 0
+        self._working: set[asyncio.Task[Any]] = set()  # tasks whose transcription holds a worker
         #: The encoder window in use: ``--encoder-window-s auto`` is resolved by the device at
         #: load; an injected model (a script, a replay) gets the full window unless one is set.
         self._window_s = max(settings.encoder_window_s, 0.0)
@@ -227,7 +228,20 @@ class WhisperTranscriber:
             raise NotReady("the speech model is still loading")
         resolved = self._resolve_options(options)
         async with self._gate.admit():
+            return await self._working_on(audio, resolved)
+
+    def working(self, task: asyncio.Task[Any]) -> bool:
+        """Does ``task``'s transcription hold a worker (it has started; not merely queued)?"""
+        return task in self._working
+
+    async def _working_on(self, audio: AudioInput, resolved: tuple[str, int, bool]) -> Transcript:
+        task = asyncio.current_task()
+        if task is not None:
+            self._working.add(task)
+        try:
             return await self._run(audio, resolved)
+        finally:
+            self._working.discard(task)  # type: ignore[arg-type]  # None is never in the set
 
     async def transcribe_if_idle(self, audio: AudioInput, options: RecognitionOptions
                                  ) -> Transcript | None:
@@ -236,7 +250,7 @@ class WhisperTranscriber:
         resolved = self._resolve_options(options)
         # a worker is free, so admit() takes its slot without waiting (no await in between)
         async with self._gate.admit():
-            return await self._run(audio, resolved)
+            return await self._working_on(audio, resolved)
 
     async def _run(self, audio: AudioInput, resolved: tuple[str, int, bool]) -> Transcript:
         loop = asyncio.get_running_loop()

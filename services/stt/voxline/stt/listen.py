@@ -14,9 +14,9 @@ speaks instead of after:
 - when the turn ends, ``TurnEnded`` with the final transcript. When nothing was said since the
   pause, that is the pause's transcript: the end of a turn costs no second decode.
 
-Work started for an older *epoch* (speech resumed since) is stale: its pass is cancelled (dropped
-before it starts, or stopped at its next segment; ``voxline.stt.passes``), a stale pause
-transcript that was ready anyway goes out as a plain interim, and an end of turn whose speech
+Work started for an older *epoch* (speech resumed since) is stale: its pass is dropped if it has
+not started, and a newer pass supersedes it (stopped at its next segment; ``voxline.stt.passes``);
+a stale pause transcript that was ready anyway goes out as a plain interim, and an end of turn whose speech
 resumed before its transcript was ready is dropped — the turn goes on, and ends later with
 everything that was said. A stream has at most one pass waiting for or holding a worker.
 
@@ -189,6 +189,9 @@ async def listen_stream(
                            "lowest a Listen stream may use")
     engine.check_options(options)
     passes = passes or StreamPasses(limits.recognition_budget, limits.recognition_burst_s)
+    # a recogniser that can tell whether a pass holds a worker (WhisperTranscriber) keeps a stale
+    # pass that already runs (its transcript still goes out as an interim)
+    started: Callable[[asyncio.Task[Any]], bool] | None = getattr(engine, "working", None)
     bytes_per_s = fmt.frame_bytes * fmt.sample_rate  # on the wire
     slice_bytes = bytes_per_s  # one second: a chunk is read in these
     # the turn is kept downmixed to mono (what the recogniser's decoder makes of it anyway): at
@@ -241,7 +244,7 @@ async def listen_stream(
         out: list[ListenEvent] = []
         for event in events:
             if isinstance(event, SpeechStarted):
-                passes.drop_stale(event.epoch)
+                passes.drop_stale(event.epoch, started)
                 out.append(event)
                 last_interim_s = received_s
                 deferred = None  # it was a gap between words

@@ -6,9 +6,10 @@ stream has at most one pass waiting for or holding a worker:
 
 - a new pass supersedes the stream's older one: cancelled, it leaves the queue at once if it has not
   started, and a running one stops at its next segment (``WhisperTranscriber``);
-- when speech resumes (a new epoch), the pass for the older epoch is stale and goes the same way,
-  before it ever starts when it was still queued (an interim of the turn so far stays: speech
-  going on is what it is for);
+- when speech resumes (a new epoch), the pass for the older epoch is stale: dropped if it has not
+  started (it leaves the queue); one already running finishes (or is stopped by the next pass),
+  and its transcript goes out as a plain interim (an interim of the turn so far is never stale:
+  speech going on is what it is for);
 - an interim never supersedes: it starts only when the stream has no pass live, on an idle
   worker, and is not superseded either (it is already running; its transcript still goes out).
 
@@ -24,7 +25,7 @@ pass that ends a turn is never refused (no turn is lost); it is charged like the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
@@ -59,10 +60,15 @@ class StreamPasses:
         self.started += 1
         return task
 
-    def drop_stale(self, epoch: int) -> None:
-        """Speech resumed (``epoch`` is the current one): a pass for an older epoch is not wanted."""
-        if self._current is not None and self._current[2] and self._current[1] < epoch:
-            self._cancel_current()
+    def drop_stale(self, epoch: int, started: Callable[[asyncio.Task[Any]], bool] | None = None
+                   ) -> None:
+        """Speech resumed (``epoch`` is the current one): a pass for an older epoch that has not
+        ``started`` (holds no worker yet; None: the recogniser cannot tell) is dropped."""
+        if self._current is None or not self._current[2] or self._current[1] >= epoch:
+            return
+        if started is not None and started(self._current[0]):
+            return
+        self._cancel_current()
 
     def _cancel_current(self) -> None:
         if self._current is not None and not self._current[0].done():
