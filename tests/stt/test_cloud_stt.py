@@ -22,7 +22,7 @@ from support import start_service
 from voxline.common.config import ConfigError
 from voxline.stt import cloud
 from voxline.stt.cloud import CircuitBreaker, CloudTranscriber
-from voxline.stt.config import CloudSettings, EngineSettings, parse
+from voxline.stt.config import CloudSettings, EngineSettings, build_parser, parse
 from voxline.stt.engine import AudioInput, RecognitionOptions, WhisperTranscriber
 from voxline.v1 import stt_pb2, stt_pb2_grpc
 
@@ -204,6 +204,11 @@ def test_the_breaker_closes_after_a_successful_trial() -> None:
 def test_flags_and_the_key_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("GROQ_API_KEY", raising=False)
     assert parse([]).cloud.engine == "local"
+    usage = build_parser().format_help()
+    for flag in ("--engine", "VOXLINE_STT_ENGINE", "--groq-model", "--groq-base-url", "GROQ_BASE_URL",
+                 "--cloud-timeout-s", "--cloud-failures", "--cloud-cooldown-s", "--cloud-max-in-flight",
+                 "GROQ_API_KEY"):
+        assert flag in usage
     with pytest.raises(ConfigError, match="set GROQ_API_KEY"):
         parse(["--engine", "groq"])
     monkeypatch.setenv("GROQ_API_KEY", KEY)
