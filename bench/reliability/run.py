@@ -20,7 +20,7 @@ from typing import Any
 
 import grpc
 
-from bench.reliability import bombs, faults, live_stt, load, procs
+from bench.reliability import bombs, faults, live_orchestrator, live_stt, load, procs
 from bench.reliability.converse import COMPLETED, Session, pcm_config
 from bench.reliability.fuzz import Rpc, _wav, fuzz_rpc
 from bench.reliability.matrix import Matrix, Row
@@ -186,8 +186,9 @@ def _rows(matrix: Matrix, label: str) -> Callable[[str], Row]:
 
 
 async def run_suite(sizes: Sizes, log_dir: Path, echo: Echo = print, seed: int = 10,
-                    only: tuple[str, ...] = ("fuzz", "resources", "fault", "load")) -> Matrix:
-    """Everything, in order: fuzz, resources, faults, load. Returns the matrix."""
+                    only: tuple[str, ...] = ("fuzz", "resources", "fault", "load", "live")) -> Matrix:
+    """Everything, in order: fuzz, resources, faults, load, the live path (server VAD under
+    faults, on a stack of its own under the supervisor). Returns the matrix."""
     from bench.suite.stacks import start_stack
 
     matrix = Matrix()
@@ -262,6 +263,13 @@ async def run_suite(sizes: Sizes, log_dir: Path, echo: Echo = print, seed: int =
                 await faults.provider_faults(matrix, sizes.provider_repeats)
                 await faults.sigterm_drain(matrix, stack, log_dir, sizes.drain_grace_s)
                 await faults.stage_kill(matrix, stack, log_dir, sizes.kills_per_stage)
+        if "live" in only:
+            full = sizes.sessions >= 16  # FULL: issue 20's figures (8 conversations, 50 sessions)
+            echo("reliability: live path (server VAD): STT SIGKILL, memory after sessions")
+            await live_orchestrator.run_live(matrix, log_dir / "live", conversations=8 if full else 2,
+                                             sessions=50 if full else 4,
+                                             session_s=20.0 if full else 3.5,
+                                             wide_sessions=10 if full else 2)
     finally:
         for stop in reversed(cleanup):
             with contextlib.suppress(Exception):

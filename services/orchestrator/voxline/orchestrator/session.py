@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator
 from opentelemetry import trace
 
 from voxline.common.errors import InvalidInput, LimitExceeded, clip
-from voxline.orchestrator import languages
+from voxline.orchestrator import heap, languages
 from voxline.orchestrator.config import OrchestratorConfig
 from voxline.orchestrator.domain import StageClients, StageError
 from voxline.orchestrator.events import (
@@ -99,6 +99,7 @@ class ConverseSession:
             if not reader.done():
                 reader.cancel()
             await asyncio.wait([reader])
+            heap.session_ended()
 
     async def _read(self, requests: AsyncIterator[Request]) -> None:
         try:
