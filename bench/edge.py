@@ -40,6 +40,7 @@ from bench.stats import cores_used, parse_proc_stat_ticks
 from voxline.cli.service_process import ServiceProcess
 from voxline.cli.stack import STAGES, Stack, StackConfig
 from voxline.common.audio import float_to_pcm16, resample, wav_header
+from voxline.edge.loopback import bring_loopback_up
 from voxline.testing.speech import english_speech, english_speech_pcm16
 from voxline.v1 import audio_pb2, llm_pb2, voice_pb2, voice_pb2_grpc
 
@@ -242,7 +243,7 @@ def wait_http(url: str, proc: ServiceProcess, within_s: float = 60) -> None:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    bring_loopback_up()
     work = Path(tempfile.mkdtemp(prefix="bench-edge-"))
     env = {"GROQ_API_KEY": "", "CEREBRAS_API_KEY": "", "OTEL_TRACES_EXPORTER": "none"}
     stack = Stack(StackConfig(log_dir=work / "logs", ports=dict.fromkeys(STAGES, 0), host="127.0.0.1",

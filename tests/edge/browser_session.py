@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 import urllib.error
@@ -28,6 +27,7 @@ import numpy as np
 from voxline.cli.service_process import ServiceProcess
 from voxline.cli.stack import STAGES, Stack, StackConfig
 from voxline.common.audio import float_to_pcm16, resample, wav_header
+from voxline.edge.loopback import bring_loopback_up
 from voxline.testing.speech import PHRASE, PHRASE_2, english_speech
 
 RATE = 48_000
@@ -113,7 +113,7 @@ def drive_page(url: str, wav: Path, within_s: float) -> list[dict[str, object]]:
 
 
 def main(out_dir: Path) -> int:
-    subprocess.run(["ip", "link", "set", "lo", "up"], check=True)
+    bring_loopback_up()
     out_dir.mkdir(parents=True, exist_ok=True)
     logs = out_dir / "logs"
     env = {"GROQ_API_KEY": "", "CEREBRAS_API_KEY": "", "OTEL_TRACES_EXPORTER": "none"}

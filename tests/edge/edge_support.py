@@ -104,9 +104,14 @@ async def edge_app(orchestrator: str) -> AsyncIterator[Callable[..., Any]]:
             await channel.close()
 
 
+def speech_like(seconds: float, rate: int = 16_000) -> bytes:
+    """A voiced signal (not silence) for a microphone, 16-bit mono PCM."""
+    return tone(seconds, rate, 9000.0)
+
+
 @contextlib.asynccontextmanager
-async def edge_starter(orchestrator: ScriptedOrchestrator) -> AsyncIterator[Callable[..., Any]]:
-    """``await start(**EdgeConfig fields)``: a scripted orchestrator and an edge in front."""
+async def serve_orchestrator(orchestrator: ScriptedOrchestrator) -> AsyncIterator[str]:
+    """``orchestrator`` as a real gRPC server on 127.0.0.1:0 (with health); its address."""
     server = grpc.aio.server()
     voice_pb2_grpc.add_VoiceAssistantServicer_to_server(orchestrator, server)
     orchestrator.health = health.aio.HealthServicer()
@@ -115,10 +120,16 @@ async def edge_starter(orchestrator: ScriptedOrchestrator) -> AsyncIterator[Call
     port = server.add_insecure_port("127.0.0.1:0")
     await server.start()
     try:
-        async with edge_app(f"127.0.0.1:{port}") as start:
-            yield start
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
+
+
+@contextlib.asynccontextmanager
+async def edge_starter(orchestrator: ScriptedOrchestrator) -> AsyncIterator[Callable[..., Any]]:
+    """``await start(**EdgeConfig fields)``: a scripted orchestrator and an edge in front."""
+    async with serve_orchestrator(orchestrator) as address, edge_app(address) as start:
+        yield start
 
 
 async def until(predicate: Callable[[], bool], within_s: float = 10.0) -> None:

@@ -57,13 +57,14 @@ def _heard_ms_between(events: list[dict[str, Any]], start: float, end: float) ->
     return total
 
 
+@pytest.mark.timeout(480)  # the stack starts inside the session (its models load there)
 def test_a_spoken_session_in_chromium(tmp_path: Path) -> None:
     reason = _why_not()
     if reason is not None:
         pytest.skip(reason)
     out = tmp_path / "session"
     run = subprocess.run(["unshare", "-n", sys.executable, str(HERE / "browser_session.py"), str(out)],
-                         capture_output=True, text=True, timeout=420)
+                         capture_output=True, text=True, timeout=450)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     result = json.loads((out / "result.json").read_text())
     events: list[dict[str, Any]] = result["events"]

@@ -116,6 +116,7 @@ async def owned(*coroutines: Any) -> AsyncIterator[None]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # the stack's start (models loading) counts here too
 async def test_a_phone_call_through_the_real_stack(orchestrator_address: str) -> None:
     async with edge_app(orchestrator_address) as start:
         running = await start(language="en", max_reply_tokens=60)

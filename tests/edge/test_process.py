@@ -3,6 +3,7 @@ exits 0, and a configuration that cannot work is one line and exit 2."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import ssl
@@ -14,8 +15,10 @@ from pathlib import Path
 
 import pytest
 from common.tls_certs import make_certs
+from edge_support import ScriptedOrchestrator, serve_orchestrator, speech_like
 
 from voxline.cli.service_process import ServiceProcess
+from voxline.edge.client import EdgeClient
 
 
 def test_https_page_and_health_then_sigterm_exits_0(tmp_path: Path) -> None:
@@ -53,3 +56,29 @@ def test_a_configuration_that_cannot_work_is_one_line_and_exit_2(args: list[str]
     done = subprocess.run([sys.executable, "-m", "voxline.edge", *args], capture_output=True, text=True,
                           timeout=60)
     assert done.returncode == 2 and message in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.asyncio
+async def test_the_edge_span_joins_the_turns_trace(tmp_path: Path) -> None:
+    """The orchestrator names the turn's trace in its metrics; the edge's span is in that trace."""
+    span_file = tmp_path / "spans.jsonl"
+    async with serve_orchestrator(ScriptedOrchestrator(reply_s=0.5)) as address:
+        edge = ServiceProcess("edge", [sys.executable, "-m", "voxline.edge", "--port", "0",
+                                       "--orchestrator", address, "--ice-host-addresses", "127.0.0.1"],
+                              {"VOXLINE_SPAN_FILE": str(span_file), "OTEL_TRACES_EXPORTER": "none"},
+                              keep_lines=None)
+        try:
+            port = await asyncio.to_thread(edge.wait_port, 60)
+            client = EdgeClient(f"http://127.0.0.1:{port}")
+            await client.connect()
+            client.mic.say(speech_like(0.5), 16_000)
+            metrics = await client.wait_for(lambda e: e["type"] == "turn_metrics", 30)
+            await client.close()
+        finally:
+            code = await asyncio.to_thread(edge.stop, signal.SIGTERM)
+    assert code == 0, edge.logs
+    spans = [json.loads(line) for line in span_file.read_text().splitlines()]
+    [reply] = [s for s in spans if s["name"] == "voxline.edge.reply"]
+    assert reply["trace_id"] == metrics["trace_id"] and reply["service"] == "voxline-edge"
+    assert reply["attributes"]["voxline.turn.number"] == 1
+    assert reply["attributes"]["voxline.turn.status"] == "COMPLETED"

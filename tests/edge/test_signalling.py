@@ -9,11 +9,9 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import numpy as np
 import pytest
-from edge_support import ScriptedOrchestrator, until
+from edge_support import ScriptedOrchestrator, speech_like, until
 
-from voxline.common.audio import resample
 from voxline.edge.client import EdgeClient
 
 pytestmark = pytest.mark.asyncio
@@ -24,14 +22,6 @@ async def _post(url: str, body: Any, headers: dict[str, str] | None = None) -> t
             f"{url}/offer", data=body if isinstance(body, bytes) else json.dumps(body),
             headers=headers or {}) as response:
         return response.status, await response.json()
-
-
-def _speech_like(seconds: float) -> bytes:
-    """A voiced signal (not silence) for the microphone, 16 kHz."""
-    rate = 16_000
-    t = np.arange(int(seconds * rate)) / rate
-    samples = (np.sin(2 * np.pi * 220 * t) * 0.3).astype(np.float32)
-    return (resample(samples, rate, rate) * 32767).astype(np.int16).tobytes()
 
 
 async def test_bad_offers_get_400_with_a_reason(start_edge: Any) -> None:
@@ -118,7 +108,7 @@ async def test_session_events_and_reply_audio(start_edge: Any, orchestrator: Scr
     running = await start_edge(language="en")
     client = EdgeClient(running.url)
     await client.connect()
-    client.mic.say(_speech_like(0.5), 16_000)
+    client.mic.say(speech_like(0.5), 16_000)
     done = await client.wait_for(lambda e: e["type"] == "turn_metrics", 20)
     assert done["status"] == "COMPLETED" and done["trace_id"]
     types = [e["type"] for e in client.events]
@@ -141,9 +131,9 @@ async def test_barge_in_flushes_queued_reply_audio_at_once(start_edge: Any) -> N
     running = await start_edge()
     client = EdgeClient(running.url)
     await client.connect()
-    client.mic.say(_speech_like(0.3), 16_000)
+    client.mic.say(speech_like(0.3), 16_000)
     await client.wait_for(lambda e: e["type"] == "reply_audio_sent", 20)
-    client.mic.say(_speech_like(3.0), 16_000)  # the user talks over the reply
+    client.mic.say(speech_like(3.0), 16_000)  # the user talks over the reply
     flushed = await client.wait_for(lambda e: e["type"] == "playback_flushed", 20)
     assert flushed["reason"] == "interrupted" and flushed["flushed_ms"] > 10_000
     metrics = await client.wait_for(lambda e: e["type"] == "turn_metrics", 5)
