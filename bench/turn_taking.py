@@ -100,6 +100,10 @@ CONTROL_SENTENCES = (
     ("Send a message to my sister saying that I will be late for dinner tonight.", 1.88),
     ("Play some relaxing music in the living room while I cook dinner.", 1.98),
 )
+HUMAN_NOTE = ("Recorded human speech (voxline.testing.human_speech: moonshine-voice's readings of A Tale "
+              "of Two Cities and Worstward Ho, 9.96-13.97 s each, with their natural pauses, no noise "
+              "added), reported apart (not in the means or goals above). WER: the turns' transcripts "
+              "joined, against the published words.")
 CONTROL_NOTE = ("Control, complete-prefix pauses: the words before the pause are a complete request, "
                 "so no turn detector can know more is coming (not in the means or goals above).")
 
@@ -109,8 +113,11 @@ class Clip:
     name: str
     pcm: bytes
     end_of_speech_s: float
-    #: "main", or "control" (a complete-prefix pause: reported apart).
+    #: "main", "control" (a complete-prefix pause) or "human" (recorded speech); the last two
+    #: are reported apart.
     group: str = "main"
+    #: What was said (for the word error rate of the turns' transcripts).
+    reference: str = ""
 
 
 @dataclasses.dataclass
@@ -125,8 +132,10 @@ class PathFigures:
     spec_hits: int = 0
     spec_misses: int = 0
     tokens_wasted: int = 0
+    #: (reference, the turns' transcripts joined) of each run
+    heard: list[tuple[str, str]] = dataclasses.field(default_factory=list)
 
-    def add(self, seen: Any) -> None:
+    def add(self, seen: Any, reference: str = "") -> None:
         """Count one paced conversation (a ``voxline.cli.realtime.RealtimeRun``)."""
         self.runs += 1
         e2fa = seen.end_of_speech_to_first_audio_ms
@@ -135,6 +144,8 @@ class PathFigures:
         else:
             self.e2fa_ms.append(e2fa)
         self.split_turns += len([t for t in seen.turns if t.transcript]) > 1
+        if reference:
+            self.heard.append((reference, " ".join(t.transcript for t in seen.turns if t.transcript)))
         self.early_replies += seen.early_replies > 0
         for t in seen.turns:
             self.spec_starts += int(t.metrics.get("speculative_starts", 0) or 0)
@@ -154,10 +165,17 @@ class PathFigures:
             "speculative_misses": self.spec_misses,
             "hit_rate": self.spec_hits / self.spec_starts if self.spec_starts else None,
             "tokens_wasted": self.tokens_wasted,
+            "wer": _corpus_wer(self.heard) if self.heard else None,
         }
 
 
-def make_clips() -> list[Clip]:
+def _corpus_wer(pairs: list[tuple[str, str]]) -> float:
+    from voxline.testing.human_speech import corpus_wer
+
+    return corpus_wer(pairs)
+
+
+def make_clips(human: bool = True) -> list[Clip]:
     from voxline.cli.realtime import last_voiced_s
     from voxline.common.audio import float_to_pcm16, resample
     from voxline.testing.speech import add_noise, english_speech, speech_with_pause
@@ -165,19 +183,27 @@ def make_clips() -> list[Clip]:
     clips = []
     rate = 16_000
 
-    def clip(name: str, speech: np.ndarray, seed: int, group: str = "main") -> Clip:
+    def clip(name: str, speech: np.ndarray, seed: int, group: str = "main", reference: str = "",
+             noise: bool = True) -> Clip:
         audio = np.concatenate([np.zeros(int(LEAD_S * rate), np.float32), speech,
                                 np.zeros(int(TRAIL_S * rate), np.float32)])
-        noisy = float_to_pcm16(add_noise(audio, SNR_DB, seed=seed))
-        return Clip(name, noisy, last_voiced_s(float_to_pcm16(audio), rate), group)
+        sent = float_to_pcm16(add_noise(audio, SNR_DB, seed=seed) if noise else audio)
+        return Clip(name, sent, last_voiced_s(float_to_pcm16(audio), rate), group, reference)
 
     for i, (text, cut) in enumerate(SENTENCES):
         samples, native = english_speech(text)
-        clips.append(clip(f"s{i + 1}-whole", resample(np.asarray(samples), native, rate), i))
-        clips.append(clip(f"s{i + 1}-pause", speech_with_pause(text, PAUSE_S, rate, cut)[0], i))
+        clips.append(clip(f"s{i + 1}-whole", resample(np.asarray(samples), native, rate), i, reference=text))
+        clips.append(clip(f"s{i + 1}-pause", speech_with_pause(text, PAUSE_S, rate, cut)[0], i,
+                          reference=text))
     for i, (text, cut) in enumerate(CONTROL_SENTENCES):
         clips.append(clip(f"c{i + 1}-pause", speech_with_pause(text, PAUSE_S, rate, cut)[0], 100 + i,
-                          "control"))
+                          "control", reference=text))
+    if human:
+        from voxline.testing.human_speech import utterances
+
+        for utt in utterances():
+            clips.append(clip(f"h-{utt.name}", np.asarray(utt.samples()), 0, "human", utt.reference,
+                              noise=False))
     return clips
 
 
@@ -352,8 +378,8 @@ async def _serve_stt(smoke: bool, stt: str = "whisper", encoder_window_s: float 
 
 
 async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: str = "whisper",
-                  encoder_window_s: float = -1.0, early_transcript_max_ms: int | None = None
-                  ) -> dict[str, Any]:
+                  encoder_window_s: float = -1.0, early_transcript_max_ms: int | None = None,
+                  human: bool = True) -> dict[str, Any]:
     """Run every path over every clip ``runs`` times (paths interleaved); the figures per group and
     path, and every clip's line. ``stt="baseline"`` first records Whisper's transcripts in an untimed
     pass (``RECORDING_SPEEDS``), then replays them in the timed one. ``smoke``: the fake STT, one main
@@ -366,7 +392,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     from voxline.orchestrator.wiring import build_spec
     from voxline.testing.fake_servers import FakeLlm, FakeTts
 
-    clips = make_clips()
+    clips = make_clips(human=human)
     speed = 1.0
     if smoke:
         clips, speed = [c for c in clips if c.name in ("s1-pause", "c1-pause")], 4.0
@@ -377,7 +403,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
         stt_address=stt_stage.address, llm_address=llm.address, tts_address=tts.address)),
         ServerConfig(port=0))
     await orchestrator.warm_up()
-    figures = {(g, p): PathFigures(p) for g in ("main", "control") for p in PATHS}
+    figures = {(g, p): PathFigures(p) for g in ("main", "control", "human") for p in PATHS}
     lines: list[dict[str, Any]] = []
     kept_misses = redone = 0
     try:
@@ -409,7 +435,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
                 for clip in clips:
                     for path in PATHS:
                         seen, missed, redos = await timed(clip, path)
-                        figures[clip.group, path].add(seen)
+                        figures[clip.group, path].add(seen, clip.reference)
                         kept_misses, redone = kept_misses + missed, redone + redos
                         e2fa = seen.end_of_speech_to_first_audio_ms
                         spoken = [t.transcript for t in seen.turns if t.transcript]
@@ -432,6 +458,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     d = out["oracle"]["mean_ms"]
     misses = kept_misses if replayed is not None else None
     main_clips = sum(clip.group == "main" for clip in clips)
+    human_clips = sum(clip.group == "human" for clip in clips)
     from voxline.stt.config import window_for_device
     from voxline.stt.engine import resolve_device
 
@@ -457,6 +484,7 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
     return {
         "paths": out,
         "control": {p: figures["control", p].summary() for p in PATHS},
+        "human": {p: figures["human", p].summary() for p in PATHS},
         "c_over_a": c / a if a else float("nan"),
         "c_minus_d_ms": c - d,
         "stt": stt,
@@ -468,8 +496,9 @@ async def measure(runs: int = 1, smoke: bool = False, echo: Any = print, stt: st
                   f"{len(REPLY) - 1} deltas {LLM_DELTA_S * 1000:.0f} ms apart) and fake TTS (first audio "
                   f"{TTS_FIRST_AUDIO_S * 1000:.0f} ms), one process; {main_clips} clips (sentences whole "
                   f"and with a {PAUSE_S * 1000:.0f} ms pause where the words are unfinished) and "
-                  f"{len(clips) - main_clips} control clips (a pause after a complete request), white "
-                  f"noise at {SNR_DB:.0f} dB SNR, {runs} run(s) per clip and path, paths interleaved"),
+                  f"{len(clips) - main_clips - human_clips} control clips (a pause after a complete "
+                  f"request), white noise at {SNR_DB:.0f} dB SNR; {human_clips} recorded human clips "
+                  f"(reported apart); {runs} run(s) per clip and path, paths interleaved"),
     }
 
 
@@ -477,13 +506,18 @@ def _table(paths: dict[str, dict[str, Any]]) -> list[str]:
     rows = ["| path | mean ms | p95 ms | runs | no reply | split turns | early replies "
             "| spec. starts | hits | misses | hit rate | tokens wasted |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    with_wer = any(paths[p].get("wer") is not None for p in PATHS)
+    if with_wer:
+        rows = [rows[0] + " WER |", rows[1] + "---|"]
     for p in PATHS:
         s = paths[p]
         rate = f"{s['hit_rate']:.0%}" if s["hit_rate"] is not None else "-"
+        wer = s.get("wer")
+        tail = (f" {wer * 100:.1f}% |" if wer is not None else " - |") if with_wer else ""
         rows.append(f"| {p} | {s['mean_ms']:.0f} | {s['p95_ms']:.0f} | {s['runs']} | {s['no_reply']} "
                     f"| {s['split_turns']} | {s['early_replies']} | {s['speculative_starts']} "
                     f"| {s['speculative_hits']} | {s['speculative_misses']} | {rate} "
-                    f"| {s['tokens_wasted']} |")
+                    f"| {s['tokens_wasted']} |" + tail)
     return rows
 
 
@@ -499,6 +533,9 @@ def render(result: dict[str, Any]) -> list[str]:
     control = result.get("control")
     if control and any(s["runs"] for s in control.values()):
         rows += ["", CONTROL_NOTE, "", *_table(control)]
+    human = result.get("human")
+    if human and any(s["runs"] for s in human.values()):
+        rows += ["", HUMAN_NOTE, "", *_table(human)]
     return rows
 
 
@@ -534,7 +571,7 @@ def wer_items() -> list[tuple[str, str, str, bytes]]:
              for u in utterances()]
     texts = {f"s{i + 1}": text for i, (text, _) in enumerate(SENTENCES)}
     texts |= {f"c{i + 1}": text for i, (text, _) in enumerate(CONTROL_SENTENCES)}
-    for clip in make_clips():
+    for clip in make_clips(human=False):
         items.append(("piper", clip.name, texts[clip.name.split("-")[0]], clip.pcm))
     return items
 
@@ -619,6 +656,8 @@ def main(argv: list[str] | None = None) -> int:
                              "auto: 10 s on a CPU, full on CUDA) [default: auto, the service's]")
     parser.add_argument("--early-transcript-max-ms", type=int, default=None,
                         help="the STT service's --early-transcript-max-ms [default: the service's, 600]")
+    parser.add_argument("--no-human", action="store_true",
+                        help="leave out the recorded human speech clips (reported apart)")
     parser.add_argument("--wer", action="store_true",
                         help="only the word error rate table: Whisper base with the full and the 10 s "
                              "encoder window on the recorded human speech and the Piper clips, and "
@@ -636,7 +675,7 @@ def main(argv: list[str] | None = None) -> int:
             ns.json.write_text(json.dumps(wer, indent=2))
         return 0
     result = asyncio.run(measure(ns.runs, ns.smoke, stt=ns.stt, encoder_window_s=ns.encoder_window_s,
-                                 early_transcript_max_ms=ns.early_transcript_max_ms))
+                                 early_transcript_max_ms=ns.early_transcript_max_ms, human=not ns.no_human))
     print(result["setup"])
     print("\n".join(render(result)))
     if ns.json is not None:

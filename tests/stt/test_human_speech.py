@@ -81,3 +81,21 @@ async def test_whisper_base_hears_the_recorded_speech_close_to_its_published_wor
         await transcriber.close()
     # measured: 2 errors in 138 words ("for good author evil"); a wrong cut or reference costs far more
     assert corpus_wer(pairs) <= 0.05, pairs
+
+
+def test_the_turns_benchmark_reports_the_human_clips_apart_with_their_word_error_rate() -> None:
+    from bench.turn_taking import HUMAN_NOTE, PATHS, PathFigures, make_clips, render
+
+    clips = make_clips()
+    human = [c for c in clips if c.group == "human"]
+    assert [c.reference for c in human] == [u.reference for u in utterances()]
+    assert all(c.reference for c in clips)  # every clip's WER can be counted
+    figures = {p: PathFigures(p) for p in PATHS}
+    for path in PATHS:
+        figures[path].e2fa_ms.append(500.0)
+        figures[path].runs = 1
+        figures[path].heard.append(("for good or for evil", "for good author evil"))
+    paths = {p: f.summary() for p, f in figures.items()}
+    lines = render({"paths": paths, "control": {}, "human": paths, "c_over_a": 1.0, "c_minus_d_ms": 0.0})
+    note = lines.index(HUMAN_NOTE)
+    assert any(line.startswith("| oracle | 500 |") and line.endswith(" 40.0% |") for line in lines[note:])
