@@ -61,7 +61,8 @@ class OrchestratorConfig:
     #: Language of the user's speech when the session does not say; empty: STT auto-detects.
     language: str = ""
     deadlines: Deadlines = dataclasses.field(default_factory=Deadlines)
-    #: Largest utterance (accumulated input audio) accepted, bytes.
+    #: Largest utterance (accumulated input audio) accepted, bytes; with server VAD, the most audio
+    #: the turn in progress may hold for a replay (each chunk also counts its bookkeeping).
     max_turn_audio_bytes: int = 16 * 1024 * 1024
     #: Turns of history (user + assistant pairs) kept per stream and sent to the LLM.
     max_history_turns: int = 20
@@ -123,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
            help="speech language when the session gives none (empty: auto-detect)")
     option(turn, "--max-turn-audio-mb", env=_ENV + "MAX_TURN_AUDIO_MB",
            default=d.max_turn_audio_bytes / (1024 * 1024), type=float,
-           help="largest utterance accepted, MiB")
+           help="largest utterance accepted, MiB; with server VAD, the most audio the turn in "
+           "progress holds for a replay into a new STT stream (also at most 120 s of the session's "
+           "format)")
     option(turn, "--max-history-turns", env=_ENV + "MAX_HISTORY_TURNS", default=d.max_history_turns,
            type=int, help="previous turns sent to the LLM")
     option(turn, "--max-history-chars", env=_ENV + "MAX_HISTORY_CHARS", default=d.max_history_chars,
@@ -138,7 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     option(turn, "--stage-retry-wait-s", env=_ENV + "STAGE_RETRY_WAIT_S",
            default=d.stage_retry_wait_s, type=float,
            help="a stage call that failed as UNAVAILABLE before any output is retried once, waiting "
-           "up to this long (within the stage's deadline) for the stage to be back; 0: no wait")
+           "up to this long (within the stage's deadline) for the stage to be back; a lost server-VAD "
+           "Listen stream is reopened once STT is ready, waiting as long; 0: no wait")
     option(turn, "--sentence-queue", env=_ENV + "SENTENCE_QUEUE", default=d.sentence_queue, type=int,
            help="sentences buffered between the LLM and TTS")
     option(turn, "--first-clause-chars", env=_ENV + "FIRST_CLAUSE_CHARS", default=d.first_clause_chars,
