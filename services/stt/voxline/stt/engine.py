@@ -106,6 +106,17 @@ class Transcriber(Protocol):
         """Release the model and the worker threads."""
 
 
+#: The cancellation message of a pass superseded by a newer one of its stream (voxline.stt.passes).
+SUPERSEDED = "superseded"
+
+
+def _one_window(audio: AudioInput) -> bool:
+    """Raw PCM that fits one 30 s Whisper window (its length is known before decoding)."""
+    if audio.encoding != "pcm_s16le" or audio.sample_rate <= 0:
+        return False
+    return len(audio.data) / (2 * max(audio.channels, 1) * audio.sample_rate) <= 30.0
+
+
 class PassStopped(Exception):
     """A cancelled transcription stopped at its next segment (nobody waits for its result)."""
 
@@ -260,13 +271,19 @@ class WhisperTranscriber:
             job = loop.run_in_executor(self._executor, self._transcribe_sync, audio, *resolved, stop)
             try:
                 return await asyncio.shield(job)
-            except asyncio.CancelledError:
-                # The thread cannot be killed: it stops at its next segment, and keeps its slot
-                # (this coroutine holds the admission gate) until it really ends, however many
-                # times this is cancelled, so running transcriptions never exceed num_workers.
-                stop.set()
+            except asyncio.CancelledError as cancelled:
+                # The thread cannot be killed: it keeps its slot (this coroutine holds the
+                # admission gate) until it really ends, however many times this is cancelled, so
+                # running transcriptions never exceed num_workers. It stops at its next segment;
+                # a pass superseded by a newer one of its stream (``SUPERSEDED``) whose clip is a
+                # single 30 s window would cost as much to stop as to finish: it finishes, and
+                # its transcript is returned (the stream may still show it as an interim).
+                if not (cancelled.args == (SUPERSEDED,) and _one_window(audio)):
+                    stop.set()
                 await outlast(job)
-                raise
+                if stop.is_set() or job.cancelled() or job.exception() is not None:
+                    raise
+                return job.result()
         finally:
             self._running -= 1
 

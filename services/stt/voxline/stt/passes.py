@@ -5,7 +5,8 @@ the turn, and (best effort) while the user speaks. Only the newest one is ever w
 stream has at most one pass waiting for or holding a worker:
 
 - a new pass supersedes the stream's older one: cancelled, it leaves the queue at once if it has not
-  started, and a running one stops at its next segment (``WhisperTranscriber``);
+  started, and a running one stops at its next segment (``WhisperTranscriber``; a clip of one
+  30 s window costs as much to stop as to finish: it finishes, and its transcript still counts);
 - when speech resumes (a new epoch), the pass for the older epoch is stale: dropped if it has not
   started (it leaves the queue); one already running finishes (or is stopped by the next pass),
   and its transcript goes out as a plain interim (an interim of the turn so far is never stale:
@@ -27,6 +28,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
+
+from voxline.stt.engine import SUPERSEDED
 
 T = TypeVar("T")
 
@@ -72,7 +75,7 @@ class StreamPasses:
 
     def _cancel_current(self) -> None:
         if self._current is not None and not self._current[0].done():
-            self._current[0].cancel()
+            self._current[0].cancel(SUPERSEDED)
             self.superseded += 1
         self._current = None
 
