@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import grpc
 import pytest
-from orchestrator_harness import PCM16K, converse
+from orchestrator_harness import PCM16K, converse, start_orchestrator
 
 from voxline.cli.client import Conversation
 from voxline.cli.realtime import (
@@ -16,6 +16,7 @@ from voxline.cli.realtime import (
     microphone_schedule,
     run_paced,
 )
+from voxline.orchestrator.config import Deadlines
 from voxline.testing.fake_listen import ListenScript
 from voxline.testing.fake_servers import FakeStack, silence_pcm, tone_pcm
 from voxline.v1 import audio_pb2, voice_pb2
@@ -46,16 +47,23 @@ async def test_a_paced_session_reports_the_felt_latency(channel: grpc.aio.Channe
     assert isinstance(server_felt, float) and server_felt >= turn.metrics["endpointing_ms"]  # type: ignore[operator]
 
 
-async def test_a_paced_session_waits_for_a_slow_recogniser(channel: grpc.aio.Channel,
-                                                           fakes: FakeStack) -> None:
+async def test_a_paced_session_waits_for_a_slow_recogniser(fakes: FakeStack) -> None:
     """A CPU Whisper pass can take 10 s: the client waits while the server works (it used to give up
     10 s after its last chunk and blame the whole session's timeout)."""
     fakes.stt.listen_script = ListenScript(segments=["Hello there."], final_delay_s=10.5)
     pcm = silence_pcm(0.2) + tone_pcm(0.4) + silence_pcm(0.3)
     config = voice_pb2.SessionConfig(input_format=PCM16K, server_vad=True,
                                      output_format=audio_pb2.AudioFormat(encoding=audio_pb2.PCM_S16LE))
-    run = await run_paced(Conversation.on_channel(channel, read_timeout_s=60), config,
-                          microphone_schedule(pcm, 16_000), last_voiced_s(pcm, 16_000))
+    # the STT deadline of a real orchestrator (15 s), not the harness's 5 s
+    server = await start_orchestrator(fakes.stt.address, fakes.llm.address, fakes.tts.address,
+                                      deadlines=Deadlines(stt_s=15, llm_ttft_s=5, llm_total_s=10,
+                                                          tts_s=5, control_s=2))
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+            run = await run_paced(Conversation.on_channel(channel, read_timeout_s=60), config,
+                                  microphone_schedule(pcm, 16_000), last_voiced_s(pcm, 16_000))
+    finally:
+        await server.stop(0)
     (turn,) = run.turns
     assert turn.transcript == "Hello there." and turn.audio_bytes > 0
     # the recogniser's 10.5 s is recognition, not endpointing (the silence waited)
