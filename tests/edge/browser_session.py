@@ -32,9 +32,9 @@ from voxline.testing.speech import PHRASE, PHRASE_2, english_speech
 
 RATE = 48_000
 #: The pause after the first question: long enough for its reply to start (end of speech → first
-#: audio is 1-6 s on a busy 2-core machine), short enough that the reply (80 tokens, ~20 s of
+#: audio is 1-15 s on a busy 2-core machine), short enough that the reply (120 tokens, ~30 s of
 #: speech) still plays when the second question comes.
-GAP_S = 9.0
+GAP_S = 16.0
 SYSTEM_PROMPT = "You are a storyteller. Answer every message with a long, detailed story."
 FLAGS = ["--no-sandbox", "--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
          "--autoplay-policy=no-user-gesture-required", "--allow-loopback-in-peer-connection",
@@ -128,7 +128,7 @@ def main(out_dir: Path) -> int:
             sys.executable, "-m", "voxline.edge", "--port", "0",
             "--orchestrator", stack.address("orchestrator"),
             "--ice-host-addresses", "127.0.0.1", "--language", "en", "--system-prompt", SYSTEM_PROMPT,
-            "--max-reply-tokens", "80"], env, log_path=logs / "edge.log")
+            "--max-reply-tokens", "120"], env, log_path=logs / "edge.log")
         url = f"http://127.0.0.1:{edge.wait_port(60)}"
         wait_http(f"{url}/health", 60, edge)
         wav = out_dir / "microphone.wav"

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 from browser_session import chromium
-from speech import PHRASE, PHRASE_2, words
+from speech import PHRASE, PHRASE_2, word_errors
 
 pytestmark = pytest.mark.slow
 
@@ -74,13 +74,18 @@ def test_a_spoken_session_in_chromium(tmp_path: Path) -> None:
 
     # turn 1: the question's words, a reply in text and in sound
     finals = _of(events, "transcript", 1)
-    assert finals and words(finals[0]["text"]) == words(PHRASE), context
+    # the question's words (one recognition slip allowed: Whisper base's, not the edge's)
+    assert finals and word_errors(finals[0]["text"], PHRASE) <= 1, context
     assert "".join(e["delta"] for e in _of(events, "reply_text", 1)).strip(), context
     heard_1 = _of(events, "audio_heard", 1)
     assert heard_1 and heard_1[0]["level"] > 0.01, context
 
     # the second question came while that reply played: the page's audio stopped
     flushes = _of(events, "playback_flushed", 1)
+    listening = next(e["received_at"] for e in events if e.get("state") == "listening")
+    q2_at = listening + result["layout"]["q2_start_s"] * 1000  # the microphone starts with the peer
+    assert heard_1[0]["at"] < q2_at, (f"turn 1's reply was heard {heard_1[0]['at'] - q2_at:.0f} ms after the "
+                                      f"second question began: the stack is too slow here for the barge-in")
     assert flushes, f"no flush of turn 1's reply; {context}"
     flush = flushes[0]
     assert flush["received_at"] > heard_1[0]["at"] and flush["flushed_ms"] > 1000, context
@@ -93,7 +98,7 @@ def test_a_spoken_session_in_chromium(tmp_path: Path) -> None:
 
     # turn 2: a turn of its own in the same session
     finals_2 = _of(events, "transcript", 2)
-    assert finals_2 and words(finals_2[0]["text"]) == words(PHRASE_2), context
+    assert finals_2 and word_errors(finals_2[0]["text"], PHRASE_2) <= 1, context
     assert "".join(e["delta"] for e in _of(events, "reply_text", 2)).strip(), context
     assert heard_2[0]["level"] > 0.01
     assert len({e["turn"] for e in _of(events, "turn_metrics")}) >= 2, context
