@@ -23,11 +23,18 @@ RUN useradd --system --create-home --uid 10001 voxline \
  && install -d -o voxline /var/cache/voxline /var/lib/phoenix
 COPY --from=build /opt/venv /opt/venv
 USER voxline
+# Quiet and offline, as `voxline up --viewer` runs it (voxline/cli/viewer.py QUIET_ENV): no SQL echo
+# of its migrations, no downloads or telemetry of its own. Override any of them at `docker run`.
 ENV PHOENIX_HOST=0.0.0.0 \
     PHOENIX_PORT=6006 \
     PHOENIX_GRPC_PORT=4317 \
     PHOENIX_WORKING_DIR=/var/lib/phoenix \
-    PHOENIX_TELEMETRY_ENABLED=false
+    PHOENIX_LOG_MIGRATIONS=false \
+    PHOENIX_DB_LOGGING_LEVEL=warning \
+    PHOENIX_LOGGING_LEVEL=warning \
+    PHOENIX_ALLOW_EXTERNAL_RESOURCES=false \
+    PHOENIX_TELEMETRY_ENABLED=false \
+    PYTHONWARNINGS=ignore
 EXPOSE 6006 4317
 HEALTHCHECK --interval=10s --timeout=5s --retries=3 --start-period=120s \
   CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:6006/healthz', timeout=4)"]

@@ -201,10 +201,10 @@ async def conversation(args: argparse.Namespace) -> None:
 def check_edge(edge: str) -> None:
     """The edge's page and health, through its published port."""
     with urllib.request.urlopen(f"{edge}/health", timeout=10) as response:
-        health = response.read().decode().strip()
+        health = json.load(response)
     with urllib.request.urlopen(f"{edge}/", timeout=10) as response:
         page = response.read().decode()
-    if health != "SERVING" or "<html" not in page.lower():
+    if health.get("status") != "SERVING" or "<html" not in page.lower():
         raise CheckFailed(f"edge: /health said {health!r}, / gave {len(page)} characters")
     step(f"edge: /health SERVING (it reaches the orchestrator), the page is served ({len(page)} bytes)")
 

@@ -243,6 +243,11 @@ def test_the_phoenix_image_is_the_viewer() -> None:
     for setting in ("PHOENIX_HOST=0.0.0.0", "PHOENIX_PORT=6006", "PHOENIX_GRPC_PORT=4317",
                     "PHOENIX_WORKING_DIR=/var/lib/phoenix"):
         assert setting in body
+    # Quiet and offline, as `voxline up --viewer` starts it.
+    from voxline.cli.viewer import QUIET_ENV
+
+    for name, value in QUIET_ENV.items():
+        assert f"{name}={value}" in body
     ignore = (ROOT / "deploy" / "phoenix.Dockerfile.dockerignore").read_text().split("\n")
     assert [line for line in ignore if line and not line.startswith("#")] == ["*", "!constraints.txt"]
 
