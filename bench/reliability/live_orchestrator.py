@@ -13,6 +13,10 @@ own Endpointer over a tone/silence detector):
   same at 48 kHz x 8 channels (the probe's worst format); the orchestrator's RSS at start (after
   one warm-up session of the format), at its peak (sampled) and after every session ended.
 
+With ``--real-stt`` the SIGKILL case runs the real STT service (Silero VAD, Smart Turn, Whisper)
+under the supervisor instead, the users saying a real sentence (``voxline.testing.speech``); a turn
+counts when its transcript has the sentence's words (at most 2 word errors).
+
 ``python -m bench.reliability.live_orchestrator`` prints both as a table; the reliability suite
 (``bench.reliability.run``) runs them as its "live" rows.
 """
@@ -112,12 +116,27 @@ class LiveCall:
         return self.code
 
 
-@contextlib.asynccontextmanager
-async def supervised_stack(log_dir: Path) -> AsyncIterator[Any]:
-    """The fake stack under the supervisor (``Stack.wait`` restarts what dies), as ``voxline up``."""
-    from bench.suite.stacks import start_stack
+def _start_stack(log_dir: Path, real_stt: bool) -> Any:
+    from bench.suite.stacks import BenchStack, _fake_command, start_stack
+    from voxline.cli.stack import STAGES, Stack, StackConfig, default_command
 
-    stack = await asyncio.to_thread(start_stack, "fake", log_dir)
+    if not real_stt:
+        return start_stack("fake", log_dir)
+
+    def command(stage: str) -> list[str]:
+        return default_command(stage) if stage in ("stt", "orchestrator") else _fake_command(stage)
+
+    stack = Stack(StackConfig(log_dir=log_dir, ports=dict.fromkeys(STAGES, 0), command=command,
+                              start_timeout_s=600.0))
+    stack.start()
+    return BenchStack("real-stt", stack)
+
+
+@contextlib.asynccontextmanager
+async def supervised_stack(log_dir: Path, real_stt: bool = False) -> AsyncIterator[Any]:
+    """The stack under the supervisor (``Stack.wait`` restarts what dies), as ``voxline up``:
+    fake stages, or the real STT with fake LLM and TTS."""
+    stack = await asyncio.to_thread(_start_stack, log_dir, real_stt)
     stop = threading.Event()
     supervisor = asyncio.ensure_future(asyncio.to_thread(stack.stack.wait, stop))
     try:
@@ -128,30 +147,46 @@ async def supervised_stack(log_dir: Path) -> AsyncIterator[Any]:
         await asyncio.to_thread(stack.stop)
 
 
-async def stt_sigkill(matrix: Matrix, stack: Any, conversations: int) -> dict[str, Any]:
+async def stt_sigkill(matrix: Matrix, stack: Any, conversations: int, real_stt: bool = False
+                      ) -> dict[str, Any]:
     """SIGKILL STT while every conversation is mid-sentence; the turns that survive."""
-    row = matrix.row("live", f"SIGKILL stt under the supervisor, {conversations} conversations "
-                             "mid-speech")
+    row = matrix.row("live", f"SIGKILL {'real ' if real_stt else ''}stt under the supervisor, "
+                             f"{conversations} conversations mid-speech")
     chunk = int(16_000 * 2 * CHUNK_S)
+    said = SAID
+    if real_stt:
+        from voxline.testing.speech import PHRASE, english_speech_pcm16
+
+        said, speech = PHRASE, english_speech_pcm16(PHRASE)
+        half = len(speech) // 2 - len(speech) // 2 % 2
+        head, tail = silence_pcm(0.3) + speech[:half], speech[half:] + silence_pcm(2.0)
+    else:
+        head, tail = silence_pcm(0.3) + tone_pcm(0.3), tone_pcm(0.3) + silence_pcm(1.0)
     stt = stack.stack.services["stt"]
     restarts = stack.stack.restarts.get("stt", 0)
     async with grpc.aio.insecure_channel(stack.address("orchestrator")) as channel:
         calls = [LiveCall(channel, _config()) for _ in range(conversations)]
-        await asyncio.gather(*(c.speak(silence_pcm(0.3) + tone_pcm(0.3), chunk, True) for c in calls))
+        await asyncio.gather(*(c.speak(head, chunk, True) for c in calls))
         killed_at = time.monotonic()
         stt.proc.send_signal(signal.SIGKILL)
-        await asyncio.gather(*(c.speak(tone_pcm(0.3) + silence_pcm(1.0), chunk, True) for c in calls))
-        await asyncio.gather(*(c.wait_turns(1, 60.0) for c in calls))
+        await asyncio.gather(*(c.speak(tail, chunk, True) for c in calls))
+        await asyncio.gather(*(c.wait_turns(1, 90.0) for c in calls))
         answered_s = time.monotonic() - killed_at
         codes = [await c.close() for c in calls]
     for c, code in zip(calls, codes, strict=True):
-        ok = any(status == "COMPLETED" and text == SAID for _, text, status in c.turns)
+        ok = any(status == "COMPLETED" and _heard(text, said) for _, text, status in c.turns)
         row.turns_lost += int(not ok)
         row.record(ok and code == "OK", code.split(":")[0], f"turns {c.turns}, stream {code}")
     back = stack.stack.restarts.get("stt", 0) - restarts
     row.notes = f"stt restarted {back}x; last turn answered {answered_s:.1f} s after the kill"
     return {"conversations": conversations, "turns_lost": row.turns_lost, "codes": codes,
             "answered_s": round(answered_s, 1), "stt_restarts": back}
+
+
+def _heard(text: str, said: str) -> bool:
+    from voxline.testing.speech import word_errors
+
+    return text == said or word_errors(text, said) <= 2
 
 
 async def _session(channel: grpc.aio.Channel, rate: int, channels: int, seconds: float) -> str:
@@ -200,9 +235,13 @@ async def memory_after_sessions(matrix: Matrix, address: str, pid: int, sessions
 
 
 async def run_live(matrix: Matrix, log_dir: Path, conversations: int = 8, sessions: int = 50,
-                   session_s: float = 20.0, wide_sessions: int = 10) -> dict[str, Any]:
-    """Every case above on one supervised fake stack."""
+                   session_s: float = 20.0, wide_sessions: int = 10, real_stt: bool = False
+                   ) -> dict[str, Any]:
+    """Every case above on one supervised fake stack (and the SIGKILL with the real STT)."""
     out: dict[str, Any] = {}
+    if real_stt:
+        async with supervised_stack(log_dir / "real-stt", real_stt=True) as stack:
+            out["sigkill_real_stt"] = await stt_sigkill(matrix, stack, conversations, real_stt=True)
     async with supervised_stack(log_dir) as stack:
         pid = stack.pids["orchestrator"]
         out["sigkill"] = await stt_sigkill(matrix, stack, conversations)
@@ -221,12 +260,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--session-s", type=float, default=20.0, help="audio per session, seconds")
     parser.add_argument("--wide-sessions", type=int, default=10,
                         help="48 kHz x 8 channel sessions for the memory case")
+    parser.add_argument("--real-stt", action="store_true",
+                        help="also SIGKILL the real STT service (real speech, Whisper) mid-speech")
     parser.add_argument("--log-dir", type=Path, default=None, help="service logs (default: a temp dir)")
     ns = parser.parse_args(argv)
     log_dir = ns.log_dir or Path(tempfile.mkdtemp(prefix="voxline-live-"))
     matrix = Matrix()
     result = asyncio.run(run_live(matrix, log_dir, ns.conversations, ns.sessions, ns.session_s,
-                                  ns.wide_sessions))
+                                  ns.wide_sessions, ns.real_stt))
     print("\n".join(matrix.markdown()))
     print(result)
     return 0 if all(r.ok for r in matrix.rows) else 1

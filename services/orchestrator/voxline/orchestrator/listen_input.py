@@ -111,8 +111,10 @@ class InputLog:
             self._append(ReplyStartedSignal(), 0, 0.0, check=False)
 
     def stop(self, error: BaseException) -> None:
-        """The reader is gone for good: whoever waits for room, or puts later, gets ``error``."""
-        self._stopped = error
+        """The reader is gone for good: whoever waits for room, or puts later, gets ``error`` (the
+        first one given)."""
+        if self._stopped is None:
+            self._stopped = error
         self._taken.set()
 
     def release(self) -> None:
