@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
+import numpy as np
 import pytest
 
 from voxline.cli.client import _ServerStatus
@@ -25,6 +26,8 @@ from voxline.common.config import ServerConfig
 from voxline.common.server import RunningServer, start_server
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
 from voxline.orchestrator.wiring import build_spec
+from voxline.stt.endpoint import Endpointer, EndpointSettings, SpeechStarted, TurnEnded
+from voxline.stt.vad import EnergyVad
 from voxline.testing.fake_listen import ListenScript
 from voxline.testing.fake_servers import FakeLlm, FakeStt, FakeTts, silence_pcm, tone_pcm
 from voxline.v1 import audio_pb2, stt_pb2, voice_pb2, voice_pb2_grpc
@@ -303,3 +306,24 @@ async def test_thousands_of_three_byte_chunks_get_invalid_argument_not_a_hang() 
         good = Live(channel)  # and the server keeps serving
         good.speak(silence_pcm(0.2) + tone_pcm(0.4) + silence_pcm(0.5))
         assert (await good.turn()).status == "COMPLETED"
+
+
+def _endpoint_events(endpointer: Endpointer, pcm: bytes) -> list[object]:
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float32) / 32768.0
+    return list(endpointer.feed(samples))
+
+
+def test_stt_does_not_continue_a_turn_nobody_answered_for_ever() -> None:
+    # STT's own bound, for a client that never says a reply started: speech 30 s after an ended
+    # turn is a new turn (its audio let go), speech within that continues it.
+    endpointer = Endpointer(EnergyVad(), EndpointSettings(min_speech_ms=60, silence_ms=600))
+    ended = _endpoint_events(endpointer, silence_pcm(0.3) + tone_pcm(0.5) + silence_pcm(0.8))
+    assert [type(e).__name__ for e in ended if isinstance(e, TurnEnded)] == ["TurnEnded"]
+    soon = [e for e in _endpoint_events(endpointer, silence_pcm(2.0) + tone_pcm(0.3) + silence_pcm(0.8))
+            if isinstance(e, SpeechStarted)]
+    assert [(e.turn, e.continues_turn) for e in soon] == [(1, True)]
+    assert endpointer.holds_turn
+    _endpoint_events(endpointer, silence_pcm(31.0))
+    assert not endpointer.holds_turn  # its audio is let go
+    late = [e for e in _endpoint_events(endpointer, tone_pcm(0.3)) if isinstance(e, SpeechStarted)]
+    assert [(e.turn, e.continues_turn) for e in late] == [(2, False)]
