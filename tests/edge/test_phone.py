@@ -60,6 +60,7 @@ class Caller:
         self._say: list[bytes] = []
         self._n = 0
         self.arrived = asyncio.Event()
+        self.close_reason: str | None = None
 
     def say(self, ulaw: bytes) -> None:
         self._say.extend(ulaw[i:i + FRAME].ljust(FRAME, b"\xff") for i in range(0, len(ulaw), FRAME))
@@ -74,11 +75,17 @@ class Caller:
             await asyncio.sleep(max(0.0, start + self._n * 0.02 - loop.time()))  # real-time pacing
 
     async def read(self) -> None:
-        async for message in self.ws:
+        while True:
+            message = await self.ws.receive()
             if message.type == aiohttp.WSMsgType.TEXT:
                 self.received.append(json.loads(message.data))
                 self.arrived.set()
-        self.arrived.set()  # closed
+            elif message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                                  aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+                if message.type == aiohttp.WSMsgType.CLOSE:
+                    self.close_reason = message.extra
+                self.arrived.set()  # closed
+                return
 
     async def until(self, predicate: Any, within_s: float) -> None:
         async with asyncio.timeout(within_s):
@@ -196,3 +203,16 @@ async def test_token_in_the_streams_custom_parameters(tmp_path: Path) -> None:
                 await ws.send_str(json.dumps({"event": "stop", "streamSid": SID, "stop": {}}))
                 closing = await ws.receive(timeout=10)
                 assert ws.close_code == 1000
+
+
+async def test_a_call_with_no_speech_and_no_reply_is_closed_as_idle() -> None:
+    async with edge_starter(ScriptedOrchestrator(speech_chunks=10**9)) as start:
+        running = await start(idle_timeout_s=0.5)
+        url = f"{running.url.replace('http', 'ws')}/phone"
+        async with aiohttp.ClientSession() as http, http.ws_connect(url) as ws:
+            await ws.send_str(json.dumps(_start()))
+            caller = Caller(ws)  # the line stays open: silence every 20 ms, as Twilio sends it
+            async with owned(caller.stream(), caller.read()):
+                await caller.until(lambda r: ws.closed, 10)
+        assert (ws.close_code, caller.close_reason) == (1008, "idle for 0.5 s")
+        await until(lambda: running.edge.taken == 0)
