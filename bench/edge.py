@@ -226,6 +226,22 @@ async def load(url: str, edge_pid: int, sessions: int) -> dict[str, Any]:
             "edge_ms_p50": p50(edge_ms), "wall_s": t1 - t0, "sessions_seen": seen}
 
 
+def frame_lateness(url: str) -> dict[str, float]:
+    """The edge's send jitter so far, from its /metrics histogram: frames, and the share of them
+    that left more than 5, 20 and 50 ms after their schedule."""
+    with urllib.request.urlopen(f"{url}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    buckets: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("voxline_edge_frame_lateness_seconds_bucket"):
+            le = line.split('le="')[1].split('"')[0]
+            buckets[le] = float(line.rsplit(" ", 1)[1])
+    total = buckets.get("+Inf", 0.0)
+    late = {f"over_{ms}ms": (1 - buckets[le] / total) if total else float("nan")
+            for ms, le in ((5, "0.005"), (20, "0.02"), (50, "0.05"))}
+    return {"frames": total, **late}
+
+
 # -- driver ------------------------------------------------------------------------------------
 def wait_http(url: str, proc: ServiceProcess, within_s: float = 60) -> None:
     deadline = time.monotonic() + within_s
@@ -274,6 +290,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             result["browser_server_ms"] = [server.get(i + 1) for i in range(len(CLIPS))]
             result["browser_edge_ms"] = [e["edge_ms"] for e in events if e["type"] == "reply_audio_sent"]
             result["browser_transcripts"] = [e["text"] for e in events if e["type"] == "transcript"]
+            result["frame_lateness"] = frame_lateness(url)
         for text in CLIPS:
             grpc_ms[text].append(asyncio.run(grpc_turn(orchestrator, text)))
         result["grpc_ms"] = {t: v for t, v in grpc_ms.items()}
@@ -310,6 +327,11 @@ def report(r: dict[str, Any]) -> None:
         print(f"transport overhead p50 (client minus orchestrator): gRPC {p50(grpc_over):.0f} ms, "
               f"browser {p50(browser_over):.0f} ms")
         print(f"heard-in-browser minus gRPC, p50: {extra:.0f} ms (target <= 200)")
+        lateness = r.get("frame_lateness") or {}
+        if lateness:
+            print(f"  the edge's send jitter: {lateness['frames']:.0f} frames, "
+                  f"{100 * lateness['over_5ms']:.1f} % left > 5 ms late, {100 * lateness['over_20ms']:.1f} % "
+                  f"> 20 ms, {100 * lateness['over_50ms']:.1f} % > 50 ms")
         jitter = stats.get("jitter_buffer_ms")
         print(f"  of which Chromium's jitter buffer (getStats, mean delay): "
               f"{'-' if jitter is None else f'{jitter:.0f}'} ms")

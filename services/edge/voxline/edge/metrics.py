@@ -27,6 +27,11 @@ class EdgeMetrics:
                                      "the orchestrator's first reply audio of a turn to its first "
                                      "frame sent (RTP or phone media)", ["transport"],
                                      buckets=EDGE_BUCKETS, registry=self.registry)
+        self.frame_lateness = Histogram("voxline_edge_frame_lateness_seconds",
+                                        "how late each 20 ms WebRTC frame left against its schedule "
+                                        "(the edge's own send jitter; a starved event loop shows here)",
+                                        buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2),
+                                        registry=self.registry)
         for transport in ("webrtc", "phone"):
             self.peers_open.labels(transport).set(0)
         for direction in ("in", "out"):

@@ -93,9 +93,10 @@ class ReplyTrack(MediaStreamTrack):
 
     kind = "audio"
 
-    def __init__(self, playback: Playback) -> None:
+    def __init__(self, playback: Playback, on_lateness: Callable[[float], None] | None = None) -> None:
         super().__init__()
         self._playback = playback
+        self._on_lateness = on_lateness
         self._start: float | None = None
         self._pts = 0
         self._silence = bytes(FRAME_SAMPLES * 2)
@@ -107,9 +108,11 @@ class ReplyTrack(MediaStreamTrack):
             self._start = time.monotonic()
         else:
             self._pts += FRAME_SAMPLES
-            wait = self._start + self._pts / WEBRTC_RATE - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
+            due = self._start + self._pts / WEBRTC_RATE
+            if due > time.monotonic():
+                await asyncio.sleep(due - time.monotonic())
+            if self._on_lateness is not None:
+                self._on_lateness(max(0.0, time.monotonic() - due))
         data = self._playback.next_frame() or self._silence
         frame = av.AudioFrame(format="s16", layout="mono", samples=FRAME_SAMPLES)
         frame.planes[0].update(data)
@@ -139,7 +142,7 @@ class WebRtcSession:
                                      on_dropped=lambda n: metrics.frames_dropped.labels("in").inc(n))
         self.id = self.bridge.session_id
         self.connected = asyncio.Event()
-        self._track = ReplyTrack(self.playback)
+        self._track = ReplyTrack(self.playback, on_lateness=metrics.frame_lateness.observe)
         self._channel: RTCDataChannel | None = None
         self._pending: deque[str] = deque(maxlen=MAX_PENDING_EVENTS)
         self._tasks: list[asyncio.Task[None]] = []
