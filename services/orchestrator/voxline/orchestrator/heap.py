@@ -35,7 +35,8 @@ def _load_trim() -> Callable[[int], int] | None:
 
 
 _TRIM = _load_trim()
-_pending: asyncio.TimerHandle | None = None
+#: The trim scheduled, and the loop it is scheduled on (a loop that closed never runs it).
+_pending: tuple[asyncio.AbstractEventLoop, asyncio.TimerHandle] | None = None
 
 
 def _trim_now() -> None:
@@ -48,6 +49,9 @@ def _trim_now() -> None:
 def session_ended() -> None:
     """A session ended: give free heap pages back to the OS shortly (one trim for a burst)."""
     global _pending
-    if _TRIM is None or _pending is not None:
+    if _TRIM is None:
         return
-    _pending = asyncio.get_running_loop().call_later(DELAY_S, _trim_now)
+    loop = asyncio.get_running_loop()
+    if _pending is not None and _pending[0] is loop and not _pending[1].cancelled():
+        return
+    _pending = (loop, loop.call_later(DELAY_S, _trim_now))
