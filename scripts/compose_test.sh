@@ -52,6 +52,7 @@ fi
 
 # 2. Images.
 t0=$(date +%s)
+say "make images (a first build takes about 15 minutes on 2 cores; log: build/compose-test.log)"
 bash scripts/images.sh >>"$log" 2>&1 || fail "make images"
 grep '^images: voxline-' "$log" | sed 's/^images:/compose-test: image/'
 build_s=$(( $(date +%s) - t0 ))
