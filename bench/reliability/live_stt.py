@@ -143,9 +143,9 @@ async def bombs(stub: stt_pb2_grpc.SpeechToTextStub, pid: int, small: bool) -> l
                 for _ in range(sessions)])
         codes = sorted({code for code, _ in results})
         after = procs.rss_mb(pid) - rss.start
-        # the bound is on what the audio costs; 16 MiB messages cost gRPC their own size while read
+        # the bound (100 MB) is per session: 16 MiB messages cost gRPC ~2x their size while read
         cases.append(Case(name, "/".join(codes), f"RSS peak +{rss.growth_mb:.0f} MB, after +{after:.0f} MB",
-                          (rss.growth_mb if sessions == 1 else after) <= 100 and "OK" not in codes))
+                          rss.growth_mb / sessions <= 100 and "OK" not in codes))
     return cases
 
 
@@ -215,7 +215,9 @@ async def tiny_chunks(stub: stt_pb2_grpc.SpeechToTextStub, address: str, good: b
 async def stream_memory(stub: stt_pb2_grpc.SpeechToTextStub, pid: int, speech: bytes, sessions: int,
                         rate: int, channels: int, seconds: float) -> Case:
     """``sessions`` Listen streams at once, each sending ``seconds`` of speech (one long turn with
-    pauses) at full speed: the RSS they cost at their peak, and after they ended (given back?)."""
+    pauses) at full speed, twice: the RSS they cost at their peak, and after they ended. The first
+    round also fills the allocator's and CTranslate2's caches for long clips (kept, flat after):
+    the second round says whether a stream's memory is given back."""
     mono = np.frombuffer(speech, dtype="<i2")[:int(seconds * RATE)].astype(np.float32) / 32768.0
     wide = resample(mono, RATE, rate) if rate != RATE else mono
     pcm = float_to_pcm16(np.repeat(wide, channels).astype(np.float32))
@@ -229,12 +231,15 @@ async def stream_memory(stub: stt_pb2_grpc.SpeechToTextStub, pid: int, speech: b
 
     name = (f"{sessions} streams, {rate // 1000} kHz mono, {seconds:.0f} s each" if channels == 1 else
             f"{sessions} streams, {rate // 1000} kHz × {channels} ch, {seconds:.0f} s each")
-    with PeakRss(pid) as rss:
-        results = await asyncio.gather(*[listen(stub, messages()) for _ in range(sessions)])
-    after = procs.rss_mb(pid) - rss.start
-    codes = sorted({code for code, _ in results})
-    return Case(name, "/".join(codes), f"RSS peak +{rss.growth_mb:.0f} MB "
-                f"({rss.growth_mb / sessions:.1f} MB a stream), after they ended +{after:.0f} MB",
+    figures, codes, after = [], set(), 0.0
+    for round_ in (1, 2):
+        with PeakRss(pid) as rss:
+            results = await asyncio.gather(*[listen(stub, messages()) for _ in range(sessions)])
+        after = procs.rss_mb(pid) - rss.start
+        codes |= {code for code, _ in results}
+        figures.append(f"round {round_}: RSS peak +{rss.growth_mb:.0f} MB ({rss.growth_mb / sessions:.1f} "
+                       f"MB a stream), after they ended +{after:.0f} MB")
+    return Case(name, "/".join(sorted(codes)), "; ".join(figures),
                 after <= 20 and "INTERNAL" not in codes and "UNKNOWN" not in codes)
 
 
