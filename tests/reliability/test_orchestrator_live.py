@@ -279,6 +279,17 @@ async def test_a_failed_recogniser_reaches_a_client_that_waits_for_its_reply() -
         assert "stt stage" in details
 
 
+async def test_stt_down_for_longer_than_the_retry_wait_ends_a_waiting_client_with_unavailable() -> None:
+    async with rig(stage_retry_wait_s=1.0) as r, grpc.aio.insecure_channel(r.address) as channel:
+        session = Live(channel)
+        session.speak(silence_pcm(0.2) + tone_pcm(0.4))
+        await r.stt.heard(30)
+        await r.stt.stop()  # and it does not come back; the client sends nothing more
+        code, details = await session.status()
+        assert code == grpc.StatusCode.UNAVAILABLE, details
+        assert "stt stage" in details
+
+
 async def test_a_hung_recogniser_under_a_flood_ends_the_stream_with_a_status() -> None:
     # STT stops reading (hung) while the client pushes 30 s of audio at full speed and half-closes:
     # whether the backlog filled and nothing took from it, or gRPC's windows took it all and STT

@@ -226,6 +226,14 @@ class StageError(VoxlineError):
         super().__init__(f"{code_name}: {stage} stage {_WHAT.get(code_name, 'failed')}: {shown}")
 
 
+
+class StageNotReady(StageError):
+    """No replica of the stage became ready within the retry wait (``--stage-retry-wait-s``): the
+    outage outlasted what a call may wait for, so the caller gives up instead of waiting again."""
+
+    def __init__(self, stage: str, detail: str, address: str = "") -> None:
+        super().__init__(stage, "UNAVAILABLE", detail, address)
+
 #: Socket addresses in gRPC's own error texts: ipv4:1.2.3.4:5, ipv6:[::1]:5, unix:/path, host:port.
 _ADDRESS = re.compile(r"\b(?:ipv4|ipv6|unix|unix-abstract|dns):\S+?(?=[,;]?(?:\s|$))"
                       r"|\[[0-9A-Fa-f:.]+\]:\d+|\b\d{1,3}(?:\.\d{1,3}){3}:\d+\b")

@@ -52,6 +52,7 @@ from voxline.orchestrator.domain import (
     SpeechPause,
     SpeechStart,
     StageError,
+    StageNotReady,
     ToolCallDelta,
     Transcription,
     TurnDetection,
@@ -389,8 +390,8 @@ class GrpcStages:
 
         wait_s = self.stt.retry_wait_s
         if wait_s > 0 and not await self.stt.wait_ready(wait_s):
-            raise StageError("stt", "UNAVAILABLE", f"no speech recogniser ready within {wait_s:g} s",
-                             self.stt.address)
+            raise StageNotReady("stt", f"no speech recogniser ready within {wait_s:g} s",
+                                self.stt.address)
 
         async def requests() -> AsyncIterator[stt_pb2.ListenRequest]:
             yield stt_pb2.ListenRequest(config=config)

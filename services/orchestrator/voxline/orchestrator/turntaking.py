@@ -46,6 +46,7 @@ from voxline.orchestrator.domain import (
     SpeechStart,
     StageClients,
     StageError,
+    StageNotReady,
     Transcription,
     TurnDetection,
     TurnEnd,
@@ -174,7 +175,9 @@ class TurnTaker:
                     return
                 except StageError as exc:
                     failures = 1 if ended[0] else failures + 1
-                    if exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS:
+                    # (no replica ready within the retry wait: the outage outlasted it, give up)
+                    if (exc.code_name not in _REOPEN_CODES or failures > LISTEN_REOPENS
+                            or isinstance(exc, StageNotReady)):
                         raise
                     log.warning("speech recogniser stream failed; reopening it and replaying the turn",
                                 extra={"turn": self._number, "code": exc.code_name, "attempt": failures})
