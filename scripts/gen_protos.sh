@@ -13,7 +13,7 @@ fi
 bindir="$(dirname "$py")"
 PATH="$bindir:$PATH" "$py" -m grpc_tools.protoc -I "$root/protos" \
   --python_out="$out" --grpc_python_out="$out" \
-  --mypy_out="$out" --mypy_grpc_out="$out" \
+  --mypy_out="quiet:$out" --mypy_grpc_out="quiet:$out" \
   "$root"/protos/voxline/v1/*.proto
 if [[ "${1:-}" == "--check" ]]; then
   status=0
