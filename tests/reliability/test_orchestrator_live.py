@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from voxline.cli.client import _ServerStatus
+from voxline.common.call_status import ServerStatus
 from voxline.common.config import ServerConfig
 from voxline.common.server import RunningServer, start_server
 from voxline.orchestrator.config import Deadlines, OrchestratorConfig
@@ -132,7 +132,7 @@ class Live:
                                                                         timeout=CALL_DEADLINE_S)
         # the server's status as it arrives: a write racing the end of the call may replace it
         # with INTERNAL "Internal error from Core" (grpc/grpc#36066)
-        self._status = _ServerStatus(self.call)
+        self._status = ServerStatus(self.call)
 
     async def _feed(self) -> AsyncIterator[voice_pb2.ConverseRequest]:
         while (request := await self._requests.get()) is not None:
@@ -166,7 +166,7 @@ class Live:
                 pass
         except grpc.aio.AioRpcError as exc:
             failure = exc
-        error = await self._status.error_for(self.call, failure)
+        error = await self._status.error_for(failure, wait_s=5.0, call=self.call)
         return error.code(), error.details() or ""
 
 

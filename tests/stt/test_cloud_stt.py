@@ -19,9 +19,10 @@ import pytest
 from speech import PHRASE, english_speech_wav, words
 from support import start_service
 
+from voxline.common.breaker import CircuitBreaker
 from voxline.common.config import ConfigError
 from voxline.stt import cloud
-from voxline.stt.cloud import CircuitBreaker, CloudTranscriber
+from voxline.stt.cloud import CloudTranscriber
 from voxline.stt.config import CloudSettings, EngineSettings, build_parser, parse
 from voxline.stt.engine import AudioInput, RecognitionOptions, WhisperTranscriber
 from voxline.v1 import stt_pb2, stt_pb2_grpc

@@ -4,13 +4,13 @@ or step by step (the tests): the one Converse client helper."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Any, TypeVar, cast
 
 import grpc
 
+from voxline.common.call_status import ServerStatus
 from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
 
 #: Audio chunk size sent on the stream (a real client would send ~20-100 ms frames; the size only
@@ -18,61 +18,8 @@ from voxline.v1 import audio_pb2, voice_pb2, voice_pb2_grpc
 CHUNK_BYTES = 32 * 1024
 
 
-#: What grpc.aio reports when a write loses the race with the server ending the call
-#: (grpc/grpc#36066): the server's status arrives, then the failed write overwrites it with this.
-_LOST_STATUS = (grpc.StatusCode.INTERNAL, "Internal error from Core")
 #: How long a failed write or read waits for the server's own status, seconds.
 STATUS_WAIT_S = 5.0
-
-_T = TypeVar("_T")
-
-
-def _settled(coroutine: Coroutine[Any, Any, _T]) -> _T | None:
-    """The result of a coroutine that finishes without suspending (a finished call's status
-    getters do), else None: a done callback cannot await."""
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return cast(_T, stop.value)
-    coroutine.close()
-    return None
-
-
-class _ServerStatus:
-    """The status the server ended the call with, caught the moment it arrives (a done callback),
-    before a racing write can replace it with INTERNAL "Internal error from Core"."""
-
-    def __init__(self, call: grpc.aio.StreamStreamCall) -> None:
-        self.error: grpc.aio.AioRpcError | None = None
-        self._arrived = asyncio.Event()
-        call.add_done_callback(self._on_done)
-
-    def _on_done(self, call: grpc.aio.Call) -> None:
-        code, details = _settled(call.code()), _settled(call.details())
-        if self.error is not None or code is None or (code, details) == _LOST_STATUS:
-            return
-        self.error = grpc.aio.AioRpcError(
-            code, _settled(call.initial_metadata()) or grpc.aio.Metadata(),
-            _settled(call.trailing_metadata()) or grpc.aio.Metadata(), details,
-            _settled(call.debug_error_string()))
-        self._arrived.set()
-
-    async def error_for(self, call: grpc.aio.StreamStreamCall,
-                        failure: grpc.aio.AioRpcError | None) -> grpc.aio.AioRpcError:
-        """The error to raise for a write or read that failed with ``failure`` (None: the call
-        had already ended): the server's own status, waiting briefly for it when gRPC lost it."""
-        if failure is not None and (failure.code(), failure.details()) != _LOST_STATUS:
-            return failure
-        try:
-            async with asyncio.timeout(STATUS_WAIT_S):
-                await self._arrived.wait()
-        except TimeoutError:
-            if failure is not None:
-                return failure  # a genuine internal error: nothing better will come
-            return grpc.aio.AioRpcError(await call.code(), await call.initial_metadata(),
-                                        await call.trailing_metadata(), await call.details())
-        assert self.error is not None
-        return self.error
 
 
 class ConverseError(RuntimeError):
@@ -159,7 +106,7 @@ class Conversation:
         self._read_timeout_s = read_timeout_s
         self._channel: grpc.aio.Channel | None = None
         self._call: grpc.aio.StreamStreamCall | None = None
-        self._status: _ServerStatus | None = None
+        self._status: ServerStatus | None = None
 
     @classmethod
     def on_channel(cls, channel: grpc.aio.Channel, *, read_timeout_s: float | None = None,
@@ -171,7 +118,7 @@ class Conversation:
 
     def _open(self, channel: grpc.aio.Channel) -> None:
         self._call = voice_pb2_grpc.VoiceAssistantStub(channel).Converse(metadata=self._metadata)
-        self._status = _ServerStatus(self._call)
+        self._status = ServerStatus(self._call)
 
     @property
     def call(self) -> grpc.aio.StreamStreamCall:
@@ -208,9 +155,9 @@ class Conversation:
         try:
             await call.write(request)
         except asyncio.InvalidStateError:
-            raise await self._status.error_for(call, None) from None
+            raise await self._status.error_for(None, wait_s=STATUS_WAIT_S, call=call) from None
         except grpc.aio.AioRpcError as exc:
-            raise await self._status.error_for(call, exc) from None
+            raise await self._status.error_for(exc, wait_s=STATUS_WAIT_S, call=call) from None
 
     async def _connect(self) -> None:
         # Fail on the first failed attempt (connection refused, unknown host) instead of letting
@@ -262,7 +209,7 @@ class Conversation:
                 response = await call.read()
         except grpc.aio.AioRpcError as exc:
             assert self._status is not None
-            raise await self._status.error_for(call, exc) from None
+            raise await self._status.error_for(exc, wait_s=STATUS_WAIT_S, call=call) from None
         if response is grpc.aio.EOF:
             return None
         assert isinstance(response, voice_pb2.ConverseResponse)

@@ -27,13 +27,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from typing import Any, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from voxline.common.call_status import ServerStatus
 from voxline.common.config import read_config_file, read_token_file
 from voxline.common.metrics import record_stage_retry
 from voxline.orchestrator.balancing import ROUND_ROBIN_SERVICE_CONFIG, channel_target
@@ -405,62 +406,20 @@ class GrpcStages:
 
         call = stt_pb2_grpc.SpeechToTextStub(self.stt.channel).Listen(
             requests(), wait_for_ready=False, metadata=self.stt.metadata)
-        status = _ServerStatus(call)
+        status = ServerStatus(call)
         try:
             async for reply in call:
                 event = _listen_event(reply)
                 if event is not None:
                     yield event
         except grpc.aio.AioRpcError as exc:
-            raise await self.stt.error(await status.error_for(exc)) from exc
+            raise await self.stt.error(await status.error_for(exc, wait_s=_STATUS_WAIT_S)) from exc
         finally:
             call.cancel()
 
 
-#: What grpc.aio reports when a write loses the race with the server ending the call
-#: (grpc/grpc#36066): the server's status arrives, then the failed write overwrites it with this.
-_LOST_STATUS = (grpc.StatusCode.INTERNAL, "Internal error from Core")
-#: How long a call whose status was overwritten waits for the server's own, seconds.
+#: How long a call whose status a racing write overwrote waits for the server's own, seconds.
 _STATUS_WAIT_S = 1.0
-_T = TypeVar("_T")
-
-
-def _settled(coroutine: Coroutine[Any, Any, _T]) -> _T | None:
-    """The result of a coroutine that finishes without suspending (a finished call's status
-    getters do), else None: a done callback cannot await."""
-    try:
-        coroutine.send(None)
-    except StopIteration as stop:
-        return cast(_T, stop.value)
-    coroutine.close()
-    return None
-
-
-class _ServerStatus:
-    """A streaming call's status as the server sent it, caught the moment it arrives: a request
-    written as the server ends the call (STT refusing a stream over its limits) would turn it into
-    INTERNAL "Internal error from Core", which reads as a dead replica and would be retried."""
-
-    def __init__(self, call: Any) -> None:
-        self._error: grpc.aio.AioRpcError | None = None
-        self._arrived = asyncio.Event()
-        call.add_done_callback(self._on_done)
-
-    def _on_done(self, call: Any) -> None:
-        code, details = _settled(call.code()), _settled(call.details())
-        if self._error is not None or code is None or (code, details) == _LOST_STATUS:
-            return
-        self._error = grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details)
-        self._arrived.set()
-
-    async def error_for(self, failure: grpc.aio.AioRpcError) -> grpc.aio.AioRpcError:
-        """The server's own status for ``failure`` (itself unless gRPC lost the server's)."""
-        if (failure.code(), failure.details()) != _LOST_STATUS:
-            return failure
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(_STATUS_WAIT_S):
-                await self._arrived.wait()
-        return self._error or failure
 
 
 class _Deadline:

@@ -28,6 +28,7 @@ from typing import Any
 import httpx
 
 from voxline.common.audio import WHISPER_RATE, decode, to_wav_bytes
+from voxline.common.breaker import CircuitBreaker
 from voxline.common.errors import InvalidInput, LimitExceeded
 from voxline.stt.config import CloudSettings
 from voxline.stt.engine import AudioInput, RecognitionOptions, Segment, Transcriber, Transcript
@@ -55,57 +56,6 @@ def scrub(text: str, secrets: Iterable[str] = ()) -> str:
     for pattern in _SECRET_PATTERNS:
         text = pattern.sub("***", text)
     return text
-
-
-class CircuitBreaker:
-    """``failure_threshold`` consecutive failures open the circuit for ``cooldown_s``; then it is
-    half-open: one request may try, its success closes the circuit, its failure re-opens it; a
-    cancelled trial frees the slot. (The LLM gateway's rules; a copy, the STT service does not
-    depend on the gateway's package.)"""
-
-    def __init__(self, failure_threshold: int = 3, cooldown_s: float = 30.0,
-                 clock: Any = time.monotonic) -> None:
-        if failure_threshold < 1 or cooldown_s < 0:
-            raise ValueError("failure_threshold must be >= 1 and cooldown_s >= 0")
-        self._threshold = failure_threshold
-        self._cooldown = cooldown_s
-        self._clock = clock
-        self._failures = 0
-        self._opened_at: float | None = None
-        self._trial_running = False
-
-    @property
-    def state(self) -> str:
-        if self._opened_at is None:
-            return "closed"
-        if self._clock() - self._opened_at < self._cooldown:
-            return "open"
-        return "half_open"
-
-    def try_acquire(self) -> bool:
-        """May a request go to the provider now? Half-open: this takes the one trial slot."""
-        state = self.state
-        if state == "closed":
-            return True
-        if state == "half_open" and not self._trial_running:
-            self._trial_running = True
-            return True
-        return False
-
-    def record_success(self) -> None:
-        self._failures = 0
-        self._opened_at = None
-        self._trial_running = False
-
-    def record_failure(self) -> None:
-        self._failures += 1
-        if self._trial_running or self._failures >= self._threshold:
-            self._opened_at = self._clock()
-        self._trial_running = False
-
-    def release(self) -> None:
-        """The request ended without a verdict (cancelled): free the half-open trial slot."""
-        self._trial_running = False
 
 
 class CloudUnusable(Exception):
