@@ -73,9 +73,19 @@ async def serve(config: EdgeConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
-    await runner.cleanup()
+    try:
+        # closing the peers may hang in aiortc when a peer is closing itself at the same moment
+        # (seen about 1 stop in 8 in tests): the stop is bounded, what is left is cancelled
+        async with asyncio.timeout(SHUTDOWN_GRACE_S):
+            await runner.cleanup()
+    except TimeoutError:
+        log.warning("the sessions did not close within %g s; stopping anyway", SHUTDOWN_GRACE_S)
     await channel.close()
     shutdown_telemetry()
+
+
+#: Longest wait for the sessions to close at a stop, seconds.
+SHUTDOWN_GRACE_S = 10.0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
